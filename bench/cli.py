@@ -1,0 +1,232 @@
+"""The ``bench`` command: parse, call the library, print. The only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import __version__
+from bench.codecs import CODECS, default_rates
+from bench.codecs.base import OptionValue, option_names, parse_option_value
+from bench.config import project_root
+from bench.datasets import DATASETS
+from bench.errors import BenchError, UsageError
+from bench.records import Record
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED_RECORDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+log = logging.getLogger("bench")
+
+
+def _split_assignment(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise UsageError(f"{flag} expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def parse_rates(items: Sequence[str]) -> dict[str, list[float]]:
+    """``["jpeg=5,10", "webp=50"]`` -> ``{"jpeg": [5.0, 10.0], "webp": [50.0]}``."""
+    rates: dict[str, list[float]] = {}
+    for item in items:
+        codec, values = _split_assignment(item, "--rates")
+        try:
+            rates.setdefault(codec, []).extend(float(v) for v in values.split(",") if v.strip())
+        except ValueError:
+            raise UsageError(f"--rates {item!r}: rates must be numbers") from None
+    return rates
+
+
+def parse_codec_options(items: Sequence[str]) -> dict[str, dict[str, OptionValue]]:
+    """``["bpg.chroma=444"]`` -> ``{"bpg": {"chroma": 444}}`` (values typed by their look)."""
+    options: dict[str, dict[str, OptionValue]] = {}
+    for item in items:
+        key, value = _split_assignment(item, "--codec-option")
+        codec, dot, option = key.partition(".")
+        if not dot or not option:
+            raise UsageError(f"--codec-option expects CODEC.OPTION=VALUE, got {item!r}")
+        options.setdefault(codec, {})[option] = parse_option_value(value)
+    return options
+
+
+def _default_out(dataset: str) -> Path:
+    return project_root() / "results" / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import plan_codec, run
+
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    if not codecs:
+        raise UsageError("--codecs needs at least one codec name (see `bench list codecs`)")
+    rates = parse_rates(args.rates)
+    options = parse_codec_options(args.codec_option)
+    for name in [*rates, *options]:
+        if name not in codecs:
+            raise UsageError(f"--rates/--codec-option name {name!r}, which is not in --codecs")
+    plans = [plan_codec(name, options.get(name), rates.get(name)) for name in codecs]
+    dataset_cls = DATASETS.load(args.dataset)
+    dataset = dataset_cls(data_dir=args.data_dir, download=not args.no_download)  # type: ignore[call-arg]
+    out_dir = Path(args.out) if args.out else _default_out(args.dataset)
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+
+    def progress(done: int, total: int, records: list[Record]) -> None:
+        failed = [r for r in records if not r.ok]
+        head = records[0] if records else None
+        what = f"{head.image_id} {head.codec}" if head else ""
+        status = f"{len(records) - len(failed)} ok" + (f", {len(failed)} failed: {failed[0].error}" if failed else "")
+        print(f"[{done:>4}/{total}] {what}: {status}", file=sys.stderr, flush=True)
+
+    print(f"bench {__version__}: {', '.join(codecs)} on {args.dataset} -> {out_dir}", file=sys.stderr)
+    try:
+        result = run(
+            dataset, plans, out_dir, workers=workers, limit=args.limit, resume=args.resume,
+            argv=["bench", *sys.argv[1:]], progress=progress,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished records are in {out_dir}; continue with --resume --out {out_dir}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    from bench.curves import read_aggregates
+
+    rows = read_aggregates(result.aggregates_csv)
+    print(f"\n{'codec':<11} {'param':>8} {'rate':>7} {'bpp':>7} {'PSNR':>7} {'PSNRpool':>8} "
+          f"{'SSIM':>6} {'MS-SSIM':>7} {'n':>4} {'fail':>4}")
+    for row in rows:
+        print(f"{row.codec:<11} {row.rate_param:>8} {row.rate:>7g} {_fmt(row.bpp_mean):>7} "
+              f"{_fmt(row.psnr_rgb_mean, 2):>7} {_fmt(row.psnr_rgb_pooled, 2):>8} "
+              f"{_fmt(row.ssim_rgb_mean, 4):>6} {_fmt(row.ms_ssim_rgb_mean, 4):>7} "
+              f"{row.n_images:>4} {row.n_failed:>4}")
+    failed = sum(1 for r in result.records if not r.ok)
+    print(f"\nresults in {result.directory}/")
+    print("  records.csv, records.parquet   one row per image x codec x rate point")
+    print("  aggregates.csv                 one row per codec x rate point")
+    print(f"  plots/                         {', '.join(p.name for p in result.plots)}")
+    print("  manifest.json                  command, versions, machine, git commit, times")
+    if failed:
+        print(f"\n{failed} record(s) failed; their errors are in records.csv (status=error)", file=sys.stderr)
+        return EXIT_FAILED_RECORDS if args.strict else EXIT_OK
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "codecs":
+        print(f"{'codec':<11} {'usable':<6} {'rate parameter':<34} {'default sweep / details'}")
+        for name in CODECS.names():
+            entry = CODECS.entry(name)
+            try:
+                cls = CODECS.load(name)
+                codec = cls()
+                availability = cls.availability()
+            except Exception as exc:  # a broken plugin is listed, not fatal
+                print(f"{name:<11} {'no':<6} {'-':<34} cannot load: {exc}. {entry.install_hint}")
+                continue
+            scale = codec.scale
+            direction = "higher" if scale.quality_rises else "lower"
+            param = f"{scale.name} {scale.low:g}..{scale.high:g} ({direction}=better)"
+            if availability.usable:
+                sweep = ",".join(f"{r:g}" for r in default_rates(codec))
+                detail = f"{sweep}  [{availability.detail}]"
+            else:
+                detail = f"{availability.detail}. To use: {availability.hint}"
+            source = "" if entry.source == "built-in" else f" ({entry.source})"
+            print(f"{name:<11} {'yes' if availability.usable else 'no':<6} {param:<34} {detail}{source}")
+            opts = option_names(cls)
+            if opts and args.verbose:
+                print(f"{'':<11} options: {', '.join(opts)}")
+        return EXIT_OK
+    print(f"{'dataset':<11} {'available':<9} {'images':>6} {'labels':>6}  location / details")
+    for name in DATASETS.names():
+        try:
+            status = DATASETS.load(name)().status()
+        except BenchError as exc:
+            print(f"{name:<11} {'no':<9} {'-':>6} {'-':>6}  {exc}")
+            continue
+        extra = f"  ({status.detail})" if status.detail else ""
+        print(f"{name:<11} {'yes' if status.available else 'no':<9} {status.images:>6} "
+              f"{status.labels:>6}  {status.location}{extra}")
+    return EXIT_OK
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    from bench.curves import aggregate, plot_rd, write_aggregates
+    from bench.records import read_csv
+    from bench.store import AGGREGATES_CSV, PLOTS, RECORDS_CSV, write_parquet
+
+    directory = Path(args.run_dir)
+    if not (directory / RECORDS_CSV).is_file():
+        raise UsageError(f"{directory} has no {RECORDS_CSV}: is it a bench run directory?")
+    latest: dict[tuple[str, str, str, float], Record] = {}
+    for record in read_csv(directory / RECORDS_CSV):
+        latest[record.key] = record
+    records = list(latest.values())
+    write_parquet(records, directory / "records.parquet")
+    rows = aggregate(records)
+    write_aggregates(rows, directory / AGGREGATES_CSV)
+    plot_rd(rows, directory / PLOTS)
+    print(f"rewrote {directory / AGGREGATES_CSV}, records.parquet and {directory / PLOTS}/")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Rate-distortion evaluation of image codecs."
+    )
+    parser.add_argument("--version", action="version", version=f"bench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="sweep codecs over a dataset and score every reconstruction")
+    p.add_argument("--codecs", required=True, help="comma-separated codec names, e.g. jpeg,webp,jpeg2000")
+    p.add_argument("--dataset", default="kodak", help="dataset name (default: kodak)")
+    p.add_argument("--rates", action="append", default=[], metavar="CODEC=V1,V2,...",
+                   help="rate points for one codec, in its own parameter (repeatable)")
+    p.add_argument("--codec-option", action="append", default=[], metavar="CODEC.KEY=VALUE",
+                   help="a codec option, e.g. bpg.chroma=444 (repeatable)")
+    p.add_argument("--data-dir", help="directory that holds the dataset")
+    p.add_argument("--no-download", action="store_true", help="never download data")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--workers", type=int, help="worker processes (default: CPU count; 0 = in-process)")
+    p.add_argument("--out", help="run directory (default: results/DATASET-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--strict", action="store_true", help=f"exit {EXIT_FAILED_RECORDS} if any record failed")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", help="list codecs or datasets and whether they are usable here")
+    p.add_argument("what", choices=["codecs", "datasets"])
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_curves)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Codecs by name: built-ins and plugins of the ``bench.codecs`` entry-point group."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bench.codecs.base import (
+    Availability,
+    Ceiling,
+    Codec,
+    Image,
+    OptionValue,
+    RateScale,
+    instantiate,
+)
+from bench.config import codec_defaults
+from bench.errors import UsageError
+from bench.registry import Registry
+
+CODECS: Registry[Codec] = Registry("codecs", "bench.codecs")
+CODECS.add("jpeg", "bench.codecs.pillow_codecs:JpegCodec", "pip install pillow")
+CODECS.add("webp", "bench.codecs.pillow_codecs:WebpCodec", "pip install pillow")
+CODECS.add("jpeg2000", "bench.codecs.jpeg2000:Jpeg2000Codec", "pip install glymur")
+CODECS.add("bpg", "bench.codecs.bpg:BpgCodec")
+CODECS.add("avif", "bench.codecs.imagecodecs_codecs:AvifCodec", "pip install imagecodecs")
+CODECS.add("jpegxl", "bench.codecs.imagecodecs_codecs:JpegXlCodec", "pip install imagecodecs")
+CODECS.add("hevc-intra", "bench.codecs.heif:HevcIntraCodec", "pip install pillow-heif")
+
+
+def create_codec(name: str, options: Mapping[str, OptionValue] | None = None) -> Codec:
+    """Instantiate a registered codec with keyword options."""
+    return instantiate(CODECS.load(name), options or {})
+
+
+def default_rates(codec: Codec) -> list[float]:
+    """A codec's default sweep: ``codecs/defaults.toml``, else the class's ``default_rates``."""
+    configured = codec_defaults().get(codec.name, {}).get("rates")
+    rates = configured if configured is not None else list(codec.default_rates)
+    if not rates:
+        raise UsageError(f"{codec.name}: no default rates; pass --rates {codec.name}=v1,v2,...")
+    return [float(r) for r in rates]
+
+
+__all__ = [
+    "CODECS",
+    "Availability",
+    "Ceiling",
+    "Codec",
+    "Image",
+    "RateScale",
+    "create_codec",
+    "default_rates",
+]

@@ -1,0 +1,169 @@
+"""The codec contract: ``encode(image, rate) -> bytes`` and ``decode(bytes) -> image``."""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.errors import CodecError, UsageError
+
+Image = npt.NDArray[np.uint8]
+"""An (H, W, 3) uint8 RGB image."""
+
+OptionValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class RateScale:
+    """The parameter that sets a codec's rate, its range and its direction.
+
+    Attributes:
+        name: the codec's own name for it ("quality", "qp", "cratio", "distance").
+        low, high: the accepted closed range.
+        quality_rises: True when a larger value gives higher quality and more bits
+            (JPEG quality); False when it gives lower quality (BPG's QP, a compression ratio).
+        integer: whether only whole values are meaningful.
+    """
+
+    name: str
+    low: float
+    high: float
+    quality_rises: bool
+    integer: bool = True
+
+    def validate(self, value: float, codec: str) -> float:
+        """Return ``value`` checked against the range (and integrality) or raise UsageError."""
+        if not self.low <= value <= self.high:
+            raise UsageError(
+                f"{codec}: {self.name} {value:g} is outside {self.low:g}..{self.high:g}"
+            )
+        if self.integer and value != int(value):
+            raise UsageError(f"{codec}: {self.name} must be a whole number, got {value:g}")
+        return float(value)
+
+    def by_quality(self, values: Iterable[float]) -> list[float]:
+        """Sort rate values from the lowest quality to the highest."""
+        return sorted(values, reverse=not self.quality_rises)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a codec can run here; ``detail`` is a version or the reason it cannot."""
+
+    usable: bool
+    detail: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """A near-lossless setting and the PSNR it must reach on a natural image.
+
+    Used by the contract test: a codec that misses its ceiling has a rounding or colour
+    conversion error somewhere in its path.
+    """
+
+    rate: float
+    min_psnr_db: float
+    options: Mapping[str, OptionValue] = field(default_factory=dict)
+
+
+class Codec(abc.ABC):
+    """Base class of every codec.
+
+    Subclasses take their options as keyword-only constructor arguments with defaults, set
+    ``name``, ``rate_scale`` and ``ceiling``, and implement ``encode`` and ``decode``. The
+    bytes returned by ``encode`` must be everything a receiver needs: bpp is computed from
+    their length alone.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    rate_scale: ClassVar[RateScale]
+    ceiling: ClassVar[Ceiling]
+    default_rates: ClassVar[tuple[float, ...]] = ()
+    """Fallback sweep for plugins; built-ins take theirs from ``codecs/defaults.toml``."""
+
+    def __init__(self) -> None:
+        self.options: dict[str, OptionValue] = {}
+        """The options in effect, as keyword arguments that recreate this codec."""
+
+    @classmethod
+    @abc.abstractmethod
+    def availability(cls) -> Availability:
+        """Whether the codec can run here, and how to make it so if not."""
+
+    @property
+    def scale(self) -> RateScale:
+        """The rate scale of this instance (options may change it, e.g. JPEG 2000 in dB)."""
+        return self.rate_scale
+
+    def library_version(self) -> str:
+        """The name and version of the library or binary that does the coding."""
+        return self.availability().detail
+
+    @abc.abstractmethod
+    def encode(self, image: Image, rate: float) -> bytes:
+        """Encode an (H, W, 3) uint8 RGB image at a rate point into a self-contained bitstream."""
+
+    @abc.abstractmethod
+    def decode(self, data: bytes) -> Image:
+        """Decode a bitstream made by ``encode`` back to an (H, W, 3) uint8 RGB image."""
+
+
+def check_image(image: Image, codec: str) -> Image:
+    """Return ``image`` as a C-contiguous (H, W, 3) uint8 array or raise CodecError."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise CodecError(
+            f"{codec}: expected an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}"
+        )
+    return np.ascontiguousarray(image)
+
+
+def option_names(cls: type[Codec]) -> list[str]:
+    """The keyword options a codec class accepts."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def instantiate(cls: type[Codec], options: Mapping[str, OptionValue]) -> Codec:
+    """Create a codec from keyword options, naming the accepted ones when one is unknown."""
+    accepted = option_names(cls)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        listing = ", ".join(accepted) or "none"
+        raise UsageError(f"{cls.name}: unknown option {', '.join(unknown)}; accepted: {listing}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{cls.name}: {exc}") from exc
+
+
+def parse_option_value(text: str) -> OptionValue:
+    """Parse a command-line option value: true/false, an int, a float, or a string."""
+    lowered = text.strip().lower()
+    if lowered in {"true", "yes", "on"}:
+        return True
+    if lowered in {"false", "no", "off"}:
+        return False
+    for convert in (int, float):
+        try:
+            return convert(text)  # type: ignore[no-any-return]
+        except ValueError:
+            pass
+    return text
+
+
+def choice(value: Any, allowed: Iterable[Any], option: str) -> Any:
+    """Return ``value`` if it is one of ``allowed`` (compared as strings) or raise ValueError."""
+    allowed = list(allowed)
+    for candidate in allowed:
+        if str(value) == str(candidate):
+            return candidate
+    raise ValueError(f"option {option}={value!r} must be one of {', '.join(map(str, allowed))}")

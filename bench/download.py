@@ -1,0 +1,60 @@
+"""Downloads checked against a SHA-256 before they are kept."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from bench.errors import DatasetError
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, target: Path, sha256: str) -> Path:
+    """Fetch ``url`` into ``target`` if its SHA-256 is ``sha256``; nothing is kept otherwise.
+
+    The bytes go to a temporary file beside ``target`` and are renamed into place only after
+    the checksum matches, so an interrupted or corrupted download never leaves a file that
+    looks complete.
+
+    Raises:
+        DatasetError: the server cannot be reached or the checksum differs (names the URL).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    handle, partial_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    partial = Path(partial_name)
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
+            while chunk := resp.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256.lower():
+            raise DatasetError(
+                f"checksum mismatch for {url}: expected sha256 {sha256}, got "
+                f"{digest.hexdigest()}; the file was not kept. The server's copy differs from "
+                "the one bench knows: download it yourself and point bench at it with --data-dir"
+            )
+        partial.replace(target)
+        return target
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise DatasetError(
+            f"cannot download {url}: {exc}. Offline? Put the files in {target.parent} or point "
+            "bench at a local copy with --data-dir"
+        ) from exc
+    finally:
+        partial.unlink(missing_ok=True)

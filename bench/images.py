@@ -1,0 +1,114 @@
+"""Reading image files as 8-bit RGB, recording any conversion that was needed."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from bench.codecs.base import Image
+from bench.errors import ImageReadError
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """Pixels as (H, W, 3) uint8 RGB, and how they were obtained from the file.
+
+    ``conversion`` is empty for an 8-bit RGB file, otherwise e.g. ``"L->RGB"``,
+    ``"RGBA->RGB (alpha dropped)"`` or ``"16-bit->8-bit (rounded)"``.
+    """
+
+    pixels: Image
+    conversion: str
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with path.open("rb") as handle:
+        head = handle.read(33)
+    if head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return head[24]
+
+
+def _to_rgb8_from_16(pixels: np.ndarray) -> np.ndarray:
+    """Map 0..65535 to 0..255 by rounding (x / 257), which inverts 8->16 bit expansion."""
+    return np.rint(pixels.astype(np.float64) / 257.0).astype(np.uint8)
+
+
+def _from_array(pixels: np.ndarray, path: Path) -> LoadedImage:
+    notes = []
+    if pixels.dtype == np.uint16:
+        pixels = _to_rgb8_from_16(pixels)
+        notes.append("16-bit->8-bit (rounded)")
+    elif pixels.dtype != np.uint8:
+        raise ImageReadError(f"{path}: unsupported sample type {pixels.dtype}; convert to 8-bit")
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+        notes.append("L->RGB")
+    elif pixels.ndim == 3 and pixels.shape[2] == 2:
+        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+        notes.append("LA->RGB (alpha dropped)")
+    elif pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = pixels[:, :, :3]
+        notes.append("RGBA->RGB (alpha dropped)")
+    elif pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ImageReadError(f"{path}: unsupported image layout {pixels.shape}")
+    return LoadedImage(np.ascontiguousarray(pixels), "; ".join(notes))
+
+
+def _read_16bit_png(path: Path) -> LoadedImage:
+    import imagecodecs
+
+    try:
+        pixels = imagecodecs.png_decode(path.read_bytes())
+    except Exception as exc:
+        raise ImageReadError(f"{path}: cannot decode 16-bit PNG: {exc}") from exc
+    return _from_array(np.asarray(pixels), path)
+
+
+def _convert_pillow(image: PILImage.Image, path: Path) -> LoadedImage:
+    mode = image.mode
+    if mode == "RGB":
+        return LoadedImage(np.asarray(image, dtype=np.uint8), "")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        return _from_array(np.asarray(image).astype(np.uint16, copy=False), path)
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        note = f"{mode}->RGB (alpha dropped)"
+    elif mode == "P":
+        note = "palette->RGB"
+    else:
+        note = f"{mode}->RGB"
+    return LoadedImage(np.asarray(image.convert("RGB"), dtype=np.uint8), note)
+
+
+def read_rgb8(path: str | Path) -> LoadedImage:
+    """Read an image file as 8-bit RGB.
+
+    Grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit files are converted and
+    the conversion is reported; 16-bit samples are rounded to 8 bits (Pillow would truncate).
+
+    Raises:
+        ImageReadError: the file is missing, truncated, corrupt or of an unsupported kind;
+            the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    if _png_bit_depth(path) == 16:
+        return _read_16bit_png(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as image:
+                image.load()
+                return _convert_pillow(image, path)
+    except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombWarning) as exc:
+        raise ImageReadError(
+            f"{path}: cannot read image ({exc}); the file is truncated, corrupt or not an "
+            "image: replace or remove it"
+        ) from exc

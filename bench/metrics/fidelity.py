@@ -1,0 +1,197 @@
+"""PSNR, SSIM and MS-SSIM on 8-bit RGB images.
+
+Conventions (those of pytorch-msssim, which most learned-compression papers report):
+data range 255, an 11-tap Gaussian window with sigma 1.5 applied without padding ("valid"),
+K1 = 0.01, K2 = 0.03, statistics per RGB channel then the mean over the three channels;
+MS-SSIM over 5 scales with the weights of Wang et al. (2003), 2x2 average pooling between
+scales (a zero-padded row/column when a side is odd, as ``avg_pool2d(padding=side % 2)``).
+PSNR is over all H*W*3 samples with peak 255. Everything is computed in float64.
+
+>>> import numpy as np
+>>> a = np.zeros((4, 4, 3), np.uint8); b = a.copy(); b[0, 0, 0] = 255
+>>> round(psnr_rgb(a, b), 4)  # one sample off by 255 among 48
+16.8124
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.ndimage import correlate1d
+
+from bench.errors import MetricUndefined
+
+FloatArray = npt.NDArray[np.float64]
+
+PEAK = 255.0
+WINDOW_SIZE = 11
+SIGMA = 1.5
+K1, K2 = 0.01, 0.03
+C1, C2 = (K1 * PEAK) ** 2, (K2 * PEAK) ** 2
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MS_SSIM_MIN_SIDE = (WINDOW_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1  # 161
+
+
+def gaussian_window(size: int = WINDOW_SIZE, sigma: float = SIGMA) -> FloatArray:
+    """The normalised 1-D Gaussian window, centred on ``size // 2``."""
+    coords = np.arange(size, dtype=np.float64) - size // 2
+    window = np.exp(-(coords**2) / (2.0 * sigma**2))
+    return window / window.sum()
+
+
+_WINDOW = gaussian_window()
+
+
+def _check_pair(original: np.ndarray, decoded: np.ndarray) -> None:
+    if original.shape != decoded.shape:
+        raise ValueError(f"shape mismatch: original {original.shape}, decoded {decoded.shape}")
+    if original.ndim != 3 or original.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) images, got {original.shape}")
+
+
+def mse_rgb(original: np.ndarray, decoded: np.ndarray) -> float:
+    """Mean squared error over all H*W*3 samples."""
+    _check_pair(original, decoded)
+    diff = original.astype(np.float64) - decoded.astype(np.float64)
+    return float(np.mean(diff * diff))
+
+
+def psnr_from_mse(mse: float, peak: float = PEAK) -> float:
+    """PSNR in dB for a mean squared error; ``inf`` for identical images."""
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
+
+
+def psnr_rgb(original: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR in dB of 8-bit RGB images, MSE over H*W*3, peak 255."""
+    return psnr_from_mse(mse_rgb(original, decoded))
+
+
+def ms_ssim_db(value: float) -> float:
+    """MS-SSIM on a decibel scale, -10 log10(1 - MS-SSIM), as in learned-compression papers."""
+    return math.inf if value >= 1.0 else -10.0 * math.log10(1.0 - value)
+
+
+def _blur(x: FloatArray) -> FloatArray:
+    """Separable Gaussian filter over the two spatial axes, keeping only the valid region."""
+    pad = WINDOW_SIZE // 2
+    out = correlate1d(x, _WINDOW, axis=0, mode="nearest")
+    out = correlate1d(out, _WINDOW, axis=1, mode="nearest")
+    return out[pad:-pad, pad:-pad]
+
+
+def _downsample(x: FloatArray) -> FloatArray:
+    """2x2 average pooling; an odd side gets a zero row/column on both ends (count included)."""
+    pad_h, pad_w = x.shape[0] % 2, x.shape[1] % 2
+    if pad_h or pad_w:
+        x = np.pad(x, ((pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    x = x[:h, :w]
+    return 0.25 * (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2])
+
+
+@dataclass
+class _Level:
+    """An image and its Gaussian statistics at one scale."""
+
+    x: FloatArray
+    mu: FloatArray
+    mu_sq: FloatArray
+    sigma_sq: FloatArray
+
+    @classmethod
+    def of(cls, x: FloatArray) -> _Level:
+        mu = _blur(x)
+        mu_sq = mu * mu
+        return cls(x, mu, mu_sq, _blur(x * x) - mu_sq)
+
+
+def _ssim_cs(ref: _Level, dec: _Level) -> tuple[FloatArray, FloatArray]:
+    """Per-channel mean SSIM and contrast-structure term between two levels."""
+    mu_xy = ref.mu * dec.mu
+    sigma_xy = _blur(ref.x * dec.x) - mu_xy
+    cs_map = (2.0 * sigma_xy + C2) / (ref.sigma_sq + dec.sigma_sq + C2)
+    luminance = (2.0 * mu_xy + C1) / (ref.mu_sq + dec.mu_sq + C1)
+    return (luminance * cs_map).mean(axis=(0, 1)), cs_map.mean(axis=(0, 1))
+
+
+class FidelityReference:
+    """An original image with its statistics computed once, scored against many decodings.
+
+    A sweep decodes one image at many rate points; the original's Gaussian statistics at
+    every MS-SSIM scale are the same each time, so they are kept here.
+
+    Args:
+        original: (H, W, 3) uint8 RGB.
+    """
+
+    def __init__(self, original: np.ndarray) -> None:
+        if original.ndim != 3 or original.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) image, got {original.shape}")
+        self.original = original
+        self.shape = original.shape
+        self.ms_ssim_defined = min(original.shape[:2]) >= MS_SSIM_MIN_SIDE
+        self._levels: list[_Level] = []
+        x = original.astype(np.float64)
+        if min(original.shape[:2]) < WINDOW_SIZE:
+            return
+        for scale in range(len(MS_SSIM_WEIGHTS) if self.ms_ssim_defined else 1):
+            if scale:
+                x = _downsample(x)
+            self._levels.append(_Level.of(x))
+
+    def mse(self, decoded: np.ndarray) -> float:
+        """Mean squared error over H*W*3."""
+        return mse_rgb(self.original, decoded)
+
+    def ssim_and_ms_ssim(self, decoded: np.ndarray) -> tuple[float, float]:
+        """SSIM and MS-SSIM, each the mean over RGB channels.
+
+        Raises:
+            MetricUndefined: the image is smaller than the window (SSIM) or than
+                161 pixels on a side (MS-SSIM needs 5 scales of an 11-pixel window); the
+                SSIM is still available on the exception as ``.ssim`` when it is defined.
+        """
+        _check_pair(self.original, decoded)
+        if not self._levels:
+            raise MetricUndefined(
+                f"image {self.shape[1]}x{self.shape[0]} is smaller than the "
+                f"{WINDOW_SIZE}x{WINDOW_SIZE} SSIM window"
+            )
+        y = decoded.astype(np.float64)
+        ssim_channels, cs = _ssim_cs(self._levels[0], _Level.of(y))
+        ssim = float(ssim_channels.mean())
+        if not self.ms_ssim_defined:
+            error = MetricUndefined(
+                f"image {self.shape[1]}x{self.shape[0]} is too small for MS-SSIM: both sides "
+                f"must be at least {MS_SSIM_MIN_SIDE} pixels"
+            )
+            error.ssim = ssim  # type: ignore[attr-defined]
+            raise error
+        factors = [np.maximum(cs, 0.0)]
+        for level in self._levels[1:]:
+            y = _downsample(y)
+            ssim_channels, cs = _ssim_cs(level, _Level.of(y))
+            factors.append(np.maximum(cs, 0.0))
+        factors[-1] = np.maximum(ssim_channels, 0.0)
+        weights = np.asarray(MS_SSIM_WEIGHTS)[:, None]
+        per_channel = np.prod(np.stack(factors) ** weights, axis=0)
+        return ssim, float(per_channel.mean())
+
+
+def ssim_rgb(original: np.ndarray, decoded: np.ndarray) -> float:
+    """SSIM, mean over RGB channels (pytorch-msssim conventions, data range 255)."""
+    reference = FidelityReference(original)
+    try:
+        return reference.ssim_and_ms_ssim(decoded)[0]
+    except MetricUndefined as exc:
+        if hasattr(exc, "ssim"):
+            return float(exc.ssim)
+        raise
+
+
+def ms_ssim_rgb(original: np.ndarray, decoded: np.ndarray) -> float:
+    """MS-SSIM, mean over RGB channels (pytorch-msssim conventions, data range 255)."""
+    return FidelityReference(original).ssim_and_ms_ssim(decoded)[1]

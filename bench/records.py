@@ -1,0 +1,96 @@
+"""One flat record per (image, codec, rate point), and its on-disk form."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+OK = "ok"
+ERROR = "error"
+
+
+@dataclass
+class Record:
+    """Everything measured for one image coded by one codec at one rate point.
+
+    Columns (also the CSV header, in this order):
+        dataset, image_id: which image; height, width: its size in pixels.
+        conversion: how the file was turned into 8-bit RGB ("" when it already was).
+        codec, codec_version, codec_options: the codec, its library version, its options (JSON).
+        rate_param, rate: the codec's rate parameter and its value at this point.
+        bytes: length of the bitstream; bpp: 8 * bytes / (height * width).
+        sha256: hash of the bitstream (equal hashes mean identical bytes).
+        encode_s, decode_s, metrics_s: wall-clock seconds for each step.
+        mse: mean squared error over height * width * 3 samples (for pooled PSNR).
+        psnr_rgb (dB), ssim_rgb, ms_ssim_rgb, ms_ssim_db (= -10 log10(1 - ms_ssim_rgb)).
+        status: "ok" or "error"; error: what went wrong; note: caveats (e.g. MS-SSIM undefined).
+    """
+
+    dataset: str
+    image_id: str
+    height: int | None = None
+    width: int | None = None
+    conversion: str = ""
+    codec: str = ""
+    codec_version: str = ""
+    codec_options: str = ""
+    rate_param: str = ""
+    rate: float = math.nan
+    bytes: int | None = None
+    bpp: float | None = None
+    sha256: str = ""
+    encode_s: float | None = None
+    decode_s: float | None = None
+    metrics_s: float | None = None
+    mse: float | None = None
+    psnr_rgb: float | None = None
+    ssim_rgb: float | None = None
+    ms_ssim_rgb: float | None = None
+    ms_ssim_db: float | None = None
+    status: str = OK
+    error: str = ""
+    note: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, float]:
+        """Identity of the measurement: (dataset, image, codec, rate)."""
+        return (self.dataset, self.image_id, self.codec, self.rate)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+COLUMNS = [f.name for f in fields(Record)]
+_INT_COLUMNS = {"height", "width", "bytes"}
+_STR_COLUMNS = {f.name for f in fields(Record) if f.type == "str"}
+
+
+def to_row(record: Record) -> dict[str, Any]:
+    """A record as a CSV row (None becomes an empty cell; floats keep full precision)."""
+    return {k: ("" if v is None else v) for k, v in asdict(record).items()}
+
+
+def from_row(row: dict[str, str]) -> Record:
+    """Parse a CSV row written by ``to_row``."""
+    values: dict[str, Any] = {}
+    for name in COLUMNS:
+        text = row.get(name, "")
+        if name in _STR_COLUMNS:
+            values[name] = text
+        elif text == "":
+            values[name] = math.nan if name == "rate" else None
+        elif name in _INT_COLUMNS:
+            values[name] = int(text)
+        else:
+            values[name] = float(text)
+    return Record(**values)
+
+
+def read_csv(path: Path) -> list[Record]:
+    """All records of a records CSV."""
+    with path.open(newline="") as handle:
+        return [from_row(row) for row in csv.DictReader(handle)]

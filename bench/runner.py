@@ -1,0 +1,325 @@
+"""The sweep: every image x codec x rate point, coded, decoded and scored into records."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.codecs import CODECS, Codec, create_codec, default_rates
+from bench.codecs.base import OptionValue, instantiate
+from bench.curves import aggregate, plot_rd, write_aggregates
+from bench.datasets import Dataset, SampleRef
+from bench.errors import CodecError, MetricUndefined
+from bench.metrics.fidelity import FidelityReference, ms_ssim_db, psnr_from_mse
+from bench.provenance import git_state, machine, now, software
+from bench.records import ERROR, Record
+from bench.store import AGGREGATES_CSV, PLOTS, RunStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CodecPlan:
+    """One codec of a run: its options, its sweep and what it reports about itself."""
+
+    name: str
+    target: str  # "module:Class", so a worker process can import a plugin codec directly
+    options: Mapping[str, OptionValue]
+    rates: tuple[float, ...]
+    rate_param: str
+    version: str
+    usable: bool
+    unusable_reason: str = ""
+
+    @property
+    def options_json(self) -> str:
+        return json.dumps(dict(self.options), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One image coded by one codec at the rate points still to do."""
+
+    dataset: Dataset
+    ref: SampleRef
+    plan: CodecPlan
+    rates: tuple[float, ...]
+
+
+def plan_codec(
+    name: str, options: Mapping[str, OptionValue] | None = None, rates: Sequence[float] | None = None
+) -> CodecPlan:
+    """Validate a codec's options and rates and fix its sweep, lowest quality first.
+
+    Raises:
+        UsageError: unknown codec, option or rate outside the codec's range.
+    """
+    codec = create_codec(name, options)
+    scale = codec.scale
+    chosen = list(rates) if rates else default_rates(codec)
+    checked = scale.by_quality(dict.fromkeys(scale.validate(r, name) for r in chosen))
+    availability = codec.availability()
+    return CodecPlan(
+        name=name,
+        target=CODECS.entry(name).target,
+        options=codec.options,
+        rates=tuple(checked),
+        rate_param=scale.name,
+        version=availability.detail if availability.usable else "",
+        usable=availability.usable,
+        unusable_reason="" if availability.usable else f"{availability.detail}; {availability.hint}",
+    )
+
+
+# --- worker side -----------------------------------------------------------------------------
+
+_codec_cache: dict[tuple[str, str], Codec] = {}
+
+
+def _codec_for(plan: CodecPlan) -> Codec:
+    key = (plan.name, plan.options_json)
+    if key not in _codec_cache:
+        module_name, _, attr = plan.target.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr)
+        _codec_cache[key] = instantiate(cls, plan.options)
+    return _codec_cache[key]
+
+
+def _measure(codec: Codec, image: np.ndarray, reference: FidelityReference, rate: float, record: Record) -> Record:
+    try:
+        start = time.perf_counter()
+        data = codec.encode(image, rate)
+        encoded = time.perf_counter()
+        decoded = codec.decode(data)
+        finished = time.perf_counter()
+        if not isinstance(data, bytes | bytearray):
+            raise CodecError(f"{codec.name}: encode returned {type(data).__name__}, not bytes")
+        if not isinstance(decoded, np.ndarray) or decoded.dtype != np.uint8 or decoded.shape != image.shape:
+            got = f"{decoded.dtype} {decoded.shape}" if isinstance(decoded, np.ndarray) else type(decoded).__name__
+            raise CodecError(f"{codec.name}: decoder returned {got}, expected uint8 {image.shape}")
+        record.bytes = len(data)
+        record.bpp = 8.0 * len(data) / (image.shape[0] * image.shape[1])
+        record.sha256 = hashlib.sha256(data).hexdigest()
+        record.encode_s, record.decode_s = encoded - start, finished - encoded
+        record.mse = reference.mse(decoded)
+        record.psnr_rgb = psnr_from_mse(record.mse)
+        try:
+            record.ssim_rgb, record.ms_ssim_rgb = reference.ssim_and_ms_ssim(decoded)
+            record.ms_ssim_db = ms_ssim_db(record.ms_ssim_rgb)
+        except MetricUndefined as exc:
+            record.ssim_rgb = getattr(exc, "ssim", None)
+            record.note = str(exc)
+        record.metrics_s = time.perf_counter() - finished
+    except Exception as exc:  # a failing codec costs this record, never the run
+        record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
+    return record
+
+
+def execute(task: Task) -> list[Record]:
+    """Code one image at every rate point of a task; failures become error records."""
+    plan = task.plan
+    base = {
+        "dataset": task.ref.dataset, "image_id": task.ref.id, "codec": plan.name,
+        "codec_version": plan.version, "codec_options": plan.options_json,
+        "rate_param": plan.rate_param,
+    }
+
+    def failed(message: str, **extra: Any) -> list[Record]:
+        return [Record(**base, **extra, rate=r, status=ERROR, error=message) for r in task.rates]
+
+    if not plan.usable:
+        return failed(f"{plan.name} is not usable here: {plan.unusable_reason}")
+    try:
+        sample = task.dataset.load(task.ref)
+    except Exception as exc:
+        return failed(f"{type(exc).__name__}: {exc}")
+    size = {"height": sample.image.shape[0], "width": sample.image.shape[1], "conversion": sample.conversion}
+    try:
+        codec = _codec_for(plan)
+        reference = FidelityReference(sample.image)
+    except Exception as exc:
+        return failed(f"{type(exc).__name__}: {exc}", **size)
+    return [_measure(codec, sample.image, reference, r, Record(**base, **size, rate=r)) for r in task.rates]
+
+
+# --- scheduling ------------------------------------------------------------------------------
+
+def _crashed(task: Task, detail: str) -> list[Record]:
+    message = (
+        f"the worker process died while coding {task.ref.id} with {task.plan.name} ({detail}); "
+        "the codec crashed on this input"
+    )
+    return [
+        Record(
+            dataset=task.ref.dataset, image_id=task.ref.id, codec=task.plan.name,
+            codec_version=task.plan.version, codec_options=task.plan.options_json,
+            rate_param=task.plan.rate_param, rate=r, status=ERROR, error=message,
+        )
+        for r in task.rates
+    ]
+
+
+def _in_pool(tasks: list[Task], workers: int) -> Iterator[list[Record]]:
+    """Run tasks with at most ``workers`` in flight; a crashed worker costs only its task.
+
+    When a worker dies (a segfault in a codec library), the tasks that were in flight are
+    retried one at a time in a fresh process; one that kills it again is recorded as failed.
+    """
+    queue = list(reversed(tasks))
+    suspects: list[Task] = []
+    context = multiprocessing.get_context("spawn")
+    while queue or suspects:
+        if suspects:
+            task = suspects.pop()
+            with ProcessPoolExecutor(1, mp_context=context) as solo:
+                try:
+                    yield solo.submit(execute, task).result()
+                except BrokenProcessPool as exc:
+                    yield _crashed(task, str(exc) or "BrokenProcessPool")
+            continue
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            running: dict[Future[list[Record]], Task] = {}
+            broken = False
+            while (queue and not broken) or running:
+                while queue and not broken and len(running) < workers:
+                    task = queue.pop()
+                    running[pool.submit(execute, task)] = task
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        suspects.append(task)
+            if broken:
+                log.warning("a worker process died; retrying %d task(s) one at a time", len(suspects))
+
+
+def _serial(tasks: list[Task]) -> Iterator[list[Record]]:
+    for task in tasks:
+        yield execute(task)
+
+
+@dataclass
+class RunResult:
+    """What a finished (or interrupted) run left behind."""
+
+    directory: Path
+    records: list[Record]
+    status: str
+    aggregates_csv: Path
+    plots: list[Path] = field(default_factory=list)
+
+
+def run(
+    dataset: Dataset,
+    plans: Sequence[CodecPlan],
+    out_dir: Path,
+    *,
+    workers: int = 0,
+    limit: int | None = None,
+    resume: bool = False,
+    argv: Iterable[str] | None = None,
+    progress: Callable[[int, int, list[Record]], None] | None = None,
+) -> RunResult:
+    """Sweep ``plans`` over ``dataset`` into ``out_dir``.
+
+    Args:
+        workers: processes to code in; 0 codes in this process (no crash isolation).
+        limit: only the first N images of the dataset.
+        resume: continue a run in ``out_dir``, redoing only what did not succeed.
+        progress: called after each task with (tasks done, tasks total, its records).
+    """
+    refs = dataset.refs()[:limit] if limit else dataset.refs()
+    store = RunStore(out_dir, resume=resume)
+    done = store.done_keys()
+    tasks = []
+    for ref in refs:
+        for plan in plans:
+            todo = tuple(r for r in plan.rates if (ref.dataset, ref.id, plan.name, r) not in done)
+            if todo:
+                tasks.append(Task(dataset, ref, plan, todo))
+    manifest: dict[str, Any] = {
+        "command": " ".join(argv if argv is not None else sys.argv),
+        "started": now(),
+        "status": "running",
+        "resumed": resume and bool(done),
+        "software": software(),
+        "git": git_state(),
+        "machine": machine(),
+        "dataset": dataset.provenance(),
+        "images": [ref.id for ref in refs],
+        "workers": workers,
+        "codecs": {
+            p.name: {
+                "version": p.version, "options": dict(p.options), "rate_param": p.rate_param,
+                "rates": list(p.rates), "usable": p.usable, "unusable_reason": p.unusable_reason,
+            }
+            for p in plans
+        },
+    }
+    store.write_manifest(manifest)
+    for plan in plans:
+        if not plan.usable:
+            log.warning("%s is not usable here: %s", plan.name, plan.unusable_reason)
+    status = "finished"
+    try:
+        stream = _in_pool(tasks, workers) if workers > 0 else _serial(tasks)
+        for count, records in enumerate(stream, start=1):
+            store.add(records)
+            if progress:
+                progress(count, len(tasks), records)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        result = _finish(store, manifest, status, refs, plans)
+    return result
+
+
+def _finish(
+    store: RunStore, manifest: dict[str, Any], status: str, refs: list[SampleRef], plans: Sequence[CodecPlan]
+) -> RunResult:
+    """Write the sorted Parquet, aggregates, plots and the final manifest."""
+    store.close()
+    image_order = {ref.id: i for i, ref in enumerate(refs)}
+    codec_order = {p.name: i for i, p in enumerate(plans)}
+    rate_order = {(p.name, r): i for p in plans for i, r in enumerate(p.rates)}
+    records = sorted(
+        store.final_records(),
+        key=lambda r: (
+            codec_order.get(r.codec, len(codec_order)), rate_order.get((r.codec, r.rate), 0),
+            image_order.get(r.image_id, len(image_order)),
+        ),
+    )
+    store.records = records
+    store.write_parquet()
+    rows = aggregate(records)
+    aggregates_csv = store.directory / AGGREGATES_CSV
+    write_aggregates(rows, aggregates_csv)
+    plots: list[Path] = []
+    try:
+        plots = plot_rd(rows, store.directory / PLOTS, title=f"{manifest['dataset']['name']}")
+    except Exception as exc:  # a plotting failure must not lose the run's numbers
+        log.error("could not draw the R-D plots: %s", exc)
+    failed = sum(1 for r in records if not r.ok)
+    manifest.update(
+        status=status, ended=now(), records={"ok": len(records) - failed, "error": failed}
+    )
+    store.write_manifest(manifest)
+    return RunResult(store.directory, records, status, aggregates_csv, plots)
+

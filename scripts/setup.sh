@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up bench in .venv (idempotent): the system OpenJPEG library glymur needs, then the
+# package with the extras given as arguments, at the versions pinned in constraints.txt.
+#   scripts/setup.sh            # the package
+#   scripts/setup.sh test dev   # plus the test and dev extras
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then python=$candidate; break; fi
+  done
+fi
+[ -n "$python" ] || { echo "setup: no python3 found; install Python 3.11" >&2; exit 1; }
+
+# JPEG 2000 goes through glymur, which loads the system's libopenjp2 at run time.
+if ! ldconfig -p 2>/dev/null | grep -q 'libopenjp2\.so'; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing libopenjp2-7 (OpenJPEG) with apt-get" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenjp2-7 >/dev/null
+  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenjp2-7 >/dev/null
+  else
+    echo "setup: warning: libopenjp2 not found; the jpeg2000 codec stays unusable until" \
+         "OpenJPEG is installed (Debian/Ubuntu: libopenjp2-7, macOS: brew install openjpeg)" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+extras=$(IFS=,; echo "$*")
+spec="."
+[ -n "$extras" ] && spec=".[$extras]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e "$spec"

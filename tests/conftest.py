@@ -1,0 +1,45 @@
+"""Shared fixtures: real images from ../shared, skipped with a reason where it is absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.images import read_rgb8
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BENCH_SHARED", ROOT.parent / "shared"))
+KODAK = SHARED / "datasets" / "kodak"
+
+
+def kodak_dir() -> Path:
+    if not (KODAK / "kodim01.png").is_file():
+        pytest.skip(f"the Kodak images are not in {KODAK} (../shared is absent)")
+    return KODAK
+
+
+@pytest.fixture(scope="session")
+def kodak() -> Path:
+    """The directory of the 24 Kodak PNGs."""
+    return kodak_dir()
+
+
+@pytest.fixture(scope="session")
+def kodim(kodak: Path):  # noqa: ANN201
+    """Load a Kodak image by number as (H, W, 3) uint8."""
+    cache: dict[int, np.ndarray] = {}
+
+    def load(number: int) -> np.ndarray:
+        if number not in cache:
+            cache[number] = read_rgb8(kodak / f"kodim{number:02d}.png").pixels
+        return cache[number]
+
+    return load
+
+
+def has_program(name: str) -> bool:
+    return shutil.which(name) is not None or bool(os.environ.get(f"BENCH_{name.upper()}"))
