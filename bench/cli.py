@@ -60,7 +60,11 @@ def _default_out(dataset: str) -> Path:
 
 
 def _fmt(value: float, digits: int = 3) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.{digits}f}"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -84,29 +88,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         failed = [r for r in records if not r.ok]
         head = records[0] if records else None
         what = f"{head.image_id} {head.codec}" if head else ""
-        status = f"{len(records) - len(failed)} ok" + (f", {len(failed)} failed: {failed[0].error}" if failed else "")
+        status = f"{len(records) - len(failed)} ok" + (
+            f", {len(failed)} failed: {failed[0].error}" if failed else ""
+        )
         print(f"[{done:>4}/{total}] {what}: {status}", file=sys.stderr, flush=True)
 
-    print(f"bench {__version__}: {', '.join(codecs)} on {args.dataset} -> {out_dir}", file=sys.stderr)
+    print(
+        f"bench {__version__}: {', '.join(codecs)} on {args.dataset} -> {out_dir}", file=sys.stderr
+    )
     try:
         result = run(
-            dataset, plans, out_dir, workers=workers, limit=args.limit, resume=args.resume,
-            argv=["bench", *sys.argv[1:]], progress=progress,
+            dataset,
+            plans,
+            out_dir,
+            workers=workers,
+            limit=args.limit,
+            resume=args.resume,
+            argv=args.argv,
+            progress=progress,
         )
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished records are in {out_dir}; continue with --resume --out {out_dir}",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted: finished records are in {out_dir}; "
+            f"continue with --resume --out {out_dir}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     from bench.curves import read_aggregates
 
     rows = read_aggregates(result.aggregates_csv)
-    print(f"\n{'codec':<11} {'param':>8} {'rate':>7} {'bpp':>7} {'PSNR':>7} {'PSNRpool':>8} "
-          f"{'SSIM':>6} {'MS-SSIM':>7} {'n':>4} {'fail':>4}")
+    print(
+        f"\n{'codec':<11} {'param':>8} {'rate':>7} {'bpp':>7} {'PSNR':>7} {'PSNRpool':>8} "
+        f"{'SSIM':>6} {'MS-SSIM':>7} {'n':>4} {'fail':>4}"
+    )
     for row in rows:
-        print(f"{row.codec:<11} {row.rate_param:>8} {row.rate:>7g} {_fmt(row.bpp_mean):>7} "
-              f"{_fmt(row.psnr_rgb_mean, 2):>7} {_fmt(row.psnr_rgb_pooled, 2):>8} "
-              f"{_fmt(row.ssim_rgb_mean, 4):>6} {_fmt(row.ms_ssim_rgb_mean, 4):>7} "
-              f"{row.n_images:>4} {row.n_failed:>4}")
+        print(
+            f"{row.codec:<11} {row.rate_param:>8} {row.rate:>7g} {_fmt(row.bpp_mean):>7} "
+            f"{_fmt(row.psnr_rgb_mean, 2):>7} {_fmt(row.psnr_rgb_pooled, 2):>8} "
+            f"{_fmt(row.ssim_rgb_mean, 4):>6} {_fmt(row.ms_ssim_rgb_mean, 4):>7} "
+            f"{row.n_images:>4} {row.n_failed:>4}"
+        )
     failed = sum(1 for r in result.records if not r.ok)
     print(f"\nresults in {result.directory}/")
     print("  records.csv, records.parquet   one row per image x codec x rate point")
@@ -114,7 +135,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"  plots/                         {', '.join(p.name for p in result.plots)}")
     print("  manifest.json                  command, versions, machine, git commit, times")
     if failed:
-        print(f"\n{failed} record(s) failed; their errors are in records.csv (status=error)", file=sys.stderr)
+        print(
+            f"\n{failed} record(s) failed; their errors are in records.csv (status=error)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED_RECORDS if args.strict else EXIT_OK
     return EXIT_OK
 
@@ -140,7 +164,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             else:
                 detail = f"{availability.detail}. To use: {availability.hint}"
             source = "" if entry.source == "built-in" else f" ({entry.source})"
-            print(f"{name:<11} {'yes' if availability.usable else 'no':<6} {param:<34} {detail}{source}")
+            print(
+                f"{name:<11} {'yes' if availability.usable else 'no':<6} {param:<34} "
+                f"{detail}{source}"
+            )
             opts = option_names(cls)
             if opts and args.verbose:
                 print(f"{'':<11} options: {', '.join(opts)}")
@@ -153,8 +180,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<11} {'no':<9} {'-':>6} {'-':>6}  {exc}")
             continue
         extra = f"  ({status.detail})" if status.detail else ""
-        print(f"{name:<11} {'yes' if status.available else 'no':<9} {status.images:>6} "
-              f"{status.labels:>6}  {status.location}{extra}")
+        print(
+            f"{name:<11} {'yes' if status.available else 'no':<9} {status.images:>6} "
+            f"{status.labels:>6}  {status.location}{extra}"
+        )
     return EXIT_OK
 
 
@@ -187,19 +216,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="sweep codecs over a dataset and score every reconstruction")
-    p.add_argument("--codecs", required=True, help="comma-separated codec names, e.g. jpeg,webp,jpeg2000")
+    p.add_argument(
+        "--codecs", required=True, help="comma-separated codec names, e.g. jpeg,webp,jpeg2000"
+    )
     p.add_argument("--dataset", default="kodak", help="dataset name (default: kodak)")
-    p.add_argument("--rates", action="append", default=[], metavar="CODEC=V1,V2,...",
-                   help="rate points for one codec, in its own parameter (repeatable)")
-    p.add_argument("--codec-option", action="append", default=[], metavar="CODEC.KEY=VALUE",
-                   help="a codec option, e.g. bpg.chroma=444 (repeatable)")
+    p.add_argument(
+        "--rates",
+        action="append",
+        default=[],
+        metavar="CODEC=V1,V2,...",
+        help="rate points for one codec, in its own parameter (repeatable)",
+    )
+    p.add_argument(
+        "--codec-option",
+        action="append",
+        default=[],
+        metavar="CODEC.KEY=VALUE",
+        help="a codec option, e.g. bpg.chroma=444 (repeatable)",
+    )
     p.add_argument("--data-dir", help="directory that holds the dataset")
     p.add_argument("--no-download", action="store_true", help="never download data")
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--workers", type=int, help="worker processes (default: CPU count; 0 = in-process)")
+    p.add_argument(
+        "--workers", type=int, help="worker processes (default: CPU count; 0 = in-process)"
+    )
     p.add_argument("--out", help="run directory (default: results/DATASET-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--strict", action="store_true", help=f"exit {EXIT_FAILED_RECORDS} if any record failed")
+    p.add_argument(
+        "--strict", action="store_true", help=f"exit {EXIT_FAILED_RECORDS} if any record failed"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="list codecs or datasets and whether they are usable here")
@@ -214,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(argv) if argv is not None else sys.argv[1:]
     args = parser.parse_args(argv)
+    args.argv = ["bench", *argv]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )

@@ -58,15 +58,21 @@ def aggregate(records: Iterable[Record]) -> list[Aggregate]:
     """Aggregate records per (dataset, codec, rate point), in order of first appearance."""
     groups: dict[tuple[str, str, str, float], list[Record]] = {}
     for record in records:
-        groups.setdefault((record.dataset, record.codec, record.rate_param, record.rate), []).append(record)
+        groups.setdefault(
+            (record.dataset, record.codec, record.rate_param, record.rate), []
+        ).append(record)
     rows = []
     for (dataset, codec, rate_param, rate), group in groups.items():
         ok = [r for r in group if r.ok]
         pixels = [r.height * r.width for r in ok if r.height and r.width]
         total_pixels = sum(pixels)
         pooled_mse = (
-            math.fsum(r.mse * r.height * r.width for r in ok if r.mse is not None and r.height and r.width)
-            / total_pixels if total_pixels else math.nan
+            math.fsum(
+                r.mse * r.height * r.width for r in ok if r.mse is not None and r.height and r.width
+            )
+            / total_pixels
+            if total_pixels
+            else math.nan
         )
         rows.append(
             Aggregate(
@@ -77,9 +83,13 @@ def aggregate(records: Iterable[Record]) -> list[Aggregate]:
                 n_images=len(ok),
                 n_failed=len(group) - len(ok),
                 bpp_mean=_mean(r.bpp for r in ok),
-                bpp_pooled=(8 * sum(r.bytes or 0 for r in ok) / total_pixels) if total_pixels else math.nan,
+                bpp_pooled=(8 * sum(r.bytes or 0 for r in ok) / total_pixels)
+                if total_pixels
+                else math.nan,
                 psnr_rgb_mean=_mean(r.psnr_rgb for r in ok),
-                psnr_rgb_pooled=psnr_from_mse(pooled_mse) if not math.isnan(pooled_mse) else math.nan,
+                psnr_rgb_pooled=psnr_from_mse(pooled_mse)
+                if not math.isnan(pooled_mse)
+                else math.nan,
                 ssim_rgb_mean=_mean(r.ssim_rgb for r in ok),
                 ms_ssim_rgb_mean=_mean(r.ms_ssim_rgb for r in ok),
                 ms_ssim_db_mean=_mean(r.ms_ssim_db for r in ok),
@@ -106,10 +116,12 @@ def read_aggregates(path: Path) -> list[Aggregate]:
     types = {f.name: f.type for f in fields(Aggregate)}
     with path.open(newline="") as handle:
         return [
-            Aggregate(**{
-                k: (v if types[k] == "str" else int(v) if types[k] == "int" else float(v))
-                for k, v in row.items()
-            })
+            Aggregate(
+                **{
+                    k: (v if types[k] == "str" else int(v) if types[k] == "int" else float(v))
+                    for k, v in row.items()
+                }
+            )
             for row in csv.DictReader(handle)
         ]
 
@@ -136,7 +148,9 @@ def plot_rd(rows: list[Aggregate], directory: Path, title: str = "") -> list[Pat
             points = sorted(
                 (r.bpp_mean, getattr(r, column))
                 for r in rows
-                if r.codec == codec and r.n_images and math.isfinite(getattr(r, column))
+                if r.codec == codec
+                and r.n_images
+                and math.isfinite(getattr(r, column))
                 and math.isfinite(r.bpp_mean)
             )
             if points:

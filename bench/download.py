@@ -39,7 +39,10 @@ def download(url: str, target: Path, sha256: str) -> Path:
     handle, partial_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     partial = Path(partial_name)
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
+        with (
+            os.fdopen(handle, "wb") as out,
+            urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp,
+        ):
             while chunk := resp.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)

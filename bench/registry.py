@@ -59,7 +59,10 @@ class Registry(Generic[T]):
             if ep.name in self._entries:
                 log.warning(
                     "ignoring plugin %s %r from %s: a built-in %s has that name",
-                    self.kind[:-1], ep.name, dist, self.kind[:-1],
+                    self.kind[:-1],
+                    ep.name,
+                    dist,
+                    self.kind[:-1],
                 )
                 continue
             self._entries[ep.name] = Entry(ep.name, ep.value, source=f"plugin {dist}")

@@ -60,7 +60,9 @@ class Task:
 
 
 def plan_codec(
-    name: str, options: Mapping[str, OptionValue] | None = None, rates: Sequence[float] | None = None
+    name: str,
+    options: Mapping[str, OptionValue] | None = None,
+    rates: Sequence[float] | None = None,
 ) -> CodecPlan:
     """Validate a codec's options and rates and fix its sweep, lowest quality first.
 
@@ -80,7 +82,9 @@ def plan_codec(
         rate_param=scale.name,
         version=availability.detail if availability.usable else "",
         usable=availability.usable,
-        unusable_reason="" if availability.usable else f"{availability.detail}; {availability.hint}",
+        unusable_reason=""
+        if availability.usable
+        else f"{availability.detail}; {availability.hint}",
     )
 
 
@@ -98,7 +102,9 @@ def _codec_for(plan: CodecPlan) -> Codec:
     return _codec_cache[key]
 
 
-def _measure(codec: Codec, image: np.ndarray, reference: FidelityReference, rate: float, record: Record) -> Record:
+def _measure(
+    codec: Codec, image: np.ndarray, reference: FidelityReference, rate: float, record: Record
+) -> Record:
     try:
         start = time.perf_counter()
         data = codec.encode(image, rate)
@@ -107,8 +113,16 @@ def _measure(codec: Codec, image: np.ndarray, reference: FidelityReference, rate
         finished = time.perf_counter()
         if not isinstance(data, bytes | bytearray):
             raise CodecError(f"{codec.name}: encode returned {type(data).__name__}, not bytes")
-        if not isinstance(decoded, np.ndarray) or decoded.dtype != np.uint8 or decoded.shape != image.shape:
-            got = f"{decoded.dtype} {decoded.shape}" if isinstance(decoded, np.ndarray) else type(decoded).__name__
+        if (
+            not isinstance(decoded, np.ndarray)
+            or decoded.dtype != np.uint8
+            or decoded.shape != image.shape
+        ):
+            got = (
+                f"{decoded.dtype} {decoded.shape}"
+                if isinstance(decoded, np.ndarray)
+                else type(decoded).__name__
+            )
             raise CodecError(f"{codec.name}: decoder returned {got}, expected uint8 {image.shape}")
         record.bytes = len(data)
         record.bpp = 8.0 * len(data) / (image.shape[0] * image.shape[1])
@@ -132,8 +146,11 @@ def execute(task: Task) -> list[Record]:
     """Code one image at every rate point of a task; failures become error records."""
     plan = task.plan
     base = {
-        "dataset": task.ref.dataset, "image_id": task.ref.id, "codec": plan.name,
-        "codec_version": plan.version, "codec_options": plan.options_json,
+        "dataset": task.ref.dataset,
+        "image_id": task.ref.id,
+        "codec": plan.name,
+        "codec_version": plan.version,
+        "codec_options": plan.options_json,
         "rate_param": plan.rate_param,
     }
 
@@ -146,16 +163,24 @@ def execute(task: Task) -> list[Record]:
         sample = task.dataset.load(task.ref)
     except Exception as exc:
         return failed(f"{type(exc).__name__}: {exc}")
-    size = {"height": sample.image.shape[0], "width": sample.image.shape[1], "conversion": sample.conversion}
+    size = {
+        "height": sample.image.shape[0],
+        "width": sample.image.shape[1],
+        "conversion": sample.conversion,
+    }
     try:
         codec = _codec_for(plan)
         reference = FidelityReference(sample.image)
     except Exception as exc:
         return failed(f"{type(exc).__name__}: {exc}", **size)
-    return [_measure(codec, sample.image, reference, r, Record(**base, **size, rate=r)) for r in task.rates]
+    return [
+        _measure(codec, sample.image, reference, r, Record(**base, **size, rate=r))
+        for r in task.rates
+    ]
 
 
 # --- scheduling ------------------------------------------------------------------------------
+
 
 def _crashed(task: Task, detail: str) -> list[Record]:
     message = (
@@ -164,9 +189,15 @@ def _crashed(task: Task, detail: str) -> list[Record]:
     )
     return [
         Record(
-            dataset=task.ref.dataset, image_id=task.ref.id, codec=task.plan.name,
-            codec_version=task.plan.version, codec_options=task.plan.options_json,
-            rate_param=task.plan.rate_param, rate=r, status=ERROR, error=message,
+            dataset=task.ref.dataset,
+            image_id=task.ref.id,
+            codec=task.plan.name,
+            codec_version=task.plan.version,
+            codec_options=task.plan.options_json,
+            rate_param=task.plan.rate_param,
+            rate=r,
+            status=ERROR,
+            error=message,
         )
         for r in task.rates
     ]
@@ -206,7 +237,9 @@ def _in_pool(tasks: list[Task], workers: int) -> Iterator[list[Record]]:
                         broken = True
                         suspects.append(task)
             if broken:
-                log.warning("a worker process died; retrying %d task(s) one at a time", len(suspects))
+                log.warning(
+                    "a worker process died; retrying %d task(s) one at a time", len(suspects)
+                )
 
 
 def _serial(tasks: list[Task]) -> Iterator[list[Record]]:
@@ -266,8 +299,12 @@ def run(
         "workers": workers,
         "codecs": {
             p.name: {
-                "version": p.version, "options": dict(p.options), "rate_param": p.rate_param,
-                "rates": list(p.rates), "usable": p.usable, "unusable_reason": p.unusable_reason,
+                "version": p.version,
+                "options": dict(p.options),
+                "rate_param": p.rate_param,
+                "rates": list(p.rates),
+                "usable": p.usable,
+                "unusable_reason": p.unusable_reason,
             }
             for p in plans
         },
@@ -292,7 +329,11 @@ def run(
 
 
 def _finish(
-    store: RunStore, manifest: dict[str, Any], status: str, refs: list[SampleRef], plans: Sequence[CodecPlan]
+    store: RunStore,
+    manifest: dict[str, Any],
+    status: str,
+    refs: list[SampleRef],
+    plans: Sequence[CodecPlan],
 ) -> RunResult:
     """Write the sorted Parquet, aggregates, plots and the final manifest."""
     store.close()
@@ -302,7 +343,8 @@ def _finish(
     records = sorted(
         store.final_records(),
         key=lambda r: (
-            codec_order.get(r.codec, len(codec_order)), rate_order.get((r.codec, r.rate), 0),
+            codec_order.get(r.codec, len(codec_order)),
+            rate_order.get((r.codec, r.rate), 0),
             image_order.get(r.image_id, len(image_order)),
         ),
     )
@@ -322,4 +364,3 @@ def _finish(
     )
     store.write_manifest(manifest)
     return RunResult(store.directory, records, status, aggregates_csv, plots)
-

@@ -52,8 +52,17 @@ def _schema() -> Any:
 
     types = {"height": pa.int64(), "width": pa.int64(), "bytes": pa.int64()}
     text = {
-        "dataset", "image_id", "conversion", "codec", "codec_version", "codec_options",
-        "rate_param", "sha256", "status", "error", "note",
+        "dataset",
+        "image_id",
+        "conversion",
+        "codec",
+        "codec_version",
+        "codec_options",
+        "rate_param",
+        "sha256",
+        "status",
+        "error",
+        "note",
     }
     return pa.schema(
         [(c, pa.string() if c in text else types.get(c, pa.float64())) for c in COLUMNS]

@@ -29,7 +29,7 @@ def kodak() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kodim(kodak: Path):  # noqa: ANN201
+def kodim(kodak: Path):
     """Load a Kodak image by number as (H, W, 3) uint8."""
     cache: dict[int, np.ndarray] = {}
 

@@ -15,9 +15,15 @@ def _codec_params():
     for name in CODECS.names():
         cls = CODECS.load(name)
         availability = cls.availability()
-        marks = [] if availability.usable else [
-            pytest.mark.skip(reason=f"{name} not usable here: {availability.detail}; {availability.hint}")
-        ]
+        marks = (
+            []
+            if availability.usable
+            else [
+                pytest.mark.skip(
+                    reason=f"{name} not usable here: {availability.detail}; {availability.hint}"
+                )
+            ]
+        )
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 
@@ -64,7 +70,7 @@ def test_encoding_and_decoding_are_deterministic(name, kodim):
 
 @pytest.mark.parametrize("name", CODEC_NAMES)
 def test_quality_ceiling(name, kodim):
-    """The near-lossless setting reaches a high PSNR: catches rounding and colour-conversion bugs."""
+    """The near-lossless setting reaches a high PSNR (catches rounding and colour bugs)."""
     cls = CODECS.load(name)
     ceiling = cls.ceiling
     codec = create_codec(name, ceiling.options)

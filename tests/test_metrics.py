@@ -59,7 +59,12 @@ def test_ssim_matches_skimage_and_pytorch_msssim(kodim, number, quality):
     # scikit-image with Gaussian weights and population covariance is the same definition,
     # computed in float64: agreement to rounding.
     sk = skimage_metrics.structural_similarity(
-        original, decoded, data_range=255, channel_axis=2, gaussian_weights=True, sigma=1.5,
+        original,
+        decoded,
+        data_range=255,
+        channel_axis=2,
+        gaussian_weights=True,
+        sigma=1.5,
         use_sample_covariance=False,
     )
     assert ours == pytest.approx(sk, abs=1e-9)

@@ -123,9 +123,21 @@ class BpgCodec(Codec):
             source, target = Path(tmp) / "in.png", Path(tmp) / "out.bpg"
             PILImage.fromarray(image).save(source, compress_level=1)
             command = [
-                encoder, "-o", str(target), "-q", str(int(rate)), "-f", self.chroma,
-                "-c", self.color_space, "-b", str(self.bit_depth), "-m", str(self.level),
-                "-e", self.encoder,
+                encoder,
+                "-o",
+                str(target),
+                "-q",
+                str(int(rate)),
+                "-f",
+                self.chroma,
+                "-c",
+                self.color_space,
+                "-b",
+                str(self.bit_depth),
+                "-m",
+                str(self.level),
+                "-e",
+                self.encoder,
             ]
             if self.lossless:
                 command.append("-lossless")

@@ -14,12 +14,20 @@ from bench.errors import CodecError, CodecUnavailable
 
 _HINT = "pip install pillow-heif"
 _PRESETS = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast",
-    "medium", "slow", "slower", "veryslow", "placebo",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
 )
 
 
-def _pillow_heif():  # noqa: ANN202 - the module, imported lazily
+def _pillow_heif():
     try:
         import pillow_heif
     except ImportError as exc:
@@ -66,10 +74,10 @@ class HevcIntraCodec(Codec):
             params["preset"] = self.preset
         buffer = io.BytesIO()
         try:
-            heif = ph.from_bytes(mode="RGB", size=(image.shape[1], image.shape[0]), data=image.tobytes())
-            heif.save(
-                buffer, quality=int(rate), chroma=self.chroma, enc_params=params, tile_size=0
+            heif = ph.from_bytes(
+                mode="RGB", size=(image.shape[1], image.shape[0]), data=image.tobytes()
             )
+            heif.save(buffer, quality=int(rate), chroma=self.chroma, enc_params=params, tile_size=0)
         except (RuntimeError, ValueError) as exc:
             raise CodecError(f"hevc-intra: libheif failed to encode: {exc}") from exc
         return buffer.getvalue()

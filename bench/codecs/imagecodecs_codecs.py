@@ -47,7 +47,11 @@ class AvifCodec(Codec):
         self.speed = int(speed)
         self.pixelformat = choice(pixelformat, ("444", "422", "420"), "pixelformat")
         self.threads = max(1, int(threads))
-        self.options = {"speed": self.speed, "pixelformat": self.pixelformat, "threads": self.threads}
+        self.options = {
+            "speed": self.speed,
+            "pixelformat": self.pixelformat,
+            "threads": self.threads,
+        }
 
     @classmethod
     def availability(cls) -> Availability:

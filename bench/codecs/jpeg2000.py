@@ -20,7 +20,7 @@ _PSNR = RateScale("psnr_db", 10, 100, quality_rises=True, integer=False)
 _TMP_ROOT = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
-def _glymur():  # noqa: ANN202 - the module, imported lazily
+def _glymur():
     try:
         import glymur
     except ImportError as exc:

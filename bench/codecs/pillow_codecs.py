@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-
 import numpy as np
 import PIL
 from PIL import Image as PILImage
@@ -58,8 +57,13 @@ class JpegCodec(Codec):
     @classmethod
     def availability(cls) -> Availability:
         if not features.check("jpg"):
-            return Availability(False, "Pillow built without libjpeg", "pip install --force-reinstall pillow")
-        return Availability(True, f"Pillow {PIL.__version__}, libjpeg-turbo {features.version('libjpeg_turbo') or features.version('jpg')}")
+            return Availability(
+                False, "Pillow built without libjpeg", "pip install --force-reinstall pillow"
+            )
+        return Availability(
+            True,
+            f"Pillow {PIL.__version__}, libjpeg-turbo {features.version('libjpeg_turbo')}",
+        )
 
     def encode(self, image: Image, rate: float) -> bytes:
         buffer = io.BytesIO()
@@ -96,7 +100,9 @@ class WebpCodec(Codec):
     @classmethod
     def availability(cls) -> Availability:
         if not features.check("webp"):
-            return Availability(False, "Pillow built without libwebp", "pip install --force-reinstall pillow")
+            return Availability(
+                False, "Pillow built without libwebp", "pip install --force-reinstall pillow"
+            )
         return Availability(True, f"Pillow {PIL.__version__}, libwebp {features.version('webp')}")
 
     def encode(self, image: Image, rate: float) -> bytes:
@@ -108,5 +114,3 @@ class WebpCodec(Codec):
 
     def decode(self, data: bytes) -> Image:
         return _decode_with_pillow(data, self.name)
-
-

@@ -69,4 +69,3 @@ class Dataset(abc.ABC):
     def provenance(self) -> dict[str, object]:
         """What the run manifest records about the data."""
         return {"name": self.name}
-

@@ -71,14 +71,17 @@ class KodakDataset(Dataset):
                 log.warning(
                     "kodak: %d files in %s differ from the published ones (%s); results may "
                     "not compare with other Kodak numbers",
-                    len(self._checked), self.directory, ", ".join(sorted(self._checked)),
+                    len(self._checked),
+                    self.directory,
+                    ", ".join(sorted(self._checked)),
                 )
         return self._checked
 
     def refs(self) -> list[SampleRef]:
         self._fetch_missing()
         return [
-            SampleRef(self.name, Path(name).stem, self.directory / name) for name in sorted(self.files)
+            SampleRef(self.name, Path(name).stem, self.directory / name)
+            for name in sorted(self.files)
         ]
 
     def status(self) -> DatasetStatus:
@@ -86,7 +89,8 @@ class KodakDataset(Dataset):
         if present == len(self.files):
             return DatasetStatus(True, str(self.directory), present, 0)
         how = (
-            "downloaded on first use" if self.user_dir is None and self.download_allowed
+            "downloaded on first use"
+            if self.user_dir is None and self.download_allowed
             else f"pass --data-dir or set {ENV_VAR}"
         )
         return DatasetStatus(
