@@ -23,6 +23,7 @@ from bench.codecs.base import OptionValue, instantiate
 from bench.curves import aggregate, plot_rd, write_aggregates
 from bench.datasets import Dataset, SampleRef
 from bench.errors import CodecError, MetricUndefined
+from bench.memory import keep_freed_arrays_mapped
 from bench.metrics.fidelity import FidelityReference, ms_ssim_db, psnr_from_mse
 from bench.provenance import git_state, machine, now, software
 from bench.records import ERROR, Record
@@ -215,13 +216,17 @@ def _in_pool(tasks: list[Task], workers: int) -> Iterator[list[Record]]:
     while queue or suspects:
         if suspects:
             task = suspects.pop()
-            with ProcessPoolExecutor(1, mp_context=context) as solo:
+            with ProcessPoolExecutor(
+                1, mp_context=context, initializer=keep_freed_arrays_mapped
+            ) as solo:
                 try:
                     yield solo.submit(execute, task).result()
                 except BrokenProcessPool as exc:
                     yield _crashed(task, str(exc) or "BrokenProcessPool")
             continue
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=keep_freed_arrays_mapped
+        ) as pool:
             running: dict[Future[list[Record]], Task] = {}
             broken = False
             while (queue and not broken) or running:
@@ -243,6 +248,7 @@ def _in_pool(tasks: list[Task], workers: int) -> Iterator[list[Record]]:
 
 
 def _serial(tasks: list[Task]) -> Iterator[list[Record]]:
+    keep_freed_arrays_mapped()
     for task in tasks:
         yield execute(task)
 
