@@ -27,6 +27,7 @@ demo: $(VENV)/.stamp-base ## set up, then sweep jpeg, webp, jpeg2000 over Kodak 
 
 test: $(VENV)/.stamp-test ## set up with the test extras, then lint and run the test suite
 	$(VENV)/bin/ruff check bench tests benchmarks
+	$(VENV)/bin/mypy bench
 	$(VENV)/bin/python -m pytest
 
 benchmark: $(VENV)/.stamp-test ## time the full default Kodak sweep of jpeg, webp, jpeg2000

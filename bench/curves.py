@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from bench.metrics.fidelity import psnr_from_mse
 from bench.records import Record
@@ -114,15 +115,13 @@ def write_aggregates(rows: list[Aggregate], path: Path) -> None:
 def read_aggregates(path: Path) -> list[Aggregate]:
     """Read an aggregates CSV written by ``write_aggregates``."""
     types = {f.name: f.type for f in fields(Aggregate)}
+
+    def parse(name: str, text: str) -> Any:
+        return text if types[name] == "str" else int(text) if types[name] == "int" else float(text)
+
     with path.open(newline="") as handle:
         return [
-            Aggregate(
-                **{
-                    k: (v if types[k] == "str" else int(v) if types[k] == "int" else float(v))
-                    for k, v in row.items()
-                }
-            )
-            for row in csv.DictReader(handle)
+            Aggregate(**{k: parse(k, v) for k, v in row.items()}) for row in csv.DictReader(handle)
         ]
 
 

@@ -146,7 +146,7 @@ def _measure(
 def execute(task: Task) -> list[Record]:
     """Code one image at every rate point of a task; failures become error records."""
     plan = task.plan
-    base = {
+    base: dict[str, Any] = {
         "dataset": task.ref.dataset,
         "image_id": task.ref.id,
         "codec": plan.name,
@@ -164,7 +164,7 @@ def execute(task: Task) -> list[Record]:
         sample = task.dataset.load(task.ref)
     except Exception as exc:
         return failed(f"{type(exc).__name__}: {exc}")
-    size = {
+    size: dict[str, Any] = {
         "height": sample.image.shape[0],
         "width": sample.image.shape[1],
         "conversion": sample.conversion,

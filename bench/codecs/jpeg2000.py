@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,10 @@ class Jpeg2000Codec(Codec):
             path = Path(tmp) / f"image.{suffix}"
             path.write_bytes(data)
             try:
-                decoded = glymur.Jp2k(str(path))[:]
+                with warnings.catch_warnings():
+                    # glymur warns (and may still return pixels) on malformed boxes
+                    warnings.simplefilter("error")
+                    decoded = glymur.Jp2k(str(path))[:]
             except Exception as exc:
                 raise CodecError(f"jpeg2000: OpenJPEG failed to decode: {exc}") from exc
         if decoded.dtype != np.uint8:
