@@ -15,7 +15,7 @@ from bench import __version__
 from bench.codecs import CODECS, default_rates
 from bench.codecs.base import OptionValue, option_names, parse_option_value
 from bench.config import project_root
-from bench.datasets import DATASETS
+from bench.datasets import DATASETS, open_dataset
 from bench.errors import BenchError, UsageError
 from bench.records import Record
 
@@ -55,8 +55,31 @@ def parse_codec_options(items: Sequence[str]) -> dict[str, dict[str, OptionValue
     return options
 
 
-def _default_out(dataset: str) -> Path:
-    return project_root() / "results" / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+def dataset_options(args: argparse.Namespace) -> dict[str, object]:
+    """Dataset constructor options from the command line: the flags given, then
+    ``--dataset-option KEY=VALUE`` (values typed by their look)."""
+    options: dict[str, object] = {
+        key: value
+        for key, value in (
+            ("data_dir", args.data_dir),
+            ("split", args.split),
+            ("resolution", args.resolution),
+            ("label_dir", args.label_dir),
+            ("num_classes", args.num_classes),
+        )
+        if value is not None
+    }
+    if args.no_download:
+        options["download"] = False
+    for item in args.dataset_option:
+        key, value = _split_assignment(item, "--dataset-option")
+        options[key.replace("-", "_")] = parse_option_value(value)
+    return options
+
+
+def _default_out(tag: str) -> Path:
+    stem = tag.replace("/", "-").replace("@", "-")
+    return project_root() / "results" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -79,9 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if name not in codecs:
             raise UsageError(f"--rates/--codec-option name {name!r}, which is not in --codecs")
     plans = [plan_codec(name, options.get(name), rates.get(name)) for name in codecs]
-    dataset_cls = DATASETS.load(args.dataset)
-    dataset = dataset_cls(data_dir=args.data_dir, download=not args.no_download)  # type: ignore[call-arg]
-    out_dir = Path(args.out) if args.out else _default_out(args.dataset)
+    dataset = open_dataset(args.dataset, dataset_options(args))
+    out_dir = Path(args.out) if args.out else _default_out(dataset.tag)
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
 
     def progress(done: int, total: int, records: list[Record]) -> None:
@@ -94,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"[{done:>4}/{total}] {what}: {status}", file=sys.stderr, flush=True)
 
     print(
-        f"bench {__version__}: {', '.join(codecs)} on {args.dataset} -> {out_dir}", file=sys.stderr
+        f"bench {__version__}: {', '.join(codecs)} on {dataset.tag} -> {out_dir}", file=sys.stderr
     )
     try:
         result = run(
@@ -144,46 +166,54 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "codecs":
-        print(f"{'codec':<11} {'usable':<6} {'rate parameter':<34} {'default sweep / details'}")
-        for name in CODECS.names():
-            entry = CODECS.entry(name)
-            try:
-                cls = CODECS.load(name)
-                codec = cls()
-                availability = cls.availability()
-            except Exception as exc:  # a broken plugin is listed, not fatal
-                print(f"{name:<11} {'no':<6} {'-':<34} cannot load: {exc}. {entry.install_hint}")
-                continue
-            scale = codec.scale
-            direction = "higher" if scale.quality_rises else "lower"
-            param = f"{scale.name} {scale.low:g}..{scale.high:g} ({direction}=better)"
-            if availability.usable:
-                sweep = ",".join(f"{r:g}" for r in default_rates(codec))
-                detail = f"{sweep}  [{availability.detail}]"
-            else:
-                detail = f"{availability.detail}. To use: {availability.hint}"
-            source = "" if entry.source == "built-in" else f" ({entry.source})"
-            print(
-                f"{name:<11} {'yes' if availability.usable else 'no':<6} {param:<34} "
-                f"{detail}{source}"
-            )
-            opts = option_names(cls)
-            if opts and args.verbose:
-                print(f"{'':<11} options: {', '.join(opts)}")
-        return EXIT_OK
-    print(f"{'dataset':<11} {'available':<9} {'images':>6} {'labels':>6}  location / details")
+    return list_codecs(args.verbose) if args.what == "codecs" else list_datasets()
+
+
+def list_codecs(verbose: bool) -> int:
+    print(f"{'codec':<11} {'usable':<6} {'rate parameter':<34} {'default sweep / details'}")
+    for name in CODECS.names():
+        entry = CODECS.entry(name)
+        try:
+            cls = CODECS.load(name)
+            codec = cls()
+            availability = cls.availability()
+        except Exception as exc:  # a broken plugin is listed, not fatal
+            print(f"{name:<11} {'no':<6} {'-':<34} cannot load: {exc}. {entry.install_hint}")
+            continue
+        scale = codec.scale
+        direction = "higher" if scale.quality_rises else "lower"
+        param = f"{scale.name} {scale.low:g}..{scale.high:g} ({direction}=better)"
+        if availability.usable:
+            sweep = ",".join(f"{r:g}" for r in default_rates(codec))
+            detail = f"{sweep}  [{availability.detail}]"
+        else:
+            detail = f"{availability.detail}. To use: {availability.hint}"
+        source = "" if entry.source == "built-in" else f" ({entry.source})"
+        print(
+            f"{name:<11} {'yes' if availability.usable else 'no':<6} {param:<34} {detail}{source}"
+        )
+        opts = option_names(cls)
+        if opts and verbose:
+            print(f"{'':<11} options: {', '.join(opts)}")
+    return EXIT_OK
+
+
+def list_datasets() -> int:
+    print(f"{'dataset':<28} {'available':<9} {'images':>6} {'labels':>6}  location / details")
     for name in DATASETS.names():
         try:
-            status = DATASETS.load(name)().status()
-        except BenchError as exc:
-            print(f"{name:<11} {'no':<9} {'-':>6} {'-':>6}  {exc}")
+            cls = DATASETS.load(name)
+            selections = [(open_dataset(name, options)) for options in cls.listed_selections()]
+        except Exception as exc:  # a broken plugin is listed, not fatal
+            print(f"{name:<28} {'no':<9} {'-':>6} {'-':>6}  cannot load: {exc}")
             continue
-        extra = f"  ({status.detail})" if status.detail else ""
-        print(
-            f"{name:<11} {'yes' if status.available else 'no':<9} {status.images:>6} "
-            f"{status.labels:>6}  {status.location}{extra}"
-        )
+        for dataset in selections:
+            status = dataset.status()
+            extra = f"  ({status.detail})" if status.detail else ""
+            print(
+                f"{dataset.tag:<28} {'yes' if status.available else 'no':<9} {status.images:>6} "
+                f"{status.labels:>6}  {status.location}{extra}"
+            )
     return EXIT_OK
 
 
@@ -235,6 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a codec option, e.g. bpg.chroma=444 (repeatable)",
     )
     p.add_argument("--data-dir", help="directory that holds the dataset")
+    p.add_argument("--split", help="dataset split, e.g. cityscapes val, clic professional-valid")
+    p.add_argument(
+        "--resolution", choices=["full", "half"], help="cityscapes: full or half (1024x512)"
+    )
+    p.add_argument("--label-dir", help="folder: a parallel directory of label maps")
+    p.add_argument("--num-classes", type=int, help="folder: number of label classes")
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other dataset option (repeatable)",
+    )
     p.add_argument("--no-download", action="store_true", help="never download data")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument(

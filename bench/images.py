@@ -112,3 +112,41 @@ def read_rgb8(path: str | Path) -> LoadedImage:
             f"{path}: cannot read image ({exc}); the file is truncated, corrupt or not an "
             "image: replace or remove it"
         ) from exc
+
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".pnm", ".bmp", ".tif", ".tiff", ".webp"}
+)
+
+
+def list_images(directory: Path) -> list[Path]:
+    """Image files below ``directory`` (recursively), sorted; skips hidden files, macOS forks."""
+    return sorted(
+        path
+        for path in directory.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and path.is_file()
+        and not any(
+            part.startswith(".") or part == "__MACOSX" for part in path.relative_to(directory).parts
+        )
+    )
+
+
+def halve_rgb(image: Image) -> Image:
+    """Downscale by 2 with the rounded mean of each 2x2 block.
+
+    For an exact factor of 2 this equals bilinear resizing with pixel-centre alignment (what
+    OpenCV's INTER_LINEAR and INTER_AREA compute). An odd last row or column is dropped.
+    """
+    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    x = image[:h, :w].astype(np.uint16)
+    total = x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
+    return ((total + 2) // 4).astype(np.uint8)
+
+
+def halve_labels(labels: np.ndarray) -> np.ndarray:
+    """Downscale a label map by 2 with nearest neighbour (the top-left of each 2x2 block,
+    as OpenCV's INTER_NEAREST and so mmsegmentation's label resizing)."""
+    return np.ascontiguousarray(
+        labels[: labels.shape[0] // 2 * 2 : 2, : labels.shape[1] // 2 * 2 : 2]
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -99,3 +100,22 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         self._load_plugins()
         return name in self._entries
+
+
+def keyword_options(cls: type) -> list[str]:
+    """The keyword-only constructor arguments of a class: its options."""
+    params = inspect.signature(cls).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def construct(cls: type[T], options: Mapping[str, object], what: str) -> T:
+    """Create ``cls(**options)``, naming the accepted options when one is unknown or invalid."""
+    accepted = keyword_options(cls)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        listing = ", ".join(accepted) or "none"
+        raise UsageError(f"{what}: unknown option {', '.join(unknown)}; accepted: {listing}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what}: {exc}") from exc

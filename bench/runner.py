@@ -161,7 +161,7 @@ def execute(task: Task) -> list[Record]:
     if not plan.usable:
         return failed(f"{plan.name} is not usable here: {plan.unusable_reason}")
     try:
-        sample = task.dataset.load(task.ref)
+        sample = task.dataset.load(task.ref, with_label=False)
     except Exception as exc:
         return failed(f"{type(exc).__name__}: {exc}")
     size: dict[str, Any] = {

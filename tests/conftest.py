@@ -43,3 +43,21 @@ def kodim(kodak: Path):
 
 def has_program(name: str) -> bool:
     return shutil.which(name) is not None or bool(os.environ.get(f"BENCH_{name.upper()}"))
+
+
+CITYSCAPES = SHARED / "datasets" / "cityscapes"
+CLIC = SHARED / "datasets" / "clic"
+
+
+@pytest.fixture(scope="session")
+def cityscapes_root() -> Path:
+    if not (CITYSCAPES / "leftImg8bit").is_dir():
+        pytest.skip(f"the Cityscapes frames are not in {CITYSCAPES} (../shared is absent)")
+    return CITYSCAPES
+
+
+@pytest.fixture(scope="session")
+def clic_dir() -> Path:
+    if not any(CLIC.glob("*.png")):
+        pytest.skip(f"the CLIC images are not in {CLIC} (../shared is absent)")
+    return CLIC

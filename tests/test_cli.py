@@ -90,3 +90,101 @@ def test_run_then_curves(kodak, tmp_path, capsys):
     assert main(["curves", str(out)]) == EXIT_OK
     assert (out / "aggregates.csv").read_text() == before
     assert main(argv) == EXIT_USAGE  # the directory holds results: --resume or another --out
+
+
+def _aggregates(path):
+    import csv
+
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_cityscapes_val_sweep(cityscapes_root, tmp_path):
+    out = tmp_path / "cs"
+    argv = [
+        "run",
+        "--codecs",
+        "jpeg",
+        "--rates",
+        "jpeg=10,60",
+        "--dataset",
+        "cityscapes",
+        "--split",
+        "val",
+        "--data-dir",
+        str(cityscapes_root),
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == EXIT_OK
+    rows = _aggregates(out / "aggregates.csv")
+    assert [r["dataset"] for r in rows] == ["cityscapes/val"] * 2
+    for row in rows:
+        assert row["n_images"] == "3" and row["n_failed"] == "0"
+        assert 25 < float(row["psnr_rgb_pooled"]) <= float(row["psnr_rgb_mean"]) < 45
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dataset"]["labels"] == 3 and manifest["dataset"]["split"] == "val"
+    assert manifest["dataset"]["labels_from_labelIds"] == 0  # labelTrainIds preferred
+
+
+def test_cityscapes_half_resolution_sweep(cityscapes_root, tmp_path):
+    out = tmp_path / "half"
+    argv = [
+        "run",
+        "--codecs",
+        "webp",
+        "--rates",
+        "webp=50",
+        "--dataset",
+        "cityscapes",
+        "--split",
+        "train",
+        "--resolution",
+        "half",
+        "--limit",
+        "2",
+        "--data-dir",
+        str(cityscapes_root),
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == EXIT_OK
+    records = _aggregates(out / "records.csv")
+    assert len(records) == 2
+    assert {(r["width"], r["height"]) for r in records} == {("1024", "512")}
+    assert records[0]["dataset"] == "cityscapes/train@1024x512"
+
+
+def test_clic_sweep_keeps_pooled_and_mean_psnr(clic_dir, tmp_path):
+    out = tmp_path / "clic"
+    argv = [
+        "run",
+        "--codecs",
+        "jpeg",
+        "--rates",
+        "jpeg=20",
+        "--dataset",
+        "clic",
+        "--data-dir",
+        str(clic_dir),
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == EXIT_OK
+    (row,) = _aggregates(out / "aggregates.csv")
+    records = _aggregates(out / "records.csv")
+    assert row["dataset"] == "clic/professional-valid" and row["n_images"] == "5"
+    import math
+
+    mses = [(float(r["mse"]), int(r["height"]) * int(r["width"])) for r in records]
+    pooled = 10 * math.log10(255**2 / (sum(m * n for m, n in mses) / sum(n for _, n in mses)))
+    mean = sum(float(r["psnr_rgb"]) for r in records) / len(records)
+    assert float(row["psnr_rgb_pooled"]) == pytest.approx(pooled, abs=1e-9)
+    assert float(row["psnr_rgb_mean"]) == pytest.approx(mean, abs=1e-9)
+    assert float(row["psnr_rgb_pooled"]) != pytest.approx(mean, abs=1e-3)  # images differ in size

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -12,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.errors import CodecError, UsageError
+from bench.registry import construct, keyword_options
 
 Image = npt.NDArray[np.uint8]
 """An (H, W, 3) uint8 RGB image."""
@@ -128,21 +128,12 @@ def check_image(image: Image, codec: str) -> Image:
 
 def option_names(cls: type[Codec]) -> list[str]:
     """The keyword options a codec class accepts."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return keyword_options(cls)
 
 
 def instantiate(cls: type[Codec], options: Mapping[str, OptionValue]) -> Codec:
     """Create a codec from keyword options, naming the accepted ones when one is unknown."""
-    accepted = option_names(cls)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        listing = ", ".join(accepted) or "none"
-        raise UsageError(f"{cls.name}: unknown option {', '.join(unknown)}; accepted: {listing}")
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{cls.name}: {exc}") from exc
+    return construct(cls, options, cls.name)
 
 
 def parse_option_value(text: str) -> OptionValue:

@@ -9,16 +9,23 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image as PILImage
 
 from bench.codecs.base import Image
+from bench.errors import DatasetError, ImageReadError
 from bench.images import read_rgb8
 
 LabelMap = npt.NDArray[np.uint8]
+IGNORE_LABEL = 255
 
 
 @dataclass(frozen=True)
 class SampleRef:
-    """A picklable pointer to one sample, cheap to send to a worker process."""
+    """A picklable pointer to one sample, cheap to send to a worker process.
+
+    ``dataset`` is the dataset's tag (name plus split or variant, e.g. ``cityscapes/val``),
+    which is what records carry.
+    """
 
     dataset: str
     id: str
@@ -28,7 +35,7 @@ class SampleRef:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image (and its label map, when the dataset has labels)."""
+    """One image (and its label map of class indices, when the dataset has labels)."""
 
     id: str
     image: Image
@@ -48,19 +55,49 @@ class DatasetStatus:
 
 
 class Dataset(abc.ABC):
-    """Base class of datasets: ``refs()`` lists samples, ``load(ref)`` reads one."""
+    """Base class of datasets: ``refs()`` lists samples, ``load(ref)`` reads one.
+
+    Subclasses take their options as keyword-only constructor arguments (``data_dir``,
+    ``split``, ...), so the command line can pass them by name.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    class_names: tuple[str, ...] = ()
+    """Names of the label classes 0..N-1; empty for datasets without labels."""
+
+    @property
+    def tag(self) -> str:
+        """What identifies this selection of data in records (name, split, variant)."""
+        return self.name
+
+    @classmethod
+    def listed_selections(cls) -> list[dict[str, object]]:
+        """The option sets ``bench list datasets`` shows a line for (e.g. one per split)."""
+        return [{}]
 
     @abc.abstractmethod
     def refs(self) -> list[SampleRef]:
         """Every sample of the selected split, in a stable order."""
 
-    def load(self, ref: SampleRef) -> Sample:
-        """Read a sample; raises ImageReadError naming the file when it cannot be read."""
+    def load(self, ref: SampleRef, *, with_label: bool = True) -> Sample:
+        """Read a sample; raises ImageReadError or DatasetError naming the file."""
         loaded = read_rgb8(ref.path)
-        return Sample(ref.id, loaded.pixels, None, loaded.conversion)
+        label = None
+        if with_label and ref.label_path is not None:
+            label = self.read_label(ref.label_path, loaded.pixels.shape[:2])
+        return Sample(ref.id, loaded.pixels, label, loaded.conversion)
+
+    def read_label(self, path: Path, shape: tuple[int, ...]) -> LabelMap:
+        """Read a label map of class indices (255 = ignore) and check it against the image."""
+        label = read_label_png(path)
+        if label.shape != tuple(shape):
+            raise DatasetError(
+                f"{path}: label map is {label.shape[1]}x{label.shape[0]} but its image is "
+                f"{shape[1]}x{shape[0]}; labels must have the image's size"
+            )
+        check_label_values(label, len(self.class_names), path)
+        return label
 
     @abc.abstractmethod
     def status(self) -> DatasetStatus:
@@ -68,4 +105,33 @@ class Dataset(abc.ABC):
 
     def provenance(self) -> dict[str, object]:
         """What the run manifest records about the data."""
-        return {"name": self.name}
+        return {"name": self.name, "tag": self.tag}
+
+
+def read_label_png(path: Path) -> LabelMap:
+    """A single-channel 8-bit label image as a 2-D uint8 array."""
+    try:
+        with PILImage.open(path) as image:
+            image.load()
+            if image.mode not in ("L", "P"):
+                raise DatasetError(
+                    f"{path}: label maps must be single-channel 8-bit images, got mode {image.mode}"
+                )
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(
+            f"{path}: cannot read label map ({exc}); replace or remove it"
+        ) from exc
+
+
+def check_label_values(label: LabelMap, num_classes: int, path: Path) -> None:
+    """Every value must be a class index below ``num_classes`` or 255 (ignore)."""
+    if not num_classes:
+        return
+    values = np.unique(label)
+    bad = values[(values >= num_classes) & (values != IGNORE_LABEL)]
+    if bad.size:
+        raise DatasetError(
+            f"{path}: label values {bad.tolist()[:8]} are outside 0..{num_classes - 1} and 255 "
+            "(ignore); is this the right label file or class count?"
+        )

@@ -80,7 +80,7 @@ class KodakDataset(Dataset):
     def refs(self) -> list[SampleRef]:
         self._fetch_missing()
         return [
-            SampleRef(self.name, Path(name).stem, self.directory / name)
+            SampleRef(self.tag, Path(name).stem, self.directory / name)
             for name in sorted(self.files)
         ]
 
@@ -101,6 +101,7 @@ class KodakDataset(Dataset):
         differing = self.verify()
         return {
             "name": self.name,
+            "tag": self.tag,
             "directory": str(self.directory),
             "images": len(self.files),
             "checksums": "match the manifest" if not differing else f"differ: {sorted(differing)}",
