@@ -91,7 +91,7 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import plan_codec, run
+    from bench.runner import plan_codec, plan_segmenter, run
 
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     if not codecs:
@@ -103,6 +103,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--rates/--codec-option name {name!r}, which is not in --codecs")
     plans = [plan_codec(name, options.get(name), rates.get(name)) for name in codecs]
     dataset = open_dataset(args.dataset, dataset_options(args))
+    segmenter = None
+    if args.task == "segmentation":
+        if not args.segmenter:
+            raise UsageError(
+                "--task segmentation needs --segmenter NAME (see `bench list segmenters`)"
+            )
+        seg_options: dict[str, object] = {"device": args.device}
+        if args.segmenter_weights:
+            seg_options["weights"] = args.segmenter_weights
+        for item in args.segmenter_option:
+            key, value = _split_assignment(item, "--segmenter-option")
+            seg_options[key.replace("-", "_")] = parse_option_value(value)
+        segmenter = plan_segmenter(args.segmenter, seg_options, batch_size=args.batch_size)
+    elif args.segmenter or args.segmenter_weights or args.segmenter_option:
+        raise UsageError("--segmenter and its options need --task segmentation")
     out_dir = Path(args.out) if args.out else _default_out(dataset.tag)
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
 
@@ -128,6 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             resume=args.resume,
             argv=args.argv,
             progress=progress,
+            segmenter=segmenter,
         )
     except KeyboardInterrupt:
         print(
@@ -139,21 +155,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.curves import read_aggregates
 
     rows = read_aggregates(result.aggregates_csv)
+    seg = segmenter is not None
     print(
         f"\n{'codec':<11} {'param':>8} {'rate':>7} {'bpp':>7} {'PSNR':>7} {'PSNRpool':>8} "
-        f"{'SSIM':>6} {'MS-SSIM':>7} {'n':>4} {'fail':>4}"
+        f"{'SSIM':>6} {'MS-SSIM':>7}"
+        + (f" {'mIoU':>6} {'drop':>6}" if seg else "")
+        + f" {'n':>4} {'fail':>4}"
     )
     for row in rows:
+        miou = f" {_fmt(100 * row.miou, 2):>6} {_fmt(100 * row.miou_drop, 2):>6}" if seg else ""
         print(
             f"{row.codec:<11} {row.rate_param:>8} {row.rate:>7g} {_fmt(row.bpp_mean):>7} "
             f"{_fmt(row.psnr_rgb_mean, 2):>7} {_fmt(row.psnr_rgb_pooled, 2):>8} "
-            f"{_fmt(row.ssim_rgb_mean, 4):>6} {_fmt(row.ms_ssim_rgb_mean, 4):>7} "
+            f"{_fmt(row.ssim_rgb_mean, 4):>6} {_fmt(row.ms_ssim_rgb_mean, 4):>7}{miou} "
             f"{row.n_images:>4} {row.n_failed:>4}"
         )
     failed = sum(1 for r in result.records if not r.ok)
     print(f"\nresults in {result.directory}/")
     print("  records.csv, records.parquet   one row per image x codec x rate point")
     print("  aggregates.csv                 one row per codec x rate point")
+    if seg:
+        print("  per_class_iou.csv              IoU per class and codec x rate point")
     print(f"  plots/                         {', '.join(p.name for p in result.plots)}")
     print("  manifest.json                  command, versions, machine, git commit, times")
     if failed:
@@ -166,7 +188,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    return list_codecs(args.verbose) if args.what == "codecs" else list_datasets()
+    listers = {
+        "codecs": lambda: list_codecs(args.verbose),
+        "datasets": list_datasets,
+        "segmenters": list_segmenters,
+    }
+    return listers[args.what]()
 
 
 def list_codecs(verbose: bool) -> int:
@@ -198,6 +225,27 @@ def list_codecs(verbose: bool) -> int:
     return EXIT_OK
 
 
+def list_segmenters() -> int:
+    from bench.tasks import SEGMENTERS
+
+    print(f"{'segmenter':<14} {'usable':<6} details")
+    for name in SEGMENTERS.names():
+        entry = SEGMENTERS.entry(name)
+        try:
+            cls = SEGMENTERS.load(name)
+            availability = cls.availability()
+        except Exception as exc:  # a broken plugin is listed, not fatal
+            print(f"{name:<14} {'no':<6} cannot load: {exc}. {entry.install_hint}")
+            continue
+        detail = (
+            f"{cls.description} [{availability.detail}]"
+            if availability.usable
+            else f"{availability.detail}. To use: {availability.hint}"
+        )
+        print(f"{name:<14} {'yes' if availability.usable else 'no':<6} {detail}")
+    return EXIT_OK
+
+
 def list_datasets() -> int:
     print(f"{'dataset':<28} {'available':<9} {'images':>6} {'labels':>6}  location / details")
     for name in DATASETS.names():
@@ -218,22 +266,26 @@ def list_datasets() -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from bench.curves import aggregate, plot_rd, write_aggregates
+    import json
+
+    from bench.curves import write_outputs
     from bench.records import read_csv
-    from bench.store import AGGREGATES_CSV, PLOTS, RECORDS_CSV, write_parquet
+    from bench.store import MANIFEST, RECORDS_CSV, RECORDS_PARQUET, write_parquet
 
     directory = Path(args.run_dir)
     if not (directory / RECORDS_CSV).is_file():
         raise UsageError(f"{directory} has no {RECORDS_CSV}: is it a bench run directory?")
+    manifest_path = directory / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     latest: dict[tuple[str, str, str, float], Record] = {}
     for record in read_csv(directory / RECORDS_CSV):
         latest[record.key] = record
     records = list(latest.values())
-    write_parquet(records, directory / "records.parquet")
-    rows = aggregate(records)
-    write_aggregates(rows, directory / AGGREGATES_CSV)
-    plot_rd(rows, directory / PLOTS)
-    print(f"rewrote {directory / AGGREGATES_CSV}, records.parquet and {directory / PLOTS}/")
+    write_parquet(records, directory / RECORDS_PARQUET)
+    class_names = (manifest.get("segmenter") or {}).get("class_names", ())
+    title = (manifest.get("dataset") or {}).get("tag", "")
+    write_outputs(records, directory, class_names, title)
+    print(f"rewrote aggregates, records.parquet and plots/ in {directory}")
     return EXIT_OK
 
 
@@ -286,12 +338,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: results/DATASET-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
+        "--task",
+        choices=["compression", "segmentation"],
+        default="compression",
+        help="segmentation: also segment every reconstruction and score mIoU",
+    )
+    p.add_argument("--segmenter", help="segmentation model (see `bench list segmenters`)")
+    p.add_argument("--segmenter-weights", help="checkpoint of the segmentation model")
+    p.add_argument(
+        "--segmenter-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a segmenter option, e.g. p=2 (repeatable)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for models (default cpu)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per segmentation batch")
+    p.add_argument(
         "--strict", action="store_true", help=f"exit {EXIT_FAILED_RECORDS} if any record failed"
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("list", help="list codecs or datasets and whether they are usable here")
-    p.add_argument("what", choices=["codecs", "datasets"])
+    p = sub.add_parser(
+        "list", help="list codecs, datasets or segmenters and whether they are usable"
+    )
+    p.add_argument("what", choices=["codecs", "datasets", "segmenters"])
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from bench.metrics.fidelity import psnr_from_mse
+from bench.metrics.segmentation import (
+    decode_confusion,
+    iou_per_class,
+    mean_iou,
+    pixel_accuracy,
+)
 from bench.records import Record
+
+REFERENCE_CODEC = "none"
+"""The uncompressed reference row that task metrics are compared with."""
 
 
 @dataclass
@@ -27,6 +36,9 @@ class Aggregate:
         ms_ssim_db_mean: mean of per-image -10 log10(1 - MS-SSIM).
         n_ms_ssim: images for which MS-SSIM is defined (too-small images have none).
         encode_s_mean, decode_s_mean: mean wall-clock seconds per image.
+        miou, pixel_accuracy: from one confusion matrix summed over every image (the
+            Cityscapes protocol), when segmentation ran; miou_drop: the ``none`` row's mIoU
+            minus this one; iou_<class>: per-class IoU (extra columns, one per class).
     """
 
     dataset: str
@@ -45,9 +57,20 @@ class Aggregate:
     n_ms_ssim: int
     encode_s_mean: float
     decode_s_mean: float
+    miou: float = math.nan
+    pixel_accuracy: float = math.nan
+    miou_drop: float = math.nan
+    class_iou: dict[str, float] = field(default_factory=dict)
+
+    def row(self) -> dict[str, object]:
+        """The CSV row: the fields, with ``class_iou`` spread into ``iou_<class>`` columns."""
+        values = asdict(self)
+        classes = values.pop("class_iou")
+        values.update({f"iou_{name.replace(' ', '_')}": iou for name, iou in classes.items()})
+        return values
 
 
-AGGREGATE_COLUMNS = [f.name for f in fields(Aggregate)]
+AGGREGATE_COLUMNS = [f.name for f in fields(Aggregate) if f.name != "class_iou"]
 
 
 def _mean(values: Iterable[float | None]) -> float:
@@ -55,8 +78,11 @@ def _mean(values: Iterable[float | None]) -> float:
     return math.fsum(present) / len(present) if present else math.nan
 
 
-def aggregate(records: Iterable[Record]) -> list[Aggregate]:
-    """Aggregate records per (dataset, codec, rate point), in order of first appearance."""
+def aggregate(records: Iterable[Record], class_names: Sequence[str] = ()) -> list[Aggregate]:
+    """Aggregate records per (dataset, codec, rate point), in order of first appearance.
+
+    ``class_names`` label the per-class IoU columns when records carry confusion matrices.
+    """
     groups: dict[tuple[str, str, str, float], list[Record]] = {}
     for record in records:
         groups.setdefault(
@@ -97,18 +123,40 @@ def aggregate(records: Iterable[Record]) -> list[Aggregate]:
                 n_ms_ssim=sum(1 for r in ok if r.ms_ssim_rgb is not None),
                 encode_s_mean=_mean(r.encode_s for r in ok),
                 decode_s_mean=_mean(r.decode_s for r in ok),
+                **_segmentation(ok, class_names),
             )
         )
+    references = {r.dataset: r.miou for r in rows if r.codec == REFERENCE_CODEC}
+    for row in rows:
+        if row.dataset in references:
+            row.miou_drop = references[row.dataset] - row.miou
     return rows
+
+
+def _segmentation(records: list[Record], class_names: Sequence[str]) -> dict[str, Any]:
+    """Set-level mIoU, pixel accuracy and per-class IoU from the records' confusion matrices."""
+    matrices = [decode_confusion(r.confusion) for r in records if r.confusion]
+    if not matrices:
+        return {}
+    total = sum(matrices[1:], matrices[0])
+    names = list(class_names) or [f"class {i}" for i in range(total.shape[0])]
+    return {
+        "miou": mean_iou(total),
+        "pixel_accuracy": pixel_accuracy(total),
+        "class_iou": dict(zip(names, iou_per_class(total).tolist(), strict=True)),
+    }
 
 
 def write_aggregates(rows: list[Aggregate], path: Path) -> None:
     """Write aggregates as CSV (full float precision)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=AGGREGATE_COLUMNS)
+        class_columns = list(
+            dict.fromkeys(k for row in rows for k in row.row() if k.startswith("iou_"))
+        )
+        writer = csv.DictWriter(handle, fieldnames=AGGREGATE_COLUMNS + class_columns)
         writer.writeheader()
-        writer.writerows(asdict(row) for row in rows)
+        writer.writerows(row.row() for row in rows)
     tmp.replace(path)
 
 
@@ -119,33 +167,40 @@ def read_aggregates(path: Path) -> list[Aggregate]:
     def parse(name: str, text: str) -> Any:
         return text if types[name] == "str" else int(text) if types[name] == "int" else float(text)
 
+    def build(row: dict[str, str]) -> Aggregate:
+        classes = {k[4:]: float(v) for k, v in row.items() if k.startswith("iou_") and v != ""}
+        known = {k: parse(k, v) for k, v in row.items() if k in types and k != "class_iou"}
+        return Aggregate(**known, class_iou=classes)
+
     with path.open(newline="") as handle:
-        return [
-            Aggregate(**{k: parse(k, v) for k, v in row.items()}) for row in csv.DictReader(handle)
-        ]
+        return [build(row) for row in csv.DictReader(handle)]
 
 
-_PLOTS = {
-    "rd_psnr": ("psnr_rgb_mean", "PSNR RGB [dB] (mean over images)"),
-    "rd_ms_ssim": ("ms_ssim_db_mean", "MS-SSIM RGB [dB] (mean over images)"),
+_PLOTS = {  # file stem: (aggregate column, axis label, scale)
+    "rd_psnr": ("psnr_rgb_mean", "PSNR RGB [dB] (mean over images)", 1.0),
+    "rd_ms_ssim": ("ms_ssim_db_mean", "MS-SSIM RGB [dB] (mean over images)", 1.0),
+    "rd_miou": ("miou", "mIoU [%] (Cityscapes protocol)", 100.0),
 }
 
 
 def plot_rd(rows: list[Aggregate], directory: Path, title: str = "") -> list[Path]:
-    """Draw bpp vs PSNR and bpp vs MS-SSIM (dB), one line per codec, as PNG and SVG."""
+    """Draw bpp vs PSNR, vs MS-SSIM (dB) and, when segmentation ran, vs mIoU with the
+    uncompressed mIoU as a horizontal line; one line per codec, as PNG and SVG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
-    codecs = list(dict.fromkeys(r.codec for r in rows))
+    codecs = [c for c in dict.fromkeys(r.codec for r in rows) if c != REFERENCE_CODEC]
     written = []
-    for stem, (column, label) in _PLOTS.items():
+    for stem, (column, label, scale) in _PLOTS.items():
+        if not any(math.isfinite(getattr(r, column)) for r in rows if r.codec != REFERENCE_CODEC):
+            continue
         fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
         for codec in codecs:
             points = sorted(
-                (r.bpp_mean, getattr(r, column))
+                (r.bpp_mean, scale * getattr(r, column))
                 for r in rows
                 if r.codec == codec
                 and r.n_images
@@ -155,6 +210,16 @@ def plot_rd(rows: list[Aggregate], directory: Path, title: str = "") -> list[Pat
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.4, label=codec)
+        for reference in (r for r in rows if r.codec == REFERENCE_CODEC):
+            value = getattr(reference, column)
+            if math.isfinite(value):
+                ax.axhline(
+                    scale * value,
+                    color="black",
+                    linestyle="--",
+                    linewidth=1.0,
+                    label=f"uncompressed ({scale * value:.1f})",
+                )
         ax.set_xlabel("bits per pixel (mean over images)")
         ax.set_ylabel(label)
         ax.set_title(title or "Rate-distortion")
@@ -167,3 +232,32 @@ def plot_rd(rows: list[Aggregate], directory: Path, title: str = "") -> list[Pat
             written.append(path)
         plt.close(fig)
     return written
+
+
+def write_class_table(rows: list[Aggregate], path: Path) -> bool:
+    """Per-class IoU as a table: one row per class, one column per codec@rate. Returns
+    whether there was anything to write (segmentation ran)."""
+    with_classes = [r for r in rows if r.class_iou]
+    if not with_classes:
+        return False
+    classes = list(with_classes[0].class_iou)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["class", *(f"{r.codec}@{r.rate:g}" for r in with_classes)])
+        writer.writerow(["mIoU", *(r.miou for r in with_classes)])
+        for name in classes:
+            writer.writerow([name, *(r.class_iou.get(name, math.nan) for r in with_classes)])
+    tmp.replace(path)
+    return True
+
+
+def write_outputs(
+    records: list[Record], directory: Path, class_names: Sequence[str] = (), title: str = ""
+) -> tuple[list[Aggregate], list[Path]]:
+    """Everything derived from a run's records: aggregates.csv, per_class_iou.csv (when
+    segmentation ran) and the plots. Returns the aggregates and the plot files."""
+    rows = aggregate(records, class_names)
+    write_aggregates(rows, directory / "aggregates.csv")
+    write_class_table(rows, directory / "per_class_iou.csv")
+    return rows, plot_rd(rows, directory / "plots", title=title)

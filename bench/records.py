@@ -26,6 +26,9 @@ class Record:
         encode_s, decode_s, metrics_s: wall-clock seconds for each step.
         mse: mean squared error over height * width * 3 samples (for pooled PSNR).
         psnr_rgb (dB), ssim_rgb, ms_ssim_rgb, ms_ssim_db (= -10 log10(1 - ms_ssim_rgb)).
+        With --task segmentation: miou and pixel_accuracy of this image's prediction,
+        miou_drop (this image's mIoU on the uncompressed image minus on this reconstruction),
+        segment_s (seconds), confusion (the image's confusion matrix, ``K:i,j,n;...``).
         status: "ok" or "error"; error: what went wrong; note: caveats (e.g. MS-SSIM undefined).
     """
 
@@ -50,6 +53,11 @@ class Record:
     ssim_rgb: float | None = None
     ms_ssim_rgb: float | None = None
     ms_ssim_db: float | None = None
+    miou: float | None = None
+    pixel_accuracy: float | None = None
+    miou_drop: float | None = None
+    segment_s: float | None = None
+    confusion: str = ""
     status: str = OK
     error: str = ""
     note: str = ""
@@ -65,8 +73,8 @@ class Record:
 
 
 COLUMNS = [f.name for f in fields(Record)]
-_INT_COLUMNS = {"height", "width", "bytes"}
-_STR_COLUMNS = {f.name for f in fields(Record) if f.type == "str"}
+INT_COLUMNS = frozenset({"height", "width", "bytes"})
+TEXT_COLUMNS = frozenset(f.name for f in fields(Record) if f.type == "str")
 
 
 def to_row(record: Record) -> dict[str, Any]:
@@ -79,11 +87,11 @@ def from_row(row: dict[str, str]) -> Record:
     values: dict[str, Any] = {}
     for name in COLUMNS:
         text = row.get(name, "")
-        if name in _STR_COLUMNS:
+        if name in TEXT_COLUMNS:
             values[name] = text
         elif text == "":
             values[name] = math.nan if name == "rate" else None
-        elif name in _INT_COLUMNS:
+        elif name in INT_COLUMNS:
             values[name] = int(text)
         else:
             values[name] = float(text)

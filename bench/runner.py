@@ -20,14 +20,23 @@ import numpy as np
 
 from bench.codecs import CODECS, Codec, create_codec, default_rates
 from bench.codecs.base import OptionValue, instantiate
-from bench.curves import aggregate, plot_rd, write_aggregates
-from bench.datasets import Dataset, SampleRef
-from bench.errors import CodecError, MetricUndefined
+from bench.curves import REFERENCE_CODEC, write_outputs
+from bench.datasets import Dataset, Sample, SampleRef
+from bench.errors import CodecError, MetricUndefined, UsageError
 from bench.memory import keep_freed_arrays_mapped
 from bench.metrics.fidelity import FidelityReference, ms_ssim_db, psnr_from_mse
+from bench.metrics.segmentation import (
+    Confusion,
+    confusion_matrix,
+    encode_confusion,
+    mean_iou,
+    pixel_accuracy,
+)
 from bench.provenance import git_state, machine, now, software
 from bench.records import ERROR, Record
-from bench.store import AGGREGATES_CSV, PLOTS, RunStore
+from bench.registry import construct
+from bench.store import AGGREGATES_CSV, RunStore
+from bench.tasks import SEGMENTERS, Segmenter, create_segmenter
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,22 @@ class CodecPlan:
 
 
 @dataclass(frozen=True)
+class SegmenterPlan:
+    """The segmentation model every reconstruction is fed to."""
+
+    name: str
+    target: str
+    options: Mapping[str, Any]
+    class_names: tuple[str, ...]
+    provenance: Mapping[str, Any]
+    batch_size: int = 4
+
+    @property
+    def options_json(self) -> str:
+        return json.dumps(dict(self.options), sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
 class Task:
     """One image coded by one codec at the rate points still to do."""
 
@@ -58,6 +83,27 @@ class Task:
     ref: SampleRef
     plan: CodecPlan
     rates: tuple[float, ...]
+    segmenter: SegmenterPlan | None = None
+
+
+def plan_segmenter(
+    name: str, options: Mapping[str, Any] | None = None, batch_size: int = 4
+) -> SegmenterPlan:
+    """Load a segmenter once here, so that a bad checkpoint fails before the run starts.
+
+    Raises:
+        UsageError, WeightsError: unknown segmenter or option, unusable weights.
+    """
+    options = dict(options or {})
+    segmenter = create_segmenter(name, options)
+    return SegmenterPlan(
+        name=name,
+        target=SEGMENTERS.entry(name).target,
+        options=options,
+        class_names=segmenter.class_names,
+        provenance=segmenter.provenance(),
+        batch_size=max(1, int(batch_size)),
+    )
 
 
 def plan_codec(
@@ -105,7 +151,9 @@ def _codec_for(plan: CodecPlan) -> Codec:
 
 def _measure(
     codec: Codec, image: np.ndarray, reference: FidelityReference, rate: float, record: Record
-) -> Record:
+) -> tuple[Record, np.ndarray | None]:
+    """Code, decode and score one rate point; returns the record and the reconstruction."""
+    decoded = None
     try:
         start = time.perf_counter()
         data = codec.encode(image, rate)
@@ -140,7 +188,65 @@ def _measure(
         record.metrics_s = time.perf_counter() - finished
     except Exception as exc:  # a failing codec costs this record, never the run
         record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
-    return record
+        decoded = None
+    return record, decoded
+
+
+_segmenter_cache: dict[tuple[str, str], Segmenter] = {}
+_reference_cache: dict[tuple[str, str], Confusion] = {}
+
+
+def _segmenter_for(plan: SegmenterPlan) -> Segmenter:
+    key = (plan.name, plan.options_json)
+    if key not in _segmenter_cache:
+        module_name, _, attr = plan.target.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr)
+        _segmenter_cache[key] = construct(cls, plan.options, f"segmenter {plan.name}")
+    return _segmenter_cache[key]
+
+
+def _segment(
+    plan: SegmenterPlan,
+    sample: Sample,
+    dataset: str,
+    measured: list[tuple[Record, np.ndarray | None]],
+) -> None:
+    """Segment every reconstruction (and, once per image, the original) and fill the
+    records' mIoU, pixel accuracy, drop from the uncompressed image and confusion matrix."""
+    assert sample.label is not None
+    todo = [(record, decoded) for record, decoded in measured if decoded is not None]
+    key = (dataset, sample.id)
+    reference = _reference_cache.get(key)
+    images = [decoded for _, decoded in todo]
+    if reference is None:
+        images.insert(0, sample.image)
+    try:
+        segmenter = _segmenter_for(plan)
+        predictions: list[np.ndarray] = []
+        seconds: list[float] = []
+        for start in range(0, len(images), plan.batch_size):
+            chunk = images[start : start + plan.batch_size]
+            began = time.perf_counter()
+            predictions.extend(segmenter.predict_batch(chunk))
+            seconds.extend([(time.perf_counter() - began) / len(chunk)] * len(chunk))
+        k = len(plan.class_names)
+        if reference is None:
+            reference = confusion_matrix(sample.label, predictions.pop(0), k)
+            seconds.pop(0)
+            if len(_reference_cache) > 16:
+                _reference_cache.clear()
+            _reference_cache[key] = reference
+        reference_miou = mean_iou(reference)
+        for (record, _), prediction, spent in zip(todo, predictions, seconds, strict=True):
+            cm = confusion_matrix(sample.label, prediction, k)
+            record.confusion = encode_confusion(cm)
+            record.miou = mean_iou(cm)
+            record.pixel_accuracy = pixel_accuracy(cm)
+            record.miou_drop = reference_miou - record.miou
+            record.segment_s = spent
+    except Exception as exc:  # a failing model costs these records, never the run
+        for record, _ in todo:
+            record.status, record.error = ERROR, f"segmentation failed: {type(exc).__name__}: {exc}"
 
 
 def execute(task: Task) -> list[Record]:
@@ -161,9 +267,14 @@ def execute(task: Task) -> list[Record]:
     if not plan.usable:
         return failed(f"{plan.name} is not usable here: {plan.unusable_reason}")
     try:
-        sample = task.dataset.load(task.ref, with_label=False)
+        sample = task.dataset.load(task.ref, with_label=task.segmenter is not None)
     except Exception as exc:
         return failed(f"{type(exc).__name__}: {exc}")
+    if task.segmenter is not None and sample.label is None:
+        return failed(
+            f"{task.ref.path} has no label map; segmentation needs one for every image "
+            "(cityscapes train/val, or folder with --label-dir)"
+        )
     size: dict[str, Any] = {
         "height": sample.image.shape[0],
         "width": sample.image.shape[1],
@@ -174,10 +285,13 @@ def execute(task: Task) -> list[Record]:
         reference = FidelityReference(sample.image)
     except Exception as exc:
         return failed(f"{type(exc).__name__}: {exc}", **size)
-    return [
+    measured = [
         _measure(codec, sample.image, reference, r, Record(**base, **size, rate=r))
         for r in task.rates
     ]
+    if task.segmenter is not None:
+        _segment(task.segmenter, sample, task.ref.dataset, measured)
+    return [record for record, _ in measured]
 
 
 # --- scheduling ------------------------------------------------------------------------------
@@ -274,8 +388,12 @@ def run(
     resume: bool = False,
     argv: Iterable[str] | None = None,
     progress: Callable[[int, int, list[Record]], None] | None = None,
+    segmenter: SegmenterPlan | None = None,
 ) -> RunResult:
     """Sweep ``plans`` over ``dataset`` into ``out_dir``.
+
+    With a ``segmenter`` every reconstruction is also segmented and scored against the
+    dataset's labels, and the uncompressed images (codec ``none``) are added as the reference.
 
     Args:
         workers: processes to code in; 0 codes in this process (no crash isolation).
@@ -283,6 +401,19 @@ def run(
         resume: continue a run in ``out_dir``, redoing only what did not succeed.
         progress: called after each task with (tasks done, tasks total, its records).
     """
+    if segmenter is not None:
+        if not dataset.class_names:
+            raise UsageError(
+                f"dataset {dataset.tag} has no labels; segmentation needs a labelled dataset "
+                "(cityscapes train/val, or folder with --label-dir and --num-classes)"
+            )
+        if len(dataset.class_names) != len(segmenter.class_names):
+            raise UsageError(
+                f"segmenter {segmenter.name} predicts {len(segmenter.class_names)} classes but "
+                f"{dataset.tag} has {len(dataset.class_names)}"
+            )
+        if not any(p.name == REFERENCE_CODEC for p in plans):
+            plans = [plan_codec(REFERENCE_CODEC), *plans]
     refs = dataset.refs()[:limit] if limit else dataset.refs()
     store = RunStore(out_dir, resume=resume)
     done = store.done_keys()
@@ -291,7 +422,7 @@ def run(
         for plan in plans:
             todo = tuple(r for r in plan.rates if (ref.dataset, ref.id, plan.name, r) not in done)
             if todo:
-                tasks.append(Task(dataset, ref, plan, todo))
+                tasks.append(Task(dataset, ref, plan, todo, segmenter))
     manifest: dict[str, Any] = {
         "command": " ".join(argv if argv is not None else sys.argv),
         "started": now(),
@@ -303,6 +434,12 @@ def run(
         "dataset": dataset.provenance(),
         "images": [ref.id for ref in refs],
         "workers": workers,
+        "task": "segmentation" if segmenter else "compression",
+        "segmenter": (
+            {**segmenter.provenance, "class_names": list(segmenter.class_names)}
+            if segmenter
+            else None
+        ),
         "codecs": {
             p.name: {
                 "version": p.version,
@@ -356,17 +493,17 @@ def _finish(
     )
     store.records = records
     store.write_parquet()
-    rows = aggregate(records)
-    aggregates_csv = store.directory / AGGREGATES_CSV
-    write_aggregates(rows, aggregates_csv)
+    segmenter = manifest.get("segmenter") or {}
     plots: list[Path] = []
     try:
-        plots = plot_rd(rows, store.directory / PLOTS, title=f"{manifest['dataset']['name']}")
+        _, plots = write_outputs(
+            records, store.directory, segmenter.get("class_names", ()), manifest["dataset"]["tag"]
+        )
     except Exception as exc:  # a plotting failure must not lose the run's numbers
-        log.error("could not draw the R-D plots: %s", exc)
+        log.error("could not write the aggregates and plots: %s", exc)
     failed = sum(1 for r in records if not r.ok)
     manifest.update(
         status=status, ended=now(), records={"ok": len(records) - failed, "error": failed}
     )
     store.write_manifest(manifest)
-    return RunResult(store.directory, records, status, aggregates_csv, plots)
+    return RunResult(store.directory, records, status, store.directory / AGGREGATES_CSV, plots)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.errors import UsageError
-from bench.records import COLUMNS, Record, read_csv, to_row
+from bench.records import COLUMNS, INT_COLUMNS, TEXT_COLUMNS, Record, read_csv, to_row
 
 RECORDS_CSV = "records.csv"
 RECORDS_PARQUET = "records.parquet"
@@ -50,23 +50,12 @@ def write_parquet(records: list[Record], path: Path) -> None:
 def _schema() -> Any:
     import pyarrow as pa
 
-    types = {"height": pa.int64(), "width": pa.int64(), "bytes": pa.int64()}
-    text = {
-        "dataset",
-        "image_id",
-        "conversion",
-        "codec",
-        "codec_version",
-        "codec_options",
-        "rate_param",
-        "sha256",
-        "status",
-        "error",
-        "note",
-    }
-    return pa.schema(
-        [(c, pa.string() if c in text else types.get(c, pa.float64())) for c in COLUMNS]
-    )
+    def kind(column: str) -> Any:
+        if column in TEXT_COLUMNS:
+            return pa.string()
+        return pa.int64() if column in INT_COLUMNS else pa.float64()
+
+    return pa.schema([(c, kind(c)) for c in COLUMNS])
 
 
 class RunStore:

@@ -61,3 +61,14 @@ def clic_dir() -> Path:
     if not any(CLIC.glob("*.png")):
         pytest.skip(f"the CLIC images are not in {CLIC} (../shared is absent)")
     return CLIC
+
+
+ESPNET_WEIGHTS = SHARED / "models" / "segmentation" / "espnet" / "espnet_p_2_q_8.pth"
+
+
+@pytest.fixture(scope="session")
+def espnet_weights() -> Path:
+    pytest.importorskip("torch")
+    if not ESPNET_WEIGHTS.is_file():
+        pytest.skip(f"the ESPNet weights are not at {ESPNET_WEIGHTS} (../shared is absent)")
+    return ESPNET_WEIGHTS

@@ -45,7 +45,7 @@ def test_round_trip_keeps_shape_and_dtype(name, kodim):
     decoded = codec.decode(data)
     assert decoded.shape == original.shape == (768, 512, 3)
     assert decoded.dtype == np.uint8
-    assert 20.0 < psnr_rgb(original, decoded) < 60.0
+    assert psnr_rgb(original, decoded) > 20.0
 
 
 @pytest.mark.parametrize("name", CODEC_NAMES)
@@ -88,6 +88,8 @@ def test_declared_direction_matches_bitrate(name, kodim):
     scale = codec.scale
     rates = scale.by_quality(default_rates(codec))
     low, high = rates[0], rates[-1]
+    if low == high:
+        pytest.skip(f"{name} has a single rate point")
     original = kodim(21)
     low_data, high_data = codec.encode(original, low), codec.encode(original, high)
     assert len(low_data) < len(high_data)

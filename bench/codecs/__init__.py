@@ -18,6 +18,7 @@ from bench.errors import UsageError
 from bench.registry import Registry
 
 CODECS: Registry[Codec] = Registry("codecs", "bench.codecs")
+CODECS.add("none", "bench.codecs.raw:NoneCodec")
 CODECS.add("jpeg", "bench.codecs.pillow_codecs:JpegCodec", "pip install pillow")
 CODECS.add("webp", "bench.codecs.pillow_codecs:WebpCodec", "pip install pillow")
 CODECS.add("jpeg2000", "bench.codecs.jpeg2000:Jpeg2000Codec", "pip install glymur")
