@@ -63,7 +63,8 @@ def clic_dir() -> Path:
     return CLIC
 
 
-ESPNET_WEIGHTS = SHARED / "models" / "segmentation" / "espnet" / "espnet_p_2_q_8.pth"
+MODELS = SHARED / "models" / "segmentation"
+ESPNET_WEIGHTS = MODELS / "espnet" / "espnet_p_2_q_8.pth"
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +73,11 @@ def espnet_weights() -> Path:
     if not ESPNET_WEIGHTS.is_file():
         pytest.skip(f"the ESPNet weights are not at {ESPNET_WEIGHTS} (../shared is absent)")
     return ESPNET_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def segmentation_models() -> Path:
+    pytest.importorskip("torch")
+    if not MODELS.is_dir():
+        pytest.skip(f"the segmentation weights are not in {MODELS} (../shared is absent)")
+    return MODELS

@@ -9,6 +9,7 @@ from bench.tasks.base import Segmenter
 
 SEGMENTERS: Registry[Segmenter] = Registry("segmenters", "bench.segmenters")
 SEGMENTERS.add("espnet", "bench.tasks.espnet:EspnetSegmenter", "pip install torch")
+SEGMENTERS.add("espnetv2", "bench.tasks.espnetv2:Espnetv2Segmenter", "pip install torch")
 
 
 def create_segmenter(name: str, options: Mapping[str, object] | None = None) -> Segmenter:

@@ -169,3 +169,66 @@ def logits_to_labels(logits: Any, size: tuple[int, ...], num_classes: int) -> La
     labels = logits.argmax(dim=1)[0].to("cpu", non_blocking=False).numpy().astype(np.int64)
     labels[labels >= num_classes] = IGNORE_LABEL
     return labels.astype(np.uint8)
+
+
+class TorchSegmenter(Segmenter):
+    """A PyTorch network with published weights: strict loading, preprocessing, batching.
+
+    Subclasses implement ``build_model()`` (randomly initialised, then loaded strictly from
+    ``weights``), ``prepare(image) -> (1, 3, h, w) tensor`` and ``architecture``.
+    """
+
+    def __init__(self, *, weights: str = "", device: str = "cpu") -> None:
+        if not weights:
+            raise ValueError(f"needs weights=PATH (--segmenter-weights) for {self.name}")
+        import torch
+
+        self.torch = torch
+        self.weights = Path(weights).expanduser().resolve()
+        self.device = resolve_device(device)
+        self.model = self.build_model()
+        load_strict(self.model, load_state_dict(self.weights), self.weights, self.architecture)
+        self.model.eval().to(self.device)
+
+    @property
+    @abc.abstractmethod
+    def architecture(self) -> str:
+        """A human name of the architecture and its variant, for error messages."""
+
+    @abc.abstractmethod
+    def build_model(self) -> Any:
+        """The network, randomly initialised."""
+
+    @abc.abstractmethod
+    def prepare(self, image: Image) -> Any:
+        """A (1, 3, h, w) float tensor on the CPU, preprocessed as the model was trained."""
+
+    @classmethod
+    def availability(cls) -> Availability:
+        try:
+            import torch
+        except ImportError:
+            return Availability(False, "PyTorch is not installed", "pip install torch")
+        return Availability(True, f"torch {torch.__version__}")
+
+    def predict_batch(self, images: Sequence[Image]) -> list[LabelMap]:
+        if not images:
+            return []
+        torch = self.torch
+        with torch.inference_mode():
+            batch = torch.cat([self.prepare(image) for image in images]).to(self.device)
+            logits = self.model(batch)
+            return [
+                logits_to_labels(logits[i : i + 1], image.shape[:2], self.num_classes)
+                for i, image in enumerate(images)
+            ]
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "weights": str(self.weights),
+            "weights_sha256": sha256_file(self.weights),
+            "device": self.device,
+            "torch": self.torch.__version__,
+        }

@@ -17,23 +17,12 @@ resize to 1024x512, then divide by 255.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.codecs.base import Availability, Image
-from bench.datasets.base import LabelMap
-from bench.tasks.base import (
-    Segmenter,
-    WeightsError,
-    load_state_dict,
-    load_strict,
-    logits_to_labels,
-    resolve_device,
-    sha256_file,
-)
+from bench.codecs.base import Image
+from bench.tasks.base import TorchSegmenter
 
 try:
     import torch
@@ -205,35 +194,30 @@ def build_espnet(classes: int = 20, p: int = 2, q: int = 8) -> Any:
     return _module_classes()["ESPNet"](classes, p, q)
 
 
-class EspnetSegmenter(Segmenter):
-    """ESPNet-C + decoder (p=2, q=8) with the authors' Cityscapes weights.
+class EspnetSegmenter(TorchSegmenter):
+    """ESPNet with decoder (p=2, q=8) and the authors' Cityscapes weights.
 
     Options: ``weights`` (path to espnet_p_2_q_8.pth; required), ``device`` (cpu/cuda),
-    ``p``, ``q`` (architecture, defaults of the published weights).
+    ``p``, ``q`` (the architecture; the published weights are p=2, q=8).
     """
 
     name = "espnet"
     description = "ESPNet p=2 q=8 (Mehta et al. 2018), Cityscapes 19 classes, 1024x512 input"
 
     def __init__(self, *, weights: str = "", device: str = "cpu", p: int = 2, q: int = 8) -> None:
-        if not weights:
-            raise ValueError("needs weights=PATH (--segmenter-weights), e.g. espnet_p_2_q_8.pth")
-        self.weights = Path(weights).expanduser().resolve()
-        self.device = resolve_device(device)
         self.p, self.q = int(p), int(q)
-        self.model = build_espnet(len(self.class_names) + 1, self.p, self.q)
-        load_strict(self.model, load_state_dict(self.weights), self.weights, f"ESPNet p={p} q={q}")
-        self.model.eval().to(self.device)
         self._mean = torch.tensor(MEAN_BGR).view(1, 3, 1, 1)
         self._std = torch.tensor(STD_BGR).view(1, 3, 1, 1)
+        super().__init__(weights=weights, device=device)
 
-    @classmethod
-    def availability(cls) -> Availability:
-        if torch is None:
-            return Availability(False, "PyTorch is not installed", "pip install torch")
-        return Availability(True, f"torch {torch.__version__}")
+    @property
+    def architecture(self) -> str:
+        return f"ESPNet p={self.p} q={self.q}"
 
-    def _prepare(self, image: Image) -> Any:
+    def build_model(self) -> Any:
+        return build_espnet(len(self.class_names) + 1, self.p, self.q)
+
+    def prepare(self, image: Image) -> Any:
         x = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1)[None]
         x = (x.float() - self._mean) / self._std
         x = torch.nn.functional.interpolate(
@@ -241,27 +225,5 @@ class EspnetSegmenter(Segmenter):
         )
         return x / 255.0
 
-    def predict_batch(self, images: Sequence[Image]) -> list[LabelMap]:
-        if not images:
-            return []
-        with torch.inference_mode():
-            batch = torch.cat([self._prepare(image) for image in images]).to(self.device)
-            logits = self.model(batch)
-            return [
-                logits_to_labels(logits[i : i + 1], image.shape[:2], self.num_classes)
-                for i, image in enumerate(images)
-            ]
 
-    def provenance(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "weights": str(self.weights),
-            "weights_sha256": sha256_file(self.weights),
-            "p": self.p,
-            "q": self.q,
-            "device": self.device,
-            "torch": torch.__version__,
-        }
-
-
-__all__ = ["EspnetSegmenter", "WeightsError", "build_espnet"]
+__all__ = ["EspnetSegmenter", "build_espnet"]
