@@ -3,6 +3,7 @@
 # package with the extras given as arguments, at the versions pinned in constraints.txt.
 #   scripts/setup.sh            # the package
 #   scripts/setup.sh test dev   # plus the test and dev extras
+#   scripts/setup.sh mmseg      # plus mmsegmentation (compiles mmcv first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,15 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
+if [[ " $* " == *" mmseg "* ]] && ! .venv/bin/python -c "import mmcv.ops" 2>/dev/null; then
+  # mmcv has no wheel for this torch: compile it against the installed one (about 13 min on
+  # 2 cores; pip keeps the built wheel in its cache for the next setup on this machine).
+  echo "setup: building mmcv 2.1.0 against torch 2.13 (takes a while)" >&2
+  "${pip[@]}" torch numpy setuptools wheel
+  MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${pip[@]}" --no-build-isolation mmcv
+fi
 extras=$(IFS=,; echo "$*")
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e "$spec"
+"${pip[@]}" -e "$spec"

@@ -207,3 +207,29 @@ def test_a_corrupt_archive_is_a_clear_error(tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DatasetError, match=r"broken\.zip: cannot extract"):
         extract(bad, tmp_path / "out")
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def test_checkpoint_urls_need_a_checksum_and_are_cached(server, tmp_path, monkeypatch):
+    from bench.checkpoints import resolve_checkpoint
+    from bench.errors import BenchError
+
+    root, url = server
+    (root / "model.pth").write_bytes(b"weights" * 100)
+    digest = hashlib.sha256(b"weights" * 100).hexdigest()
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(BenchError, match=r"needs its SHA-256"):
+        resolve_checkpoint(url + "model.pth")
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        resolve_checkpoint(url + "model.pth", "f" * 64)
+    cached = resolve_checkpoint(url + "model.pth", digest)
+    assert (
+        cached.read_bytes() == b"weights" * 100 and cached.parent == tmp_path / "cache/checkpoints"
+    )
+    (root / "model.pth").unlink()  # the cached copy is used from now on
+    assert resolve_checkpoint(url + "model.pth", digest) == cached
+    assert resolve_checkpoint(str(cached), digest) == cached
+    with pytest.raises(BenchError, match="SHA-256 differs"):
+        resolve_checkpoint(str(cached), "0" * 64)

@@ -10,6 +10,7 @@ from bench.tasks.base import Segmenter
 SEGMENTERS: Registry[Segmenter] = Registry("segmenters", "bench.segmenters")
 SEGMENTERS.add("espnet", "bench.tasks.espnet:EspnetSegmenter", "pip install torch")
 SEGMENTERS.add("espnetv2", "bench.tasks.espnetv2:Espnetv2Segmenter", "pip install torch")
+SEGMENTERS.add("mmseg", "bench.tasks.mmseg:MmsegSegmenter", "scripts/setup.sh mmseg")
 
 
 def create_segmenter(name: str, options: Mapping[str, object] | None = None) -> Segmenter:

@@ -101,7 +101,9 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         raise WeightsError(
             f"{path}: not a plain-weights checkpoint ({str(exc).splitlines()[0]}); bench loads "
-            "checkpoints with weights_only=True and refuses pickles that run code"
+            "checkpoints with weights_only=True and refuses pickles that run code. If you trust "
+            "the file, save its tensors alone once: torch.save(torch.load(PATH, "
+            "weights_only=False)['state_dict'], OUT)"
         ) from exc
     for key in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
@@ -175,16 +177,19 @@ class TorchSegmenter(Segmenter):
     """A PyTorch network with published weights: strict loading, preprocessing, batching.
 
     Subclasses implement ``build_model()`` (randomly initialised, then loaded strictly from
-    ``weights``), ``prepare(image) -> (1, 3, h, w) tensor`` and ``architecture``.
+    ``weights``), ``prepare(image) -> (1, 3, h, w) tensor`` and ``architecture``. ``weights``
+    is a path or a URL; a URL needs ``weights_sha256`` and is cached (bench.checkpoints).
     """
 
-    def __init__(self, *, weights: str = "", device: str = "cpu") -> None:
+    def __init__(self, *, weights: str = "", weights_sha256: str = "", device: str = "cpu") -> None:
         if not weights:
             raise ValueError(f"needs weights=PATH (--segmenter-weights) for {self.name}")
         import torch
 
+        from bench.checkpoints import resolve_checkpoint
+
         self.torch = torch
-        self.weights = Path(weights).expanduser().resolve()
+        self.weights = resolve_checkpoint(weights, weights_sha256)
         self.device = resolve_device(device)
         self.model = self.build_model()
         load_strict(self.model, load_state_dict(self.weights), self.weights, self.architecture)

@@ -204,11 +204,19 @@ class EspnetSegmenter(TorchSegmenter):
     name = "espnet"
     description = "ESPNet p=2 q=8 (Mehta et al. 2018), Cityscapes 19 classes, 1024x512 input"
 
-    def __init__(self, *, weights: str = "", device: str = "cpu", p: int = 2, q: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        weights: str = "",
+        weights_sha256: str = "",
+        device: str = "cpu",
+        p: int = 2,
+        q: int = 8,
+    ) -> None:
         self.p, self.q = int(p), int(q)
         self._mean = torch.tensor(MEAN_BGR).view(1, 3, 1, 1)
         self._std = torch.tensor(STD_BGR).view(1, 3, 1, 1)
-        super().__init__(weights=weights, device=device)
+        super().__init__(weights=weights, weights_sha256=weights_sha256, device=device)
 
     @property
     def architecture(self) -> str:

@@ -284,11 +284,13 @@ class Espnetv2Segmenter(TorchSegmenter):
     name = "espnetv2"
     description = "ESPNetv2 s=2.0/1.0 (Mehta et al. 2019), Cityscapes 19 classes, 1024x512 input"
 
-    def __init__(self, *, weights: str = "", s: float = 2.0, device: str = "cpu") -> None:
+    def __init__(
+        self, *, weights: str = "", weights_sha256: str = "", s: float = 2.0, device: str = "cpu"
+    ) -> None:
         self.s = float(s)
         self._mean = torch.tensor(MEAN_RGB).view(1, 3, 1, 1)
         self._std = torch.tensor(STD_RGB).view(1, 3, 1, 1)
-        super().__init__(weights=weights, device=device)
+        super().__init__(weights=weights, weights_sha256=weights_sha256, device=device)
 
     @property
     def architecture(self) -> str:
