@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bench.errors import UsageError
 
@@ -26,6 +26,15 @@ class Entry:
     target: str  # "package.module:Attribute"
     install_hint: str = ""
     source: str = "built-in"  # or "plugin <distribution>"
+
+
+def import_target(target: str) -> Any:
+    """Import ``"package.module:Attribute"`` (dotted attributes allowed)."""
+    module_name, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class Registry(Generic[T]):
@@ -86,13 +95,7 @@ class Registry(Generic[T]):
 
     def load(self, name: str) -> type[T]:
         """Import and return the class registered as ``name``."""
-        entry = self.entry(name)
-        module_name, _, attr = entry.target.partition(":")
-        module = importlib.import_module(module_name)
-        obj = module
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj  # type: ignore[return-value]
+        return import_target(self.entry(name).target)  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

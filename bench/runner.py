@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import multiprocessing
@@ -34,7 +33,7 @@ from bench.metrics.segmentation import (
 )
 from bench.provenance import git_state, machine, now, software
 from bench.records import ERROR, Record
-from bench.registry import construct
+from bench.registry import construct, import_target
 from bench.store import AGGREGATES_CSV, RunStore
 from bench.tasks import SEGMENTERS, Segmenter, create_segmenter
 
@@ -143,9 +142,7 @@ _codec_cache: dict[tuple[str, str], Codec] = {}
 def _codec_for(plan: CodecPlan) -> Codec:
     key = (plan.name, plan.options_json)
     if key not in _codec_cache:
-        module_name, _, attr = plan.target.partition(":")
-        cls = getattr(importlib.import_module(module_name), attr)
-        _codec_cache[key] = instantiate(cls, plan.options)
+        _codec_cache[key] = instantiate(import_target(plan.target), plan.options)
     return _codec_cache[key]
 
 
@@ -199,9 +196,9 @@ _reference_cache: dict[tuple[str, str], Confusion] = {}
 def _segmenter_for(plan: SegmenterPlan) -> Segmenter:
     key = (plan.name, plan.options_json)
     if key not in _segmenter_cache:
-        module_name, _, attr = plan.target.partition(":")
-        cls = getattr(importlib.import_module(module_name), attr)
-        _segmenter_cache[key] = construct(cls, plan.options, f"segmenter {plan.name}")
+        _segmenter_cache[key] = construct(
+            import_target(plan.target), plan.options, f"segmenter {plan.name}"
+        )
     return _segmenter_cache[key]
 
 
