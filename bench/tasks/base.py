@@ -189,8 +189,8 @@ class TorchSegmenter(Segmenter):
         from bench.checkpoints import resolve_checkpoint
 
         self.torch = torch
-        self.weights = resolve_checkpoint(weights, weights_sha256)
         self.device = resolve_device(device)
+        self.weights = resolve_checkpoint(weights, weights_sha256)
         self.model = self.build_model()
         load_strict(self.model, load_state_dict(self.weights), self.weights, self.architecture)
         self.model.eval().to(self.device)

@@ -73,9 +73,9 @@ class MmsegSegmenter(Segmenter):
             raise ValueError("needs weights=PATH or URL (--segmenter-weights)")
         from mmseg.apis import init_model
 
+        self.device = resolve_device(device)
         self.config = find_config(config)
         self.weights = resolve_checkpoint(weights, weights_sha256)
-        self.device = resolve_device(device)
         self.model = init_model(str(self.config), checkpoint=None, device=self.device)
         load_strict(
             self.model, load_state_dict(self.weights), self.weights, f"config {self.config.name}"
