@@ -38,7 +38,7 @@ if [[ " $* " == *" mmseg "* ]] && ! .venv/bin/python -c "import mmcv.ops" 2>/dev
   # mmcv has no wheel for this torch: compile it against the installed one (about 13 min on
   # 2 cores; pip keeps the built wheel in its cache for the next setup on this machine).
   echo "setup: building mmcv 2.1.0 against torch 2.13 (takes a while)" >&2
-  "${pip[@]}" torch numpy setuptools wheel
+  "${pip[@]}" torch numpy setuptools wheel ninja
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${pip[@]}" --no-build-isolation mmcv
 fi
 extras=$(IFS=,; echo "$*")
