@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import __version__
 from bench.codecs import CODECS, default_rates
@@ -18,6 +19,9 @@ from bench.config import project_root
 from bench.datasets import DATASETS, open_dataset
 from bench.errors import BenchError, UsageError
 from bench.records import Record
+
+if TYPE_CHECKING:
+    from bench.runner import RunResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED_RECORDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -103,21 +107,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--rates/--codec-option name {name!r}, which is not in --codecs")
     plans = [plan_codec(name, options.get(name), rates.get(name)) for name in codecs]
     dataset = open_dataset(args.dataset, dataset_options(args))
-    segmenter = None
-    if args.task == "segmentation":
-        if not args.segmenter:
-            raise UsageError(
-                "--task segmentation needs --segmenter NAME (see `bench list segmenters`)"
-            )
-        seg_options: dict[str, object] = {"device": args.device}
-        if args.segmenter_weights:
-            seg_options["weights"] = args.segmenter_weights
-        for item in args.segmenter_option:
-            key, value = _split_assignment(item, "--segmenter-option")
-            seg_options[key.replace("-", "_")] = parse_option_value(value)
-        segmenter = plan_segmenter(args.segmenter, seg_options, batch_size=args.batch_size)
-    elif args.segmenter or args.segmenter_weights or args.segmenter_option:
-        raise UsageError("--segmenter and its options need --task segmentation")
+    seg_options = segmenter_options(args)
+    segmenter = (
+        plan_segmenter(args.segmenter, seg_options, batch_size=args.batch_size)
+        if seg_options is not None
+        else None
+    )
     out_dir = Path(args.out) if args.out else _default_out(dataset.tag)
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
 
@@ -152,10 +147,40 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    print_summary(result, segmentation=segmenter is not None)
+    failed = sum(1 for r in result.records if not r.ok)
+    if failed:
+        print(
+            f"\n{failed} record(s) failed; their errors are in records.csv (status=error)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED_RECORDS if args.strict else EXIT_OK
+    return EXIT_OK
+
+
+def segmenter_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """The segmenter's options from the command line, or None without --task segmentation."""
+    if args.task != "segmentation":
+        if args.segmenter or args.segmenter_weights or args.segmenter_option:
+            raise UsageError("--segmenter and its options need --task segmentation")
+        return None
+    if not args.segmenter:
+        raise UsageError("--task segmentation needs --segmenter NAME (see `bench list segmenters`)")
+    options: dict[str, object] = {"device": args.device}
+    if args.segmenter_weights:
+        options["weights"] = args.segmenter_weights
+    for item in args.segmenter_option:
+        key, value = _split_assignment(item, "--segmenter-option")
+        options[key.replace("-", "_")] = parse_option_value(value)
+    return options
+
+
+def print_summary(result: RunResult, *, segmentation: bool) -> None:
+    """The aggregates as a table, and where every output is."""
     from bench.curves import read_aggregates
 
     rows = read_aggregates(result.aggregates_csv)
-    seg = segmenter is not None
+    seg = segmentation
     print(
         f"\n{'codec':<11} {'param':>8} {'rate':>7} {'bpp':>7} {'PSNR':>7} {'PSNRpool':>8} "
         f"{'SSIM':>6} {'MS-SSIM':>7}"
@@ -170,7 +195,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{_fmt(row.ssim_rgb_mean, 4):>6} {_fmt(row.ms_ssim_rgb_mean, 4):>7}{miou} "
             f"{row.n_images:>4} {row.n_failed:>4}"
         )
-    failed = sum(1 for r in result.records if not r.ok)
     print(f"\nresults in {result.directory}/")
     print("  records.csv, records.parquet   one row per image x codec x rate point")
     print("  aggregates.csv                 one row per codec x rate point")
@@ -178,13 +202,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("  per_class_iou.csv              IoU per class and codec x rate point")
     print(f"  plots/                         {', '.join(p.name for p in result.plots)}")
     print("  manifest.json                  command, versions, machine, git commit, times")
-    if failed:
-        print(
-            f"\n{failed} record(s) failed; their errors are in records.csv (status=error)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED_RECORDS if args.strict else EXIT_OK
-    return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
