@@ -180,15 +180,18 @@ def print_summary(result: RunResult, *, segmentation: bool) -> None:
     from bench.curves import read_aggregates
 
     rows = read_aggregates(result.aggregates_csv)
-    seg = segmentation
     print(
         f"\n{'codec':<11} {'param':>8} {'rate':>7} {'bpp':>7} {'PSNR':>7} {'PSNRpool':>8} "
         f"{'SSIM':>6} {'MS-SSIM':>7}"
-        + (f" {'mIoU':>6} {'drop':>6}" if seg else "")
+        + (f" {'mIoU':>6} {'drop':>6}" if segmentation else "")
         + f" {'n':>4} {'fail':>4}"
     )
     for row in rows:
-        miou = f" {_fmt(100 * row.miou, 2):>6} {_fmt(100 * row.miou_drop, 2):>6}" if seg else ""
+        miou = (
+            f" {_fmt(100 * row.miou, 2):>6} {_fmt(100 * row.miou_drop, 2):>6}"
+            if segmentation
+            else ""
+        )
         print(
             f"{row.codec:<11} {row.rate_param:>8} {row.rate:>7g} {_fmt(row.bpp_mean):>7} "
             f"{_fmt(row.psnr_rgb_mean, 2):>7} {_fmt(row.psnr_rgb_pooled, 2):>8} "
@@ -198,7 +201,7 @@ def print_summary(result: RunResult, *, segmentation: bool) -> None:
     print(f"\nresults in {result.directory}/")
     print("  records.csv, records.parquet   one row per image x codec x rate point")
     print("  aggregates.csv                 one row per codec x rate point")
-    if seg:
+    if segmentation:
         print("  per_class_iou.csv              IoU per class and codec x rate point")
     print(f"  plots/                         {', '.join(p.name for p in result.plots)}")
     print("  manifest.json                  command, versions, machine, git commit, times")
