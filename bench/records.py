@@ -22,6 +22,9 @@ class Record:
         codec, codec_version, codec_options: the codec, its library version, its options (JSON).
         rate_param, rate: the codec's rate parameter and its value at this point.
         bytes: length of the bitstream; bpp: 8 * bytes / (height * width).
+        bpp_estimated, header_bytes, padding: for learned codecs, the rate the model's
+            likelihoods predict, the bytes of bench's header inside ``bytes``, and the
+            (top, bottom, left, right) padding the model needed.
         sha256: hash of the bitstream (equal hashes mean identical bytes).
         encode_s, decode_s, metrics_s: wall-clock seconds for each step.
         mse: mean squared error over height * width * 3 samples (for pooled PSNR).
@@ -44,6 +47,9 @@ class Record:
     rate: float = math.nan
     bytes: int | None = None
     bpp: float | None = None
+    bpp_estimated: float | None = None
+    header_bytes: int | None = None
+    padding: str = ""
     sha256: str = ""
     encode_s: float | None = None
     decode_s: float | None = None
@@ -73,7 +79,7 @@ class Record:
 
 
 COLUMNS = [f.name for f in fields(Record)]
-INT_COLUMNS = frozenset({"height", "width", "bytes"})
+INT_COLUMNS = frozenset({"height", "width", "bytes", "header_bytes"})
 TEXT_COLUMNS = frozenset(f.name for f in fields(Record) if f.type == "str")
 
 

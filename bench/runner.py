@@ -39,6 +39,8 @@ from bench.tasks import SEGMENTERS, Segmenter, create_segmenter
 
 log = logging.getLogger(__name__)
 
+SIDE_COLUMNS = frozenset({"bpp_estimated", "header_bytes", "padding"})
+
 
 @dataclass(frozen=True)
 class CodecPlan:
@@ -170,6 +172,9 @@ def _measure(
                 else type(decoded).__name__
             )
             raise CodecError(f"{codec.name}: decoder returned {got}, expected uint8 {image.shape}")
+        for key, value in getattr(codec, "encode_info", {}).items():
+            if key in SIDE_COLUMNS:
+                setattr(record, key, value)
         record.bytes = len(data)
         record.bpp = 8.0 * len(data) / (image.shape[0] * image.shape[1])
         record.sha256 = hashlib.sha256(data).hexdigest()

@@ -31,6 +31,15 @@ def _codec_params():
 CODEC_NAMES = _codec_params()
 
 
+def _codec(name):
+    """The codec with the options its contract tests need (stand-in weights for learned ones)."""
+    return create_codec(name, CODECS.load(name).contract_options)
+
+
+def _mechanics_only(name) -> bool:
+    return bool(CODECS.load(name).contract_options)
+
+
 def _middle_rate(codec) -> float:
     rates = default_rates(codec)
     return rates[len(rates) // 2]
@@ -38,28 +47,30 @@ def _middle_rate(codec) -> float:
 
 @pytest.mark.parametrize("name", CODEC_NAMES)
 def test_round_trip_keeps_shape_and_dtype(name, kodim):
-    codec = create_codec(name)
+    codec = _codec(name)
     original = kodim(4)  # portrait: 768 rows, 512 columns
     data = codec.encode(original, _middle_rate(codec))
     assert isinstance(data, bytes) and len(data) > 0
     decoded = codec.decode(data)
     assert decoded.shape == original.shape == (768, 512, 3)
     assert decoded.dtype == np.uint8
-    assert psnr_rgb(original, decoded) > 20.0
+    if not _mechanics_only(name):
+        assert psnr_rgb(original, decoded) > 20.0
 
 
 @pytest.mark.parametrize("name", CODEC_NAMES)
 def test_odd_sized_image_round_trips(name, kodim):
-    codec = create_codec(name)
+    codec = _codec(name)
     original = np.ascontiguousarray(kodim(8)[:173, :251])
     decoded = codec.decode(codec.encode(original, _middle_rate(codec)))
     assert decoded.shape == original.shape
-    assert psnr_rgb(original, decoded) > 20.0
+    if not _mechanics_only(name):
+        assert psnr_rgb(original, decoded) > 20.0
 
 
 @pytest.mark.parametrize("name", CODEC_NAMES)
 def test_encoding_and_decoding_are_deterministic(name, kodim):
-    codec = create_codec(name)
+    codec = _codec(name)
     original = kodim(15)
     rate = _middle_rate(codec)
     data = codec.encode(original, rate)
@@ -73,6 +84,8 @@ def test_quality_ceiling(name, kodim):
     """The near-lossless setting reaches a high PSNR (catches rounding and colour bugs)."""
     cls = CODECS.load(name)
     ceiling = cls.ceiling
+    if ceiling is None:
+        pytest.skip(f"{name} has no near-lossless setting")
     codec = create_codec(name, ceiling.options)
     for number in (4, 20):
         original = kodim(number)
@@ -84,6 +97,8 @@ def test_quality_ceiling(name, kodim):
 @pytest.mark.parametrize("name", CODEC_NAMES)
 def test_declared_direction_matches_bitrate(name, kodim):
     """Higher quality by the codec's declared direction means more bytes and higher PSNR."""
+    if _mechanics_only(name):
+        pytest.skip(f"{name} runs with stand-in weights here; rate and quality mean nothing")
     codec = create_codec(name)
     scale = codec.scale
     rates = scale.by_quality(default_rates(codec))
@@ -100,7 +115,7 @@ def test_declared_direction_matches_bitrate(name, kodim):
 def test_corrupt_bitstream_raises_codec_error(name, kodim):
     """Garbage is a CodecError; a truncated stream is a CodecError or (decoders that conceal
     errors, like bpgdec) a well-formed image, never another exception."""
-    codec = create_codec(name)
+    codec = _codec(name)
     original = kodim(2)
     data = codec.encode(original, _middle_rate(codec))
     try:
@@ -115,7 +130,7 @@ def test_corrupt_bitstream_raises_codec_error(name, kodim):
 
 @pytest.mark.parametrize("name", CODEC_NAMES)
 def test_rates_outside_range_are_refused(name):
-    codec = create_codec(name)
+    codec = _codec(name)
     scale = codec.scale
     with pytest.raises(UsageError, match=scale.name):
         scale.validate(scale.high + 1, name)

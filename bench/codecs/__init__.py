@@ -26,6 +26,15 @@ CODECS.add("bpg", "bench.codecs.bpg:BpgCodec")
 CODECS.add("avif", "bench.codecs.imagecodecs_codecs:AvifCodec", "pip install imagecodecs")
 CODECS.add("jpegxl", "bench.codecs.imagecodecs_codecs:JpegXlCodec", "pip install imagecodecs")
 CODECS.add("hevc-intra", "bench.codecs.heif:HevcIntraCodec", "pip install pillow-heif")
+for _name, _cls in (
+    ("bmshj2018-factorized", "Bmshj2018FactorizedCodec"),
+    ("bmshj2018-hyperprior", "Bmshj2018HyperpriorCodec"),
+    ("mbt2018-mean", "Mbt2018MeanCodec"),
+    ("mbt2018", "Mbt2018Codec"),
+    ("cheng2020-anchor", "Cheng2020AnchorCodec"),
+    ("cheng2020-attn", "Cheng2020AttnCodec"),
+):
+    CODECS.add(_name, f"bench.codecs.compressai_codecs:{_cls}", "pip install compressai")
 
 
 def create_codec(name: str, options: Mapping[str, OptionValue] | None = None) -> Codec:

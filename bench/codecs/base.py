@@ -86,13 +86,20 @@ class Codec(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     rate_scale: ClassVar[RateScale]
-    ceiling: ClassVar[Ceiling]
+    ceiling: ClassVar[Ceiling | None]
+    """A near-lossless setting for the contract test; None where there is none (learned codecs)."""
+    contract_options: ClassVar[Mapping[str, OptionValue]] = {}
+    """Options that let the contract tests run without external files (e.g. stand-in weights);
+    when set, the tests check the mechanics only, not quality."""
     default_rates: ClassVar[tuple[float, ...]] = ()
     """Fallback sweep for plugins; built-ins take theirs from ``codecs/defaults.toml``."""
 
     def __init__(self) -> None:
         self.options: dict[str, OptionValue] = {}
         """The options in effect, as keyword arguments that recreate this codec."""
+        self.encode_info: dict[str, Any] = {}
+        """Measurements of the last ``encode`` beyond its bytes, copied into the record when
+        named like a record column (``bpp_estimated``, ``header_bytes``, ``padding``)."""
 
     @classmethod
     @abc.abstractmethod
