@@ -4,6 +4,7 @@
 #   scripts/setup.sh            # the package
 #   scripts/setup.sh test dev   # plus the test and dev extras
 #   scripts/setup.sh mmseg      # plus mmsegmentation (compiles mmcv first)
+#   scripts/setup.sh learned    # plus CompressAI (torch and torchvision from the index)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,14 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
+if [[ " $* " == *" learned "* ]] && ! .venv/bin/python -c "import torchvision" 2>/dev/null; then
+  # torchvision has no CPU-only build, and this machine's pip configuration may offer a
+  # CPU-only torch wheel that torchvision cannot load with: --isolated takes the package
+  # index's CUDA builds of both (about 5 GB; they run on a CPU too).
+  echo "setup: installing torch 2.13.0 + torchvision 0.28.0 from the package index" >&2
+  .venv/bin/python -m pip install --isolated --quiet --disable-pip-version-check \
+    torch==2.13.0 torchvision==0.28.0
+fi
 if [[ " $* " == *" mmseg "* ]] && ! .venv/bin/python -c "import mmcv.ops" 2>/dev/null; then
   # mmcv has no wheel for this torch: compile it against the installed one (about 13 min on
   # 2 cores; pip keeps the built wheel in its cache for the next setup on this machine).
