@@ -372,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a segmenter option, e.g. p=2 (repeatable)",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for models (default cpu)")
+    p.add_argument(
+        "--device", default="cpu", help="cpu, cuda or cuda:N for the segmenter (default cpu)"
+    )
     p.add_argument("--batch-size", type=int, default=4, help="images per segmentation batch")
     p.add_argument(
         "--strict", action="store_true", help=f"exit {EXIT_FAILED_RECORDS} if any record failed"
