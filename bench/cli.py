@@ -289,7 +289,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
     import json
 
     from bench.curves import write_outputs
-    from bench.records import read_csv
+    from bench.records import latest_per_key, read_csv
     from bench.store import MANIFEST, RECORDS_CSV, RECORDS_PARQUET, write_parquet
 
     directory = Path(args.run_dir)
@@ -297,10 +297,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
         raise UsageError(f"{directory} has no {RECORDS_CSV}: is it a bench run directory?")
     manifest_path = directory / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    latest: dict[tuple[str, str, str, float], Record] = {}
-    for record in read_csv(directory / RECORDS_CSV):
-        latest[record.key] = record
-    records = list(latest.values())
+    records = latest_per_key(read_csv(directory / RECORDS_CSV))
     write_parquet(records, directory / RECORDS_PARQUET)
     class_names = (manifest.get("segmenter") or {}).get("class_names", ())
     title = (manifest.get("dataset") or {}).get("tag", "")

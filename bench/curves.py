@@ -17,6 +17,7 @@ from bench.metrics.segmentation import (
     pixel_accuracy,
 )
 from bench.records import Record
+from bench.store import AGGREGATES_CSV, CLASS_TABLE_CSV, PLOTS
 
 REFERENCE_CODEC = "none"
 """The uncompressed reference row that task metrics are compared with."""
@@ -258,6 +259,6 @@ def write_outputs(
     """Everything derived from a run's records: aggregates.csv, per_class_iou.csv (when
     segmentation ran) and the plots. Returns the aggregates and the plot files."""
     rows = aggregate(records, class_names)
-    write_aggregates(rows, directory / "aggregates.csv")
-    write_class_table(rows, directory / "per_class_iou.csv")
-    return rows, plot_rd(rows, directory / "plots", title=title)
+    write_aggregates(rows, directory / AGGREGATES_CSV)
+    write_class_table(rows, directory / CLASS_TABLE_CSV)
+    return rows, plot_rd(rows, directory / PLOTS, title=title)

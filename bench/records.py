@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,11 @@ def from_row(row: dict[str, str]) -> Record:
         else:
             values[name] = float(text)
     return Record(**values)
+
+
+def latest_per_key(records: Iterable[Record]) -> list[Record]:
+    """The last record of each key: a resumed run's retry replaces the earlier failure."""
+    return list({record.key: record for record in records}.values())
 
 
 def read_csv(path: Path) -> list[Record]:

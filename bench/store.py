@@ -5,7 +5,8 @@ Layout of ``RUN_DIR``:
     records.csv        one row per (image, codec, rate point), appended as each completes
     records.parquet    the same rows, rewritten at checkpoints and at the end
     aggregates.csv     one row per (codec, rate point)
-    plots/             rd_psnr.{png,svg}, rd_ms_ssim.{png,svg}
+    per_class_iou.csv  per-class IoU per rate point (when segmentation ran)
+    plots/             rd_psnr, rd_ms_ssim (and rd_miou) as PNG and SVG
 """
 
 from __future__ import annotations
@@ -18,12 +19,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.errors import UsageError
-from bench.records import COLUMNS, INT_COLUMNS, TEXT_COLUMNS, Record, read_csv, to_row
+from bench.records import (
+    COLUMNS,
+    INT_COLUMNS,
+    TEXT_COLUMNS,
+    Record,
+    latest_per_key,
+    read_csv,
+    to_row,
+)
 
 RECORDS_CSV = "records.csv"
 RECORDS_PARQUET = "records.parquet"
 MANIFEST = "manifest.json"
 AGGREGATES_CSV = "aggregates.csv"
+CLASS_TABLE_CSV = "per_class_iou.csv"
 PLOTS = "plots"
 
 _PARQUET_EVERY_S = 30.0
@@ -101,10 +111,7 @@ class RunStore:
 
     def final_records(self) -> list[Record]:
         """The latest record per key (a resumed run's retry replaces the earlier failure)."""
-        latest: dict[tuple[str, str, str, float], Record] = {}
-        for record in self.records:
-            latest[record.key] = record
-        return list(latest.values())
+        return latest_per_key(self.records)
 
     def write_parquet(self) -> None:
         write_parquet(self.final_records(), self.directory / RECORDS_PARQUET)

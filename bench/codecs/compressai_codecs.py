@@ -218,7 +218,7 @@ class ZooCodec(Codec):
         )
         self.encode_info = {
             "bpp_estimated": bits / (height * width),
-            "header_bytes": read_bitstream(data)["header_bytes"],
+            "header_bytes": len(data) - sum(4 + len(s[0]) for s in out["strings"]),
             "padding": f"{top},{bottom},{left},{right}",
         }
         return data
