@@ -21,6 +21,8 @@ from bench.store import AGGREGATES_CSV, CLASS_TABLE_CSV, PLOTS
 
 REFERENCE_CODEC = "none"
 """The uncompressed reference row that task metrics are compared with."""
+TARGET_BPP = "target_bpp"
+"""``rate_param`` of the aggregates of a target-bpp run, whose ``rate`` is the target."""
 
 
 @dataclass
@@ -28,7 +30,8 @@ class Aggregate:
     """One codec at one rate point, over the images of a dataset.
 
     Columns of ``aggregates.csv``:
-        dataset, codec, rate_param, rate: the rate point.
+        dataset, codec, rate_param, rate: the rate point (in a target-bpp run, rate_param is
+            ``target_bpp`` and rate the target; each image's own rate value is in records).
         n_images: images coded successfully; n_failed: images that failed (see records).
         bpp_mean: mean of per-image bpp; bpp_pooled: total bits / total pixels.
         psnr_rgb_mean: mean of per-image PSNR; psnr_rgb_pooled: PSNR of the MSE pooled over
@@ -86,9 +89,12 @@ def aggregate(records: Iterable[Record], class_names: Sequence[str] = ()) -> lis
     """
     groups: dict[tuple[str, str, str, float], list[Record]] = {}
     for record in records:
-        groups.setdefault(
-            (record.dataset, record.codec, record.rate_param, record.rate), []
-        ).append(record)
+        point = (
+            (TARGET_BPP, record.target_bpp)
+            if record.target_bpp is not None
+            else (record.rate_param, record.rate)
+        )
+        groups.setdefault((record.dataset, record.codec, *point), []).append(record)
     rows = []
     for (dataset, codec, rate_param, rate), group in groups.items():
         ok = [r for r in group if r.ok]

@@ -24,16 +24,31 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, target: Path, sha256: str) -> Path:
-    """Fetch ``url`` into ``target`` if its SHA-256 is ``sha256``; nothing is kept otherwise.
+def digest_matches(digest: str, expected: str) -> bool:
+    """Whether a hex SHA-256 is ``expected``, or starts with it when ``expected`` is a prefix
+    (at least 8 hex digits, as torch.hub-style file names publish)."""
+    expected = expected.lower()
+    if len(expected) < 8:
+        raise ValueError(f"a checksum needs at least 8 hex digits, got {expected!r}")
+    return digest.lower().startswith(expected)
+
+
+def download(url: str, target: Path, sha256: str, *, advice: str = "") -> Path:
+    """Fetch ``url`` into ``target`` if its SHA-256 is ``sha256`` (or starts with it, for a
+    published prefix); nothing is kept otherwise.
 
     The bytes go to a temporary file beside ``target`` and are renamed into place only after
     the checksum matches, so an interrupted or corrupted download never leaves a file that
     looks complete.
 
+    ``advice`` replaces the default hint (point bench at a local copy with --data-dir).
+
     Raises:
         DatasetError: the server cannot be reached or the checksum differs (names the URL).
     """
+    advice = (
+        advice or f"Put the files in {target.parent} or point bench at a local copy with --data-dir"
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     handle, partial_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
@@ -46,18 +61,15 @@ def download(url: str, target: Path, sha256: str) -> Path:
             while chunk := resp.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-        if digest.hexdigest() != sha256.lower():
+        if not digest_matches(digest.hexdigest(), sha256):
             raise DatasetError(
                 f"checksum mismatch for {url}: expected sha256 {sha256}, got "
                 f"{digest.hexdigest()}; the file was not kept. The server's copy differs from "
-                "the one bench knows: download it yourself and point bench at it with --data-dir"
+                f"the one bench knows. {advice}"
             )
         partial.replace(target)
         return target
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise DatasetError(
-            f"cannot download {url}: {exc}. Offline? Put the files in {target.parent} or point "
-            "bench at a local copy with --data-dir"
-        ) from exc
+        raise DatasetError(f"cannot download {url}: {exc}. Offline? {advice}") from exc
     finally:
         partial.unlink(missing_ok=True)

@@ -22,6 +22,8 @@ class Record:
         conversion: how the file was turned into 8-bit RGB ("" when it already was).
         codec, codec_version, codec_options: the codec, its library version, its options (JSON).
         rate_param, rate: the codec's rate parameter and its value at this point.
+        target_bpp: with --target-bpp, the target this point was searched for (``rate`` is
+            then the value the search chose for this image); empty otherwise.
         bytes: length of the bitstream; bpp: 8 * bytes / (height * width).
         bpp_estimated, header_bytes, padding: for learned codecs, the rate the model's
             likelihoods predict, the bytes of bench's header inside ``bytes``, and the
@@ -46,6 +48,7 @@ class Record:
     codec_options: str = ""
     rate_param: str = ""
     rate: float = math.nan
+    target_bpp: float | None = None
     bytes: int | None = None
     bpp: float | None = None
     bpp_estimated: float | None = None
@@ -71,8 +74,10 @@ class Record:
 
     @property
     def key(self) -> tuple[str, str, str, float]:
-        """Identity of the measurement: (dataset, image, codec, rate)."""
-        return (self.dataset, self.image_id, self.codec, self.rate)
+        """Identity of the measurement: (dataset, image, codec, rate point), where the rate
+        point is the target bpp in a target-bpp run and the rate value otherwise."""
+        point = self.target_bpp if self.target_bpp is not None else self.rate
+        return (self.dataset, self.image_id, self.codec, point)
 
     @property
     def ok(self) -> bool:

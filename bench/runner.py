@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import sys
 import time
@@ -18,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from bench.codecs import CODECS, Codec, create_codec, default_rates
-from bench.codecs.base import OptionValue, instantiate
+from bench.codecs.base import OptionValue, RateScale, instantiate
 from bench.curves import REFERENCE_CODEC, write_outputs
 from bench.datasets import Dataset, Sample, SampleRef
-from bench.errors import CodecError, MetricUndefined, UsageError
+from bench.errors import CodecError, CodecUnavailable, MetricUndefined, UsageError
 from bench.memory import keep_freed_arrays_mapped
 from bench.metrics.fidelity import FidelityReference, ms_ssim_db, psnr_from_mse
 from bench.metrics.segmentation import (
@@ -34,6 +35,7 @@ from bench.metrics.segmentation import (
 from bench.provenance import git_state, machine, now, software
 from bench.records import ERROR, Record
 from bench.registry import construct, import_target
+from bench.search import MODES, search_rate
 from bench.store import AGGREGATES_CSV, RunStore
 from bench.tasks import SEGMENTERS, Segmenter, create_segmenter
 
@@ -54,6 +56,20 @@ class CodecPlan:
     version: str
     usable: bool
     unusable_reason: str = ""
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    """What the codec reported when it prepared (e.g. checkpoint files and their SHA-256)."""
+    targets: tuple[float, ...] = ()
+    """Target bpps: each image's rate value is searched for (``rates`` is then empty)."""
+    target_mode: str = "nearest"
+
+    @property
+    def points(self) -> tuple[float, ...]:
+        """The rate points of the sweep: the targets of a target-bpp run, else the rates."""
+        return self.targets or self.rates
+
+    def point_fields(self, point: float) -> dict[str, Any]:
+        """Record fields that identify a rate point."""
+        return {"target_bpp": point} if self.targets else {"rate": point}
 
     @property
     def options_json(self) -> str:
@@ -78,12 +94,12 @@ class SegmenterPlan:
 
 @dataclass(frozen=True)
 class Task:
-    """One image coded by one codec at the rate points still to do."""
+    """One image coded by one codec at the rate points (rates or targets) still to do."""
 
     dataset: Dataset
     ref: SampleRef
     plan: CodecPlan
-    rates: tuple[float, ...]
+    points: tuple[float, ...]
     segmenter: SegmenterPlan | None = None
 
 
@@ -111,17 +127,41 @@ def plan_codec(
     name: str,
     options: Mapping[str, OptionValue] | None = None,
     rates: Sequence[float] | None = None,
+    *,
+    targets: Sequence[float] | None = None,
+    target_mode: str = "nearest",
 ) -> CodecPlan:
     """Validate a codec's options and rates and fix its sweep, lowest quality first.
 
+    With ``targets`` (bpp), the sweep is a search per image for each target instead
+    (``target_mode`` ``nearest`` or ``not-above``); codecs with a single rate point (the
+    uncompressed reference) keep their rates.
+
     Raises:
-        UsageError: unknown codec, option or rate outside the codec's range.
+        UsageError: unknown codec, option or rate outside the codec's range, bad targets.
     """
     codec = create_codec(name, options)
     scale = codec.scale
-    chosen = list(rates) if rates else default_rates(codec)
+    searched: tuple[float, ...] = ()
+    if targets and scale.low != scale.high:
+        if rates:
+            raise UsageError(f"{name}: give --rates or --target-bpp, not both")
+        if target_mode not in MODES:
+            raise UsageError(f"--target-mode must be one of {', '.join(MODES)}")
+        if any(not (t > 0 and math.isfinite(t)) for t in targets):
+            raise UsageError(f"--target-bpp values must be positive, got {list(targets)}")
+        searched = tuple(sorted(dict.fromkeys(float(t) for t in targets)))
+    chosen = [] if searched else list(rates) if rates else default_rates(codec)
     checked = scale.by_quality(dict.fromkeys(scale.validate(r, name) for r in chosen))
     availability = codec.availability()
+    usable = availability.usable
+    reason = "" if usable else f"{availability.detail}; {availability.hint}"
+    provenance: dict[str, Any] = {}
+    if usable:
+        try:
+            provenance = codec.prepare(checked or _searchable(scale))
+        except CodecUnavailable as exc:
+            usable, reason = False, str(exc)
     return CodecPlan(
         name=name,
         target=CODECS.entry(name).target,
@@ -129,11 +169,19 @@ def plan_codec(
         rates=tuple(checked),
         rate_param=scale.name,
         version=availability.detail if availability.usable else "",
-        usable=availability.usable,
-        unusable_reason=""
-        if availability.usable
-        else f"{availability.detail}; {availability.hint}",
+        usable=usable,
+        unusable_reason=reason,
+        provenance=provenance,
+        targets=searched,
+        target_mode=target_mode,
     )
+
+
+def _searchable(scale: RateScale) -> list[float]:
+    """The rate values a target-bpp search may visit, when they are few enough to prepare."""
+    if scale.integer and scale.high - scale.low <= 16:
+        return [float(v) for v in range(int(scale.low), int(scale.high) + 1)]
+    return []
 
 
 # --- worker side -----------------------------------------------------------------------------
@@ -191,6 +239,39 @@ def _measure(
     except Exception as exc:  # a failing codec costs this record, never the run
         record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
         decoded = None
+    return record, decoded
+
+
+def _measure_target(
+    codec: Codec,
+    plan: CodecPlan,
+    image: np.ndarray,
+    reference: FidelityReference,
+    target: float,
+    record: Record,
+) -> tuple[Record, np.ndarray | None]:
+    """Search the rate value for a target bpp on this image, then measure it like any rate
+    point; the record keeps the target, the chosen value and, in ``note``, the search."""
+    record.target_bpp = target
+    pixels = image.shape[0] * image.shape[1]
+    try:
+        result = search_rate(
+            lambda rate: 8.0 * len(codec.encode(image, rate)) / pixels,
+            codec.scale,
+            target,
+            mode=plan.target_mode,  # type: ignore[arg-type]
+            first_guess=codec.rate_for_bpp(target),
+        )
+    except Exception as exc:  # a failing codec costs this record, never the run
+        record.status, record.error = ERROR, f"target-bpp search: {type(exc).__name__}: {exc}"
+        return record, None
+    if result.rate is None:
+        record.status, record.error = ERROR, result.note
+        return record, None
+    record.rate = result.rate
+    record, decoded = _measure(codec, image, reference, result.rate, record)
+    searched = f"searched {len(result.probes)} {plan.rate_param} values"
+    record.note = "; ".join(n for n in (record.note, searched, result.note) if n)
     return record, decoded
 
 
@@ -264,7 +345,10 @@ def execute(task: Task) -> list[Record]:
     }
 
     def failed(message: str, **extra: Any) -> list[Record]:
-        return [Record(**base, **extra, rate=r, status=ERROR, error=message) for r in task.rates]
+        return [
+            Record(**base, **extra, **plan.point_fields(p), status=ERROR, error=message)
+            for p in task.points
+        ]
 
     if not plan.usable:
         return failed(f"{plan.name} is not usable here: {plan.unusable_reason}")
@@ -287,10 +371,16 @@ def execute(task: Task) -> list[Record]:
         reference = FidelityReference(sample.image)
     except Exception as exc:
         return failed(f"{type(exc).__name__}: {exc}", **size)
-    measured = [
-        _measure(codec, sample.image, reference, r, Record(**base, **size, rate=r))
-        for r in task.rates
-    ]
+    if plan.targets:
+        measured = [
+            _measure_target(codec, plan, sample.image, reference, t, Record(**base, **size))
+            for t in task.points
+        ]
+    else:
+        measured = [
+            _measure(codec, sample.image, reference, r, Record(**base, **size, rate=r))
+            for r in task.points
+        ]
     if task.segmenter is not None:
         _segment(task.segmenter, sample, task.ref.dataset, measured)
     return [record for record, _ in measured]
@@ -312,11 +402,11 @@ def _crashed(task: Task, detail: str) -> list[Record]:
             codec_version=task.plan.version,
             codec_options=task.plan.options_json,
             rate_param=task.plan.rate_param,
-            rate=r,
+            **task.plan.point_fields(p),
             status=ERROR,
             error=message,
         )
-        for r in task.rates
+        for p in task.points
     ]
 
 
@@ -422,7 +512,7 @@ def run(
     tasks = []
     for ref in refs:
         for plan in plans:
-            todo = tuple(r for r in plan.rates if (ref.dataset, ref.id, plan.name, r) not in done)
+            todo = tuple(p for p in plan.points if (ref.dataset, ref.id, plan.name, p) not in done)
             if todo:
                 tasks.append(Task(dataset, ref, plan, todo, segmenter))
     manifest: dict[str, Any] = {
@@ -435,10 +525,17 @@ def run(
         "machine": machine(),
         "dataset": dataset.provenance(),
         "images": [ref.id for ref in refs],
+        "image_files": {ref.id: str(ref.path) for ref in refs},
+        "label_files": {ref.id: str(ref.label_path) for ref in refs if ref.label_path},
         "workers": workers,
         "task": "segmentation" if segmenter else "compression",
         "segmenter": (
-            {**segmenter.provenance, "class_names": list(segmenter.class_names)}
+            {
+                **segmenter.provenance,
+                "class_names": list(segmenter.class_names),
+                "target": segmenter.target,
+                "options": json.loads(segmenter.options_json),
+            }
             if segmenter
             else None
         ),
@@ -446,10 +543,14 @@ def run(
             p.name: {
                 "version": p.version,
                 "options": dict(p.options),
+                "target": p.target,
                 "rate_param": p.rate_param,
                 "rates": list(p.rates),
+                "target_bpp": list(p.targets),
+                "target_mode": p.target_mode if p.targets else None,
                 "usable": p.usable,
                 "unusable_reason": p.unusable_reason,
+                **dict(p.provenance),
             }
             for p in plans
         },
@@ -484,12 +585,12 @@ def _finish(
     store.close()
     image_order = {ref.id: i for i, ref in enumerate(refs)}
     codec_order = {p.name: i for i, p in enumerate(plans)}
-    rate_order = {(p.name, r): i for p in plans for i, r in enumerate(p.rates)}
+    rate_order = {(p.name, r): i for p in plans for i, r in enumerate(p.points)}
     records = sorted(
         store.final_records(),
         key=lambda r: (
             codec_order.get(r.codec, len(codec_order)),
-            rate_order.get((r.codec, r.rate), 0),
+            rate_order.get((r.codec, r.key[3]), 0),
             image_order.get(r.image_id, len(image_order)),
         ),
     )

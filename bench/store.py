@@ -7,6 +7,7 @@ Layout of ``RUN_DIR``:
     aggregates.csv     one row per (codec, rate point)
     per_class_iou.csv  per-class IoU per rate point (when segmentation ran)
     plots/             rd_psnr, rd_ms_ssim (and rd_miou) as PNG and SVG
+    report.html        the self-contained HTML report (``bench report RUN_DIR``)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MANIFEST = "manifest.json"
 AGGREGATES_CSV = "aggregates.csv"
 CLASS_TABLE_CSV = "per_class_iou.csv"
 PLOTS = "plots"
+REPORT_HTML = "report.html"
 
 _PARQUET_EVERY_S = 30.0
 
@@ -86,6 +88,15 @@ class RunStore:
                     "or --out to write elsewhere"
                 )
             self.records = read_csv(self.csv_path)
+            with self.csv_path.open(newline="") as handle:
+                header = next(csv.reader(handle), [])
+            if header != COLUMNS:  # written by another bench version: rewrite in today's columns
+                tmp = self.csv_path.with_name(f".{RECORDS_CSV}.tmp")
+                with tmp.open("w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+                    writer.writeheader()
+                    writer.writerows(to_row(r) for r in self.records)
+                tmp.replace(self.csv_path)
         directory.mkdir(parents=True, exist_ok=True)
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         self._handle: IO[str] = self.csv_path.open("a", newline="")

@@ -40,6 +40,10 @@ if [[ " $* " == *" learned "* ]] && ! .venv/bin/python -c "import torchvision" 2
   # CPU-only torch wheel that torchvision cannot load with: --isolated takes the package
   # index's CUDA builds of both (about 5 GB; they run on a CPU too).
   echo "setup: installing torch 2.13.0 + torchvision 0.28.0 from the package index" >&2
+  # A CPU-only torch (from the test extra) satisfies "torch==2.13.0" but not torchvision's ops.
+  if .venv/bin/python -c "import torch, sys; sys.exit('+cpu' not in torch.__version__)" 2>/dev/null; then
+    .venv/bin/python -m pip uninstall --quiet -y torch
+  fi
   .venv/bin/python -m pip install --isolated --quiet --disable-pip-version-check \
     torch==2.13.0 torchvision==0.28.0
 fi

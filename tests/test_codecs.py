@@ -41,7 +41,7 @@ def _mechanics_only(name) -> bool:
 
 
 def _middle_rate(codec) -> float:
-    rates = default_rates(codec)
+    rates = getattr(codec, "contract_rates", ()) or default_rates(codec)
     return rates[len(rates) // 2]
 
 

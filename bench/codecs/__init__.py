@@ -35,6 +35,7 @@ for _name, _cls in (
     ("cheng2020-attn", "Cheng2020AttnCodec"),
 ):
     CODECS.add(_name, f"bench.codecs.compressai_codecs:{_cls}", "pip install compressai")
+CODECS.add("compressai-model", "bench.codecs.learned:CompressAIModelCodec", "pip install torch")
 
 
 def create_codec(name: str, options: Mapping[str, OptionValue] | None = None) -> Codec:

@@ -115,6 +115,20 @@ class Codec(abc.ABC):
         """The name and version of the library or binary that does the coding."""
         return self.availability().detail
 
+    def rate_for_bpp(self, bpp: float) -> float | None:
+        """The rate value the codec's own rate control gives for a bpp target, if it has one
+        (the target-bpp search probes it first); None otherwise."""
+        return None
+
+    def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
+        """Get ready to code at ``rates`` before a run starts (e.g. fetch model weights) and
+        return what the run manifest should record about it (e.g. checkpoint hashes).
+
+        Raises:
+            CodecUnavailable: something the codec needs for these rates is missing.
+        """
+        return {}
+
     @abc.abstractmethod
     def encode(self, image: Image, rate: float) -> bytes:
         """Encode an (H, W, 3) uint8 RGB image at a rate point into a self-contained bitstream."""

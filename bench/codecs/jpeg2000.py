@@ -82,6 +82,10 @@ class Jpeg2000Codec(Codec):
             True, f"glymur {glymur.__version__}, OpenJPEG {glymur.version.openjpeg_version}"
         )
 
+    def rate_for_bpp(self, bpp: float) -> float | None:
+        """``cratio = 24 / bpp`` (compression ratio against 24-bit RGB); None in PSNR mode."""
+        return 24.0 / bpp if self.mode == "cratio" else None
+
     def encode(self, image: Image, rate: float) -> bytes:
         glymur = _glymur()
         image = check_image(image, self.name)

@@ -1,0 +1,379 @@
+"""Learned codecs with CompressAI's ``compress``/``decompress`` contract, behind bench's.
+
+A model maps a padded float image to entropy-coded strings (``compress(x) -> {"strings",
+"shape"}``) and back (``decompress(strings, shape) -> {"x_hat"}``). ``LearnedCodec`` wraps any
+such model in a self-contained bitstream: a header (magic, model identity, image size,
+padding, latent shape) followed by the strings, so bpp counts everything a receiver needs
+beyond the weights. ``CompressAIModelCodec`` is the adapter for users' own models, named by
+import path plus checkpoint; the zoo architectures live in ``compressai_codecs``.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+import struct
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bench.codecs.base import Availability, Codec, Image, RateScale, check_image
+from bench.errors import BenchError, CodecError, CodecUnavailable
+
+MAGIC = b"BLC1"
+PAD_MULTIPLE = 64  # 2**6: the deepest zoo models down-sample six times (hyperprior)
+MAX_MEGAPIXELS = 16.0
+"""Default size limit: a whole-image pass of the largest zoo models at 16 MP needs tens of GB."""
+TORCH_HINT = (
+    "install the learned extra (scripts/setup.sh learned): torch 2.13 and torchvision 0.28 from "
+    "the package index, CompressAI 1.2.8"
+)
+
+
+def write_bitstream(
+    model_id: str,
+    size: tuple[int, int],
+    padding: tuple[int, int, int, int],
+    shape: tuple[int, ...],
+    strings: list[list[bytes]],
+) -> bytes:
+    """Header then strings: every length is explicit, nothing is implied by the model."""
+    ident = model_id.encode()
+    if len(ident) > 255:
+        raise CodecError(f"model identity longer than 255 bytes: {model_id[:60]}...")
+    parts = [
+        MAGIC,
+        struct.pack(">B", len(ident)),
+        ident,
+        struct.pack(">II", *size),
+        struct.pack(">4H", *padding),
+        struct.pack(">B", len(shape)),
+        struct.pack(f">{len(shape)}H", *shape),
+        struct.pack(">B", len(strings)),
+    ]
+    for group in strings:
+        if len(group) != 1:
+            raise CodecError(f"expected one string per latent for a single image, got {len(group)}")
+        parts += [struct.pack(">I", len(group[0])), group[0]]
+    return b"".join(parts)
+
+
+def read_bitstream(data: bytes) -> dict[str, Any]:
+    """Parse ``write_bitstream``'s output; raises CodecError on anything malformed."""
+    try:
+        if data[:4] != MAGIC:
+            raise ValueError("not a bench learned-codec bitstream")
+        at = 4
+        (n,) = struct.unpack_from(">B", data, at)
+        model_id = data[at + 1 : at + 1 + n].decode()
+        at += 1 + n
+        size = struct.unpack_from(">II", data, at)
+        padding = struct.unpack_from(">4H", data, at + 8)
+        (dims,) = struct.unpack_from(">B", data, at + 16)
+        shape = struct.unpack_from(f">{dims}H", data, at + 17)
+        at += 17 + 2 * dims
+        (groups,) = struct.unpack_from(">B", data, at)
+        at += 1
+        strings = []
+        for _ in range(groups):
+            (length,) = struct.unpack_from(">I", data, at)
+            chunk = data[at + 4 : at + 4 + length]
+            if len(chunk) != length:
+                raise ValueError("truncated string")
+            strings.append([chunk])
+            at += 4 + length
+        if at != len(data):
+            raise ValueError(f"{len(data) - at} trailing bytes")
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise CodecError(f"corrupt learned-codec bitstream: {exc}") from exc
+    return {
+        "model": model_id,
+        "size": size,
+        "padding": padding,
+        "shape": shape,
+        "strings": strings,
+        "header_bytes": len(data) - sum(4 + len(s[0]) for s in strings),
+    }
+
+
+def pad_amounts(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding up to a multiple, centred as CompressAI's eval."""
+    new_h, new_w = math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return top, new_h - height - top, left, new_w - width - left
+
+
+def torch_availability() -> Availability:
+    """Whether torch imports here (with its version)."""
+    try:
+        import torch
+    except Exception as exc:  # ImportError, or a broken CUDA/CPU build mix
+        return Availability(False, f"torch is not importable ({exc})", TORCH_HINT)
+    return Availability(True, f"torch {torch.__version__}")
+
+
+_ENTROPY_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")
+"""Buffers whose size ``update()`` sets; CompressAI's ``load_state_dict`` resizes them."""
+
+
+def load_weights(
+    model: Any,
+    path: Path,
+    what: str,
+    convert: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
+    """Load a checkpoint into a CompressAI model with ``weights_only=True``, strictly.
+
+    A checkpoint that does not fit fails with the missing, unexpected and misshapen tensors
+    named (entropy-table buffers, whose size depends on ``update()``, are not compared).
+    ``convert`` rewrites the tensor names first (e.g. the zoo's older names).
+
+    Raises:
+        WeightsError: unreadable checkpoint or one of another architecture.
+    """
+    from bench.tasks.base import WeightsError, load_state_dict, load_strict
+
+    state = load_state_dict(path)
+    if convert is not None:
+        state = convert(state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        own = model.state_dict()
+        comparable = {
+            k: own[k] if k.endswith(_ENTROPY_TABLES) and k in own else v for k, v in state.items()
+        }
+        load_strict(model, comparable, path, what)  # raises with the names when they differ
+        raise WeightsError(f"{path}: cannot load into {what}: {exc}") from exc
+
+
+class LearnedCodec(Codec):
+    """A codec made of one CompressAI-contract model per rate point.
+
+    Subclasses implement ``load_model(rate)`` (an ``nn.Module`` with ``compress``,
+    ``decompress`` and ``update``) and ``model_id(rate)`` (what the bitstream names, so that a
+    decoder refuses bitstreams of another model). Encoding pads to ``pad_multiple`` (centred
+    zeros, cropped back after decoding), runs ``compress`` and, for the estimated rate, the
+    forward pass's likelihoods; both run under ``torch.inference_mode``. On CUDA, encode and
+    decode synchronise the device before returning, so the runner's wall-clock timings cover
+    the GPU work.
+    """
+
+    ceiling = None  # learned codecs have no near-lossless setting
+    pad_multiple: ClassVar[int] = PAD_MULTIPLE
+
+    def __init__(self, *, device: str = "cpu", max_megapixels: float = MAX_MEGAPIXELS) -> None:
+        super().__init__()
+        from bench.tasks.base import resolve_device
+
+        self.device = resolve_device(str(device))  # a usage error now, not in every record
+        self.max_megapixels = float(max_megapixels)
+        self._models: dict[float, Any] = {}
+        self.options = {"device": self.device, "max_megapixels": self.max_megapixels}
+
+    @abc.abstractmethod
+    def load_model(self, rate: float) -> Any:
+        """Build the model for a rate point with its weights (entropy tables not yet built)."""
+
+    @abc.abstractmethod
+    def model_id(self, rate: float) -> str:
+        """The identity written into bitstreams, e.g. ``mbt2018/mse/3``."""
+
+    def rate_of(self, model_id: str) -> float:
+        """The rate point a bitstream's model identity names; CodecError if it is not ours."""
+        _, _, rate = model_id.rpartition("/")
+        try:
+            value = float(rate)
+        except ValueError:
+            value = math.nan
+        if math.isnan(value) or self.model_id(value) != model_id:
+            raise CodecError(
+                f"bitstream is for {model_id}, this codec is {self.model_id(0).rpartition('/')[0]}"
+            )
+        return value
+
+    def model(self, rate: float) -> Any:
+        """The model for a rate point, on the device, with its entropy tables built; cached."""
+        if rate not in self._models:
+            model = self.load_model(rate).eval().to(self.device)
+            model.update(force=True)
+            self._models[rate] = model
+        return self._models[rate]
+
+    def _synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def _check_size(self, height: int, width: int) -> None:
+        megapixels = height * width / 1e6
+        if megapixels > self.max_megapixels:
+            raise CodecError(
+                f"{self.name}: image of {width}x{height} ({megapixels:.1f} MP) is larger than "
+                f"max_megapixels={self.max_megapixels:g}: learned codecs code the whole image in "
+                "one pass, whose activations grow with its area. Crop or downscale it, or raise "
+                f"the limit (--codec-option {self.name}.max_megapixels=N) if memory allows"
+            )
+
+    def encode(self, image: Image, rate: float) -> bytes:
+        import torch
+        import torch.nn.functional as F
+
+        image = check_image(image, self.name)
+        height, width = image.shape[:2]
+        self._check_size(height, width)
+        model = self.model(rate)
+        top, bottom, left, right = pad_amounts(height, width, self.pad_multiple)
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255)
+        x = F.pad(x.to(self.device), (left, right, top, bottom), mode="constant", value=0.0)
+        with torch.inference_mode():
+            out = model.compress(x)
+            likelihoods = model(x)["likelihoods"]
+            bits = sum(float(-torch.log2(v).sum()) for v in likelihoods.values())
+        self._synchronize()
+        data = write_bitstream(
+            self.model_id(rate),
+            (height, width),
+            (top, bottom, left, right),
+            tuple(int(s) for s in out["shape"]),
+            out["strings"],
+        )
+        self.encode_info = {
+            "bpp_estimated": bits / (height * width),
+            "header_bytes": len(data) - sum(4 + len(s[0]) for s in out["strings"]),
+            "padding": f"{top},{bottom},{left},{right}",
+        }
+        return data
+
+    def decode(self, data: bytes) -> Image:
+        import torch
+
+        parsed = read_bitstream(data)
+        model = self.model(self.rate_of(parsed["model"]))
+        height, width = parsed["size"]
+        top, _, left, _ = parsed["padding"]
+        try:
+            with torch.inference_mode():
+                x_hat = model.decompress(parsed["strings"], torch.Size(parsed["shape"]))["x_hat"]
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise CodecError(f"{self.name}: cannot decompress: {exc}") from exc
+        x_hat = x_hat[0, :, top : top + height, left : left + width].clamp(0, 1)
+        decoded = x_hat.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        self._synchronize()
+        return np.ascontiguousarray(decoded)
+
+
+class CompressAIModelCodec(LearnedCodec):
+    """Your own model with CompressAI's contract, named by import path plus checkpoint.
+
+    Options:
+        model: ``package.module:callable`` returning the ``nn.Module`` (a class or a
+            factory); called with ``quality=RATE`` when it accepts a ``quality`` argument.
+        checkpoint: the weights, a path (``{rate}`` is replaced by the rate point, e.g.
+            ``ckpt/q{rate}.pth``), or an http(s) URL with ``checkpoint_sha256``; loaded with
+            ``weights_only=True`` and strictly (a mismatch names the tensors); ``random`` keeps
+            the model's initial weights (a pipeline check, not a codec).
+        checkpoint_sha256: expected SHA-256 of the checkpoint (required for URLs).
+        quality_rises: whether a larger rate point means more bits (default true).
+        pad_multiple: the model's total down-sampling factor (default 64).
+    """
+
+    name = "compressai-model"
+    description = "your model with CompressAI's compress/decompress, by import path + checkpoint"
+    rate_scale = RateScale("quality", 0, 1000, quality_rises=True)
+    contract_options: ClassVar[dict[str, Any]] = {
+        "model": "compressai.zoo:bmshj2018_factorized",
+        "checkpoint": "random",
+    }
+    contract_rates: ClassVar[tuple[float, ...]] = (1.0, 3.0)
+    """Rate points for the contract tests (a user's model has no default sweep)."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "",
+        checkpoint: str = "",
+        checkpoint_sha256: str = "",
+        quality_rises: bool = True,
+        pad_multiple: int = PAD_MULTIPLE,
+        device: str = "cpu",
+        max_megapixels: float = MAX_MEGAPIXELS,
+    ) -> None:
+        super().__init__(device=device, max_megapixels=max_megapixels)
+        if not model or ":" not in model:
+            raise ValueError("option model=package.module:callable is required")
+        if not checkpoint:
+            raise ValueError("option checkpoint=PATH (or URL, or 'random') is required")
+        if int(pad_multiple) < 1:
+            raise ValueError(f"pad_multiple must be positive, got {pad_multiple}")
+        self.target = model
+        self.checkpoint = str(checkpoint)
+        self.checkpoint_sha256 = str(checkpoint_sha256)
+        self.quality_rises = bool(quality_rises)
+        self.pad_multiple = int(pad_multiple)  # type: ignore[misc]
+        self.options.update(
+            model=model,
+            checkpoint=self.checkpoint,
+            checkpoint_sha256=self.checkpoint_sha256,
+            quality_rises=self.quality_rises,
+            pad_multiple=self.pad_multiple,
+        )
+
+    @property
+    def scale(self) -> RateScale:
+        return RateScale("quality", 0, 1000, quality_rises=self.quality_rises)
+
+    @classmethod
+    def availability(cls) -> Availability:
+        return torch_availability()
+
+    def model_id(self, rate: float) -> str:
+        return f"{self.target}/{rate:g}"
+
+    def _checkpoint_path(self, rate: float) -> Path:
+        from bench.checkpoints import resolve_checkpoint
+
+        spec = self.checkpoint.replace("{rate}", f"{rate:g}")
+        try:
+            return resolve_checkpoint(spec, self.checkpoint_sha256)
+        except BenchError as exc:
+            raise CodecUnavailable(f"{self.name}: {exc}") from exc
+
+    def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
+        if self.checkpoint == "random":
+            return {"weights": "random (the model's initial weights)"}
+        from bench.download import sha256_of
+
+        weights = {}
+        for rate in rates:
+            path = self._checkpoint_path(rate)
+            weights[f"{rate:g}"] = {"file": str(path), "sha256": sha256_of(path)}
+        return {"weights": weights}
+
+    def load_model(self, rate: float) -> Any:
+        from bench.registry import import_target
+
+        try:
+            factory = import_target(self.target)
+        except (ImportError, AttributeError) as exc:
+            raise CodecUnavailable(
+                f"{self.name}: cannot import model {self.target}: {exc}"
+            ) from exc
+        try:
+            accepts_quality = "quality" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            accepts_quality = False
+        model = factory(quality=int(rate)) if accepts_quality else factory()
+        for method in ("compress", "decompress", "update"):
+            if not callable(getattr(model, method, None)):
+                raise CodecUnavailable(
+                    f"{self.name}: {self.target} made a {type(model).__name__} without "
+                    f"{method}(); bench needs CompressAI's compress/decompress/update contract"
+                )
+        if self.checkpoint != "random":
+            load_weights(model, self._checkpoint_path(rate), self.target)
+        return model
