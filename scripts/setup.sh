@@ -31,6 +31,26 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libopenjp2\.so'; then
   fi
 fi
 
+# The report test opens report.html in headless Chromium (playwright, from the test extra,
+# drives the system's browser): Debian's chromium package. Without it that test skips.
+if [[ " $* " == *" test "* ]] && [ -z "${BENCH_CHROMIUM:-}" ] \
+    && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  chromium_warning="setup: warning: no chromium found; the report's browser test skips until"
+  chromium_warning+=" one is installed (Debian/Ubuntu: chromium) or BENCH_CHROMIUM names one"
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing chromium (for the report's browser test) with apt-get" >&2
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+      echo "$chromium_warning" >&2
+  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    { sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+      echo "$chromium_warning" >&2
+  else
+    echo "$chromium_warning" >&2
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi

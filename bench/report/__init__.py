@@ -1,0 +1,118 @@
+"""The HTML report of a run directory: one self-contained file that opens offline.
+
+Sections: summary, provenance, R-D plots (inline SVG), BD-rate tables, the per-rate-point
+table, a per-image drill-down and crops of reconstructions at matched bpp. Everything taken
+from the run (image ids, file names, options, error messages, the command) is escaped, and a
+Content-Security-Policy allows no scripts but the report's own and no outside requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from bench import __version__
+from bench.provenance import now
+from bench.report.crops import crops as crops_section
+from bench.report.markup import esc
+from bench.report.rundir import RunData, load_run
+from bench.report.sections import bd_tables, images, per_class, plots, provenance, rate_points
+from bench.report.sections import summary as summary_section
+from bench.store import REPORT_HTML, write_atomic
+
+__all__ = ["RunData", "load_run", "render", "write_report"]
+
+_NAV = [
+    ("summary", "Summary"),
+    ("provenance", "Provenance"),
+    ("plots", "Plots"),
+    ("bd", "BD-rate"),
+    ("rate-points", "Rate points"),
+    ("per-class", "Per class"),
+    ("images", "Per image"),
+    ("crops", "Crops"),
+]
+
+
+def _template() -> str:
+    return resources.files("bench.report").joinpath("template.html").read_text(encoding="utf-8")
+
+
+def _policy(template: str) -> str:
+    """A Content-Security-Policy that runs only the template's own script (by its hash)."""
+    match = re.search(r"<script>(.*?)</script>", template, flags=re.DOTALL)
+    script = match.group(1) if match else ""
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
+    )
+
+
+def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -> str:
+    """The report of a loaded run directory as HTML text."""
+    parts = [
+        summary_section(run),
+        provenance(run),
+        plots(run),
+        bd_tables(run),
+        rate_points(run),
+        per_class(run),
+        images(run),
+    ]
+    if crops:
+        parts.append(crops_section(run, crop_image))
+    else:
+        parts.append(
+            '<section id="crops"><h2>Reconstructions at matched bpp</h2>'
+            '<p class="note">Skipped (--no-crops): nothing was coded again.</p></section>'
+        )
+    body = "\n".join(p for p in parts if p)
+    nav = " ".join(
+        f'<a href="#{key}">{esc(label)}</a>' for key, label in _NAV if f'id="{key}"' in body
+    )
+    manifest = run.manifest
+    codecs = ", ".join(c for c in run.codecs) or "no codec"
+    subtitle = f"{codecs} on {run.dataset_tag} — {run.directory.resolve()}"
+    if manifest.get("started"):
+        subtitle += f" — started {manifest['started']}"
+    template = _template()
+    return Template(template).substitute(
+        csp=_policy(template),
+        generator=f"bench {__version__}",
+        title=esc(f"bench report: {run.dataset_tag}"),
+        subtitle=esc(subtitle),
+        nav=nav,
+        body=body,
+        footer=esc(f"Written by bench {__version__} on {now()} from {run.directory.resolve()}."),
+    )
+
+
+def write_report(
+    run_dir: Path, out: Path | None = None, *, crops: bool = True, crop_image: str | None = None
+) -> Path:
+    """Build RUN_DIR/report.html (or ``out``) from the run directory's files; returns the path.
+
+    Works on finished, interrupted and partial runs, runs with failed records and runs of
+    codecs not installed here (their crops say so).
+
+    Args:
+        run_dir: a directory written by ``bench run``.
+        out: where to write the report (default ``run_dir/report.html``).
+        crops: re-code the chosen image to show crops at matched bpp (``False`` codes nothing).
+        crop_image: the image id to crop (default: the first image most codecs coded).
+
+    Raises:
+        UsageError: ``run_dir`` is not a bench run directory (the message names what is missing).
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    text = render(run, crops=crops, crop_image=crop_image)
+    target = Path(out) if out is not None else run_dir / REPORT_HTML
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, text)
+    return target
