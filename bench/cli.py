@@ -21,9 +21,11 @@ from bench.errors import BenchError, UsageError
 from bench.records import Record
 
 if TYPE_CHECKING:
+    from bench.check import CheckResult, Finding
     from bench.runner import RunResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED_RECORDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_REGRESSION = 4  # `bench check`: a rule failed (bad input to it is EXIT_USAGE)
 
 log = logging.getLogger("bench")
 
@@ -45,6 +47,17 @@ def parse_rates(items: Sequence[str]) -> dict[str, list[float]]:
         except ValueError:
             raise UsageError(f"--rates {item!r}: rates must be numbers") from None
     return rates
+
+
+def parse_targets(text: str) -> list[float]:
+    """``"0.0625,0.125"`` -> ``[0.0625, 0.125]``; each must be a positive number."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--target-bpp {text!r}: expected numbers like 0.0625,0.125") from None
+    if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
+        raise UsageError(f"--target-bpp {text!r}: expected positive bpp values")
+    return values
 
 
 def parse_codec_options(items: Sequence[str]) -> dict[str, dict[str, OptionValue]]:
@@ -105,7 +118,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in [*rates, *options]:
         if name not in codecs:
             raise UsageError(f"--rates/--codec-option name {name!r}, which is not in --codecs")
-    plans = [plan_codec(name, options.get(name), rates.get(name)) for name in codecs]
+    for name in codecs:
+        accepted = option_names(CODECS.load(name))
+        given = options.setdefault(name, {})
+        if "device" in accepted:
+            given.setdefault("device", args.device)
+        if args.no_download and "download" in accepted:
+            given.setdefault("download", False)
+    targets = parse_targets(args.target_bpp) if args.target_bpp else None
+    plans = [
+        plan_codec(
+            name, options.get(name), rates.get(name), targets=targets, target_mode=args.target_mode
+        )
+        for name in codecs
+    ]
     dataset = open_dataset(args.dataset, dataset_options(args))
     seg_options = segmenter_options(args)
     segmenter = (
@@ -205,6 +231,8 @@ def print_summary(result: RunResult, *, segmentation: bool) -> None:
         print("  per_class_iou.csv              IoU per class and codec x rate point")
     print(f"  plots/                         {', '.join(p.name for p in result.plots)}")
     print("  manifest.json                  command, versions, machine, git commit, times")
+    if (result.directory / "report.html").is_file():
+        print("  report.html                    everything above in one page (opens offline)")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -285,6 +313,19 @@ def list_datasets() -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    path = write_report(
+        Path(args.run_dir),
+        Path(args.out) if args.out else None,
+        crops=not args.no_crops,
+        crop_image=args.crop_image,
+    )
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
 def cmd_curves(args: argparse.Namespace) -> int:
     import json
 
@@ -304,6 +345,80 @@ def cmd_curves(args: argparse.Namespace) -> int:
     write_outputs(records, directory, class_names, title)
     print(f"rewrote aggregates, records.parquet and plots/ in {directory}")
     return EXIT_OK
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from bench.check import snapshot_run, write_baseline
+
+    snapshot = snapshot_run(Path(args.run_dir))
+    write_baseline(snapshot, Path(args.out))
+    hashes = sum(len(p.hashes) for p in snapshot.points.values())
+    print(
+        f"wrote {args.out}: {len(snapshot.points)} rate points x {len(snapshot.images)} images "
+        f"of {snapshot.dataset}, {hashes} bitstream hashes"
+    )
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import json
+
+    from bench.check import compare, read_baseline, snapshot_run
+    from bench.rules import load_rules
+
+    rules = load_rules(Path(args.rules) if args.rules else None, args.rule)
+    baseline = read_baseline(Path(args.baseline))
+    result = compare(baseline, snapshot_run(Path(args.run_dir)), rules)
+    code = EXIT_OK if result.passed else EXIT_REGRESSION
+    if args.format == "json":
+
+        def number(value: float | str) -> float | str | None:
+            return None if isinstance(value, float) and math.isnan(value) else value
+
+        findings = [
+            {**{k: number(v) for k, v in vars(f).items()}, "change": number(f.change)}
+            for f in result.findings
+        ]
+        print(json.dumps({"exit_code": code, **vars(result), "findings": findings}, indent=2))
+        return code
+    print_check(result, args.baseline)
+    return code
+
+
+def print_check(result: CheckResult, baseline: str) -> None:
+    """The findings as a table (codec, rate point, metric, values, rule, verdict), then notes
+    and a one-line summary."""
+
+    def text(value: float | str) -> str:
+        return value if isinstance(value, str) else f"{value:.6g}"
+
+    def change(f: Finding) -> str:
+        relative = "" if math.isnan(f.relative) else f" ({f.relative:+.2%})"
+        return "" if math.isnan(f.change) else f"{f.change:+.4g}{relative}"
+
+    head = ("codec", "point", "metric", "baseline", "new", "change", "rule", "verdict")
+    rows = [
+        (f.codec, f.point, f.metric, text(f.baseline), text(f.new), change(f), f.rule, f.verdict)
+        for f in result.findings
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    if rows:
+        print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
+    for finding, row in zip(result.findings, rows, strict=True):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if finding.detail:
+            print(f"    {finding.detail}")
+    for note in result.notes:
+        print(f"note: {note}")
+    counts = ", ".join(
+        f"{result.count(v)} {name}"
+        for v, name in (("FAIL", "regression(s)"), ("WARN", "warning(s)"), ("better", "improved"))
+    )
+    verdict = "pass" if result.passed else "FAIL"
+    print(
+        f"bench check: {verdict}: {counts}; {result.points} rate points x {result.images} images "
+        f"against {baseline}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,10 +462,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="any other dataset option (repeatable)",
     )
-    p.add_argument("--no-download", action="store_true", help="never download data")
+    p.add_argument(
+        "--no-download", action="store_true", help="never download data or model weights"
+    )
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument(
         "--workers", type=int, help="worker processes (default: CPU count; 0 = in-process)"
+    )
+    p.add_argument(
+        "--target-bpp",
+        metavar="BPP,...",
+        help="instead of rates: search each image's rate value for these bpp targets",
+    )
+    p.add_argument(
+        "--target-mode",
+        choices=["nearest", "not-above"],
+        default="nearest",
+        help="target-bpp search: the closest bpp (default) or the highest not above the target",
     )
     p.add_argument("--out", help="run directory (default: results/DATASET-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -370,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a segmenter option, e.g. p=2 (repeatable)",
     )
     p.add_argument(
-        "--device", default="cpu", help="cpu, cuda or cuda:N for the segmenter (default cpu)"
+        "--device",
+        default="cpu",
+        help="cpu, cuda or cuda:N for the segmenter and learned codecs (default cpu)",
     )
     p.add_argument("--batch-size", type=int, default=4, help="images per segmentation batch")
     p.add_argument(
@@ -387,6 +517,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_curves)
+
+    p = sub.add_parser("baseline", help="freeze a run's aggregates and bitstream hashes as CSV")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="baseline file, e.g. results/baselines/NAME.csv")
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser(
+        "check",
+        help=f"compare a run with a baseline; exit {EXIT_REGRESSION} on a regression",
+        description=f"Exit codes: {EXIT_OK} pass, {EXIT_REGRESSION} regression found, "
+        f"{EXIT_USAGE} bad input (baseline of another dataset, images or rate points, a "
+        "missing metric, a malformed baseline or rules file).",
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--baseline", required=True, help="baseline CSV written by `bench baseline`")
+    p.add_argument("--rules", help="TOML rules file (see docs/ci.md)")
+    p.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a rule, e.g. psnr_rgb_mean:abs=0.05 or identical:codecs=jpeg+webp (repeatable)",
+    )
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("report", help="write the self-contained HTML report of a run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="report file (default: RUN_DIR/report.html)")
+    p.add_argument(
+        "--no-crops", action="store_true", help="no crops of reconstructions (codes nothing again)"
+    )
+    p.add_argument("--crop-image", metavar="ID", help="image id to crop (default: chosen)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -61,6 +61,8 @@ class CodecPlan:
     targets: tuple[float, ...] = ()
     """Target bpps: each image's rate value is searched for (``rates`` is then empty)."""
     target_mode: str = "nearest"
+    batch_size: int = 1
+    """Images per task, coded together by ``Codec.encode_batch`` where their shapes agree."""
 
     @property
     def points(self) -> tuple[float, ...]:
@@ -94,10 +96,11 @@ class SegmenterPlan:
 
 @dataclass(frozen=True)
 class Task:
-    """One image coded by one codec at the rate points (rates or targets) still to do."""
+    """Images coded by one codec at the rate points (rates or targets) still to do: one
+    image, or a batch of them for codecs that take batches."""
 
     dataset: Dataset
-    ref: SampleRef
+    refs: tuple[SampleRef, ...]
     plan: CodecPlan
     points: tuple[float, ...]
     segmenter: SegmenterPlan | None = None
@@ -174,6 +177,7 @@ def plan_codec(
         provenance=provenance,
         targets=searched,
         target_mode=target_mode,
+        batch_size=max(1, int(getattr(codec, "batch_size", 1))),
     )
 
 
@@ -200,13 +204,75 @@ def _measure(
     codec: Codec, image: np.ndarray, reference: FidelityReference, rate: float, record: Record
 ) -> tuple[Record, np.ndarray | None]:
     """Code, decode and score one rate point; returns the record and the reconstruction."""
-    decoded = None
     try:
         start = time.perf_counter()
         data = codec.encode(image, rate)
         encoded = time.perf_counter()
         decoded = codec.decode(data)
         finished = time.perf_counter()
+        info = getattr(codec, "encode_info", {})
+    except Exception as exc:  # a failing codec costs this record, never the run
+        record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
+        return record, None
+    return _score(
+        codec, image, reference, record, data, decoded, info, encoded - start, finished - encoded
+    )
+
+
+def _measure_batch(
+    codec: Codec,
+    images: list[np.ndarray],
+    references: list[FidelityReference],
+    rate: float,
+    records: list[Record],
+) -> list[tuple[Record, np.ndarray | None]]:
+    """Code same-shaped images together at one rate point (``Codec.encode_batch``); each
+    record gets the batch's wall-clock time divided by its size."""
+    try:
+        start = time.perf_counter()
+        coded = codec.encode_batch(images, rate)
+        encoded = time.perf_counter()
+        decoded = codec.decode_batch([data for data, _ in coded])
+        finished = time.perf_counter()
+        if len(coded) != len(images) or len(decoded) != len(images):
+            raise CodecError(f"{codec.name}: a batch of {len(images)} gave {len(coded)} bitstreams")
+    except Exception:  # retry one by one, so that only the image at fault fails
+        return [
+            _measure(codec, image, reference, rate, record)
+            for image, reference, record in zip(images, references, records, strict=True)
+        ]
+    share = len(images)
+    return [
+        _score(
+            codec,
+            image,
+            reference,
+            record,
+            data,
+            image_hat,
+            info,
+            (encoded - start) / share,
+            (finished - encoded) / share,
+        )
+        for image, reference, record, (data, info), image_hat in zip(
+            images, references, records, coded, decoded, strict=True
+        )
+    ]
+
+
+def _score(
+    codec: Codec,
+    image: np.ndarray,
+    reference: FidelityReference,
+    record: Record,
+    data: Any,
+    decoded: Any,
+    info: Mapping[str, Any],
+    encode_s: float,
+    decode_s: float,
+) -> tuple[Record, np.ndarray | None]:
+    """Check what a codec returned and fill the record's rate, times and fidelity metrics."""
+    try:
         if not isinstance(data, bytes | bytearray):
             raise CodecError(f"{codec.name}: encode returned {type(data).__name__}, not bytes")
         if (
@@ -220,13 +286,14 @@ def _measure(
                 else type(decoded).__name__
             )
             raise CodecError(f"{codec.name}: decoder returned {got}, expected uint8 {image.shape}")
-        for key, value in getattr(codec, "encode_info", {}).items():
+        for key, value in info.items():
             if key in SIDE_COLUMNS:
                 setattr(record, key, value)
         record.bytes = len(data)
         record.bpp = 8.0 * len(data) / (image.shape[0] * image.shape[1])
         record.sha256 = hashlib.sha256(data).hexdigest()
-        record.encode_s, record.decode_s = encoded - start, finished - encoded
+        record.encode_s, record.decode_s = encode_s, decode_s
+        began = time.perf_counter()
         record.mse = reference.mse(decoded)
         record.psnr_rgb = psnr_from_mse(record.mse)
         try:
@@ -235,10 +302,10 @@ def _measure(
         except MetricUndefined as exc:
             record.ssim_rgb = getattr(exc, "ssim", None)
             record.note = str(exc)
-        record.metrics_s = time.perf_counter() - finished
+        record.metrics_s = time.perf_counter() - began
     except Exception as exc:  # a failing codec costs this record, never the run
         record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
-        decoded = None
+        return record, None
     return record, decoded
 
 
@@ -332,72 +399,130 @@ def _segment(
             record.status, record.error = ERROR, f"segmentation failed: {type(exc).__name__}: {exc}"
 
 
-def execute(task: Task) -> list[Record]:
-    """Code one image at every rate point of a task; failures become error records."""
-    plan = task.plan
-    base: dict[str, Any] = {
-        "dataset": task.ref.dataset,
-        "image_id": task.ref.id,
-        "codec": plan.name,
-        "codec_version": plan.version,
-        "codec_options": plan.options_json,
-        "rate_param": plan.rate_param,
-    }
+@dataclass
+class _Loaded:
+    """One image of a task, read and ready to be coded."""
 
-    def failed(message: str, **extra: Any) -> list[Record]:
+    sample: Sample
+    reference: FidelityReference
+    size: dict[str, Any]
+
+
+def execute(task: Task) -> list[Record]:
+    """Code a task's images at every rate point; failures become error records.
+
+    Same-shaped images go through ``Codec.encode_batch`` together when the codec takes
+    batches (``batch_size`` > 1); target-bpp searches run image by image.
+    """
+    plan = task.plan
+
+    def base(ref: SampleRef, **extra: Any) -> dict[str, Any]:
+        return {
+            "dataset": ref.dataset,
+            "image_id": ref.id,
+            "codec": plan.name,
+            "codec_version": plan.version,
+            "codec_options": plan.options_json,
+            "rate_param": plan.rate_param,
+            **extra,
+        }
+
+    def failed(ref: SampleRef, message: str, **extra: Any) -> list[Record]:
         return [
-            Record(**base, **extra, **plan.point_fields(p), status=ERROR, error=message)
+            Record(**base(ref, **extra), **plan.point_fields(p), status=ERROR, error=message)
             for p in task.points
         ]
 
     if not plan.usable:
-        return failed(f"{plan.name} is not usable here: {plan.unusable_reason}")
-    try:
-        sample = task.dataset.load(task.ref, with_label=task.segmenter is not None)
-    except Exception as exc:
-        return failed(f"{type(exc).__name__}: {exc}")
-    if task.segmenter is not None and sample.label is None:
-        return failed(
-            f"{task.ref.path} has no label map; segmentation needs one for every image "
-            "(cityscapes train/val, or folder with --label-dir)"
-        )
-    size: dict[str, Any] = {
-        "height": sample.image.shape[0],
-        "width": sample.image.shape[1],
-        "conversion": sample.conversion,
-    }
+        message = f"{plan.name} is not usable here: {plan.unusable_reason}"
+        return [r for ref in task.refs for r in failed(ref, message)]
+    records: list[Record] = []
+    loaded: dict[str, _Loaded] = {}
+    for ref in task.refs:
+        try:
+            sample = task.dataset.load(ref, with_label=task.segmenter is not None)
+        except Exception as exc:
+            records += failed(ref, f"{type(exc).__name__}: {exc}")
+            continue
+        size = {
+            "height": sample.image.shape[0],
+            "width": sample.image.shape[1],
+            "conversion": sample.conversion,
+        }
+        if task.segmenter is not None and sample.label is None:
+            records += failed(
+                ref,
+                f"{ref.path} has no label map; segmentation needs one for every image "
+                "(cityscapes train/val, or folder with --label-dir)",
+            )
+            continue
+        try:
+            loaded[ref.id] = _Loaded(sample, FidelityReference(sample.image), size)
+        except Exception as exc:
+            records += failed(ref, f"{type(exc).__name__}: {exc}", **size)
     try:
         codec = _codec_for(plan)
-        reference = FidelityReference(sample.image)
     except Exception as exc:
-        return failed(f"{type(exc).__name__}: {exc}", **size)
-    if plan.targets:
-        measured = [
-            _measure_target(codec, plan, sample.image, reference, t, Record(**base, **size))
-            for t in task.points
-        ]
-    else:
-        measured = [
-            _measure(codec, sample.image, reference, r, Record(**base, **size, rate=r))
-            for r in task.points
-        ]
-    if task.segmenter is not None:
-        _segment(task.segmenter, sample, task.ref.dataset, measured)
-    return [record for record, _ in measured]
+        refs = {ref.id: ref for ref in task.refs}
+        for image_id, item in loaded.items():
+            records += failed(refs[image_id], f"{type(exc).__name__}: {exc}", **item.size)
+        return records
+    measured: dict[str, list[tuple[Record, np.ndarray | None]]] = {i: [] for i in loaded}
+    refs = {ref.id: ref for ref in task.refs}
+    for group in _same_shape(loaded, 1 if plan.targets else codec.batch_size):
+        for point in task.points:
+            fresh = [
+                Record(**base(refs[i], **loaded[i].size), **plan.point_fields(point)) for i in group
+            ]
+            if plan.targets:
+                results = [
+                    _measure_target(
+                        codec, plan, loaded[i].sample.image, loaded[i].reference, point, record
+                    )
+                    for i, record in zip(group, fresh, strict=True)
+                ]
+            elif len(group) == 1:
+                item = loaded[group[0]]
+                results = [_measure(codec, item.sample.image, item.reference, point, fresh[0])]
+            else:
+                results = _measure_batch(
+                    codec,
+                    [loaded[i].sample.image for i in group],
+                    [loaded[i].reference for i in group],
+                    point,
+                    fresh,
+                )
+            for image_id, result in zip(group, results, strict=True):
+                measured[image_id].append(result)
+    for image_id, results in measured.items():
+        if task.segmenter is not None:
+            _segment(task.segmenter, loaded[image_id].sample, refs[image_id].dataset, results)
+        records += [record for record, _ in results]
+    return records
+
+
+def _same_shape(loaded: Mapping[str, _Loaded], batch_size: int) -> list[list[str]]:
+    """Image ids in groups of at most ``batch_size`` sharing one shape, in task order."""
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for image_id, item in loaded.items():
+        by_shape.setdefault(item.sample.image.shape, []).append(image_id)
+    size = max(1, batch_size)
+    return [ids[i : i + size] for ids in by_shape.values() for i in range(0, len(ids), size)]
 
 
 # --- scheduling ------------------------------------------------------------------------------
 
 
 def _crashed(task: Task, detail: str) -> list[Record]:
+    names = ", ".join(ref.id for ref in task.refs)
     message = (
-        f"the worker process died while coding {task.ref.id} with {task.plan.name} ({detail}); "
+        f"the worker process died while coding {names} with {task.plan.name} ({detail}); "
         "the codec crashed on this input"
     )
     return [
         Record(
-            dataset=task.ref.dataset,
-            image_id=task.ref.id,
+            dataset=ref.dataset,
+            image_id=ref.id,
             codec=task.plan.name,
             codec_version=task.plan.version,
             codec_options=task.plan.options_json,
@@ -406,6 +531,7 @@ def _crashed(task: Task, detail: str) -> list[Record]:
             status=ERROR,
             error=message,
         )
+        for ref in task.refs
         for p in task.points
     ]
 
@@ -509,12 +635,29 @@ def run(
     refs = dataset.refs()[:limit] if limit else dataset.refs()
     store = RunStore(out_dir, resume=resume)
     done = store.done_keys()
-    tasks = []
+    tasks: list[Task] = []
+    waiting: dict[str, list[tuple[SampleRef, tuple[float, ...]]]] = {}
+
+    def flush(plan: CodecPlan) -> None:
+        batch = waiting.pop(plan.name, [])
+        if batch:
+            tasks.append(Task(dataset, tuple(r for r, _ in batch), plan, batch[0][1], segmenter))
+
     for ref in refs:
         for plan in plans:
             todo = tuple(p for p in plan.points if (ref.dataset, ref.id, plan.name, p) not in done)
-            if todo:
-                tasks.append(Task(dataset, ref, plan, todo, segmenter))
+            if not todo:
+                continue
+            if plan.batch_size <= 1 or plan.targets:
+                tasks.append(Task(dataset, (ref,), plan, todo, segmenter))
+                continue
+            if waiting.get(plan.name) and waiting[plan.name][0][1] != todo:
+                flush(plan)
+            waiting.setdefault(plan.name, []).append((ref, todo))
+            if len(waiting[plan.name]) == plan.batch_size:
+                flush(plan)
+    for plan in plans:
+        flush(plan)
     manifest: dict[str, Any] = {
         "command": " ".join(argv if argv is not None else sys.argv),
         "started": now(),
@@ -609,4 +752,10 @@ def _finish(
         status=status, ended=now(), records={"ok": len(records) - failed, "error": failed}
     )
     store.write_manifest(manifest)
+    try:
+        from bench.report import write_report
+
+        write_report(store.directory, crops=status == "finished")
+    except Exception as exc:  # the report is derived; its failure must not lose the run
+        log.error("could not write the report (bench report %s retries): %s", store.directory, exc)
     return RunResult(store.directory, records, status, store.directory / AGGREGATES_CSV, plots)

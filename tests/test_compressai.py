@@ -236,11 +236,13 @@ def test_user_model_by_import_path_and_checkpoint(crop, tmp_path):
     mismatched = create_codec(
         "compressai-model", {**options, "checkpoint": str(tmp_path / "wrong.pth")}
     )
-    with pytest.raises(BenchError, match=r"does not match .*unexpected \(\d+\): gaussian_conditional.*wrong shape"):
+    with pytest.raises(
+        BenchError, match=r"does not match .*unexpected \(\d+\): gaussian_conditional.*wrong shape"
+    ):
         mismatched.encode(crop, 1)
-    with pytest.raises(BenchError, match="model=package.module:callable"):
+    with pytest.raises(BenchError, match=r"model=package\.module:callable"):
         create_codec("compressai-model", {"checkpoint": "random"})
-    with pytest.raises(BenchError, match="cannot import model no.such:thing"):
+    with pytest.raises(BenchError, match=r"cannot import model no\.such:thing"):
         create_codec("compressai-model", {"model": "no.such:thing", "checkpoint": "random"}).encode(
             crop, 1
         )
@@ -264,3 +266,35 @@ def test_cuda_bitstreams_decode_on_cpu(name, crop):
     gpu_image, cpu_image = on_gpu.decode(data), on_cpu.decode(data)
     difference = np.abs(gpu_image.astype(int) - cpu_image.astype(int))
     assert difference.max() <= 1, f"CPU decoding of a CUDA bitstream differs by {difference.max()}"
+
+
+@pytest.mark.parametrize("name", ["bmshj2018-hyperprior", "mbt2018-mean"])
+def test_a_batch_gives_each_image_the_bytes_it_gets_alone(name, kodim):
+    images = [np.ascontiguousarray(kodim(n)[:128, :192]) for n in (1, 2, 3)]
+    codec = create_codec(name, {"weights": "random", "batch_size": 3})
+    coded = codec.encode_batch(images, 2)
+    for image, (data, info) in zip(images, coded, strict=True):
+        assert data == codec.encode(image, 2)
+        assert info == codec.encode_info
+    decoded = codec.decode_batch([data for data, _ in coded])
+    for (data, _), image_hat in zip(coded, decoded, strict=True):
+        assert np.array_equal(image_hat, codec.decode(data))
+    mixed = codec.decode_batch([coded[0][0], codec.encode(images[1][:64, :64], 3)])
+    assert mixed[0].shape == (128, 192, 3) and mixed[1].shape == (64, 64, 3)
+
+
+def test_a_batched_run_records_what_an_unbatched_run_records(kodak, tmp_path):
+    dataset = open_dataset("kodak", {"data_dir": kodak})
+    runs = {}
+    for batch in (1, 3):
+        plan = plan_codec(
+            "bmshj2018-factorized", {"weights": "random", "batch_size": batch}, rates=[1, 2]
+        )
+        assert plan.batch_size == batch
+        result = run(dataset, [plan], tmp_path / f"b{batch}", workers=0, limit=4)
+        assert all(r.ok for r in result.records), [r.error for r in result.records]
+        runs[batch] = {r.key: (r.sha256, r.psnr_rgb, r.bpp_estimated) for r in result.records}
+    assert runs[1].keys() == runs[3].keys() and len(runs[1]) == 8  # kodim04 is portrait
+    for key, (sha256, psnr, estimated) in runs[1].items():
+        assert runs[3][key][:2] == (sha256, psnr)  # the same bytes and reconstruction
+        assert runs[3][key][2] == pytest.approx(estimated, rel=1e-12)  # float64 sums

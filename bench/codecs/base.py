@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -136,6 +136,25 @@ class Codec(abc.ABC):
     @abc.abstractmethod
     def decode(self, data: bytes) -> Image:
         """Decode a bitstream made by ``encode`` back to an (H, W, 3) uint8 RGB image."""
+
+    batch_size: int = 1
+    """How many same-shaped images the runner hands ``encode_batch`` at once (1: one by one)."""
+
+    def encode_batch(
+        self, images: Sequence[Image], rate: float
+    ) -> list[tuple[bytes, dict[str, Any]]]:
+        """Encode same-shaped images at one rate point: each image's self-contained bitstream
+        and its ``encode_info``. Codecs that gain from batches (a network on a GPU) override
+        this; the bitstreams must decode one by one with ``decode``."""
+        coded = []
+        for image in images:
+            data = self.encode(image, rate)
+            coded.append((data, dict(self.encode_info)))
+        return coded
+
+    def decode_batch(self, streams: Sequence[bytes]) -> list[Image]:
+        """Decode bitstreams made by ``encode_batch`` (same shape and rate point)."""
+        return [self.decode(data) for data in streams]
 
 
 def check_image(image: Image, codec: str) -> Image:

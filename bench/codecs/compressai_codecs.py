@@ -56,7 +56,8 @@ class ZooCodec(LearnedCodec):
     in the zoo's format, a directory of them (the zoo's file names), or ``random`` (randomly
     initialised, entropy tables built: for tests of the pipeline, not of quality);
     ``download`` false to never download; ``device`` cpu, cuda or cuda:N; ``max_megapixels``
-    the largest image coded (larger ones fail with a message, not an exhausted memory).
+    the largest image coded (larger ones fail with a message, not an exhausted memory);
+    ``batch_size`` how many same-shaped images go through the network at once.
     """
 
     architecture: ClassVar[str]
@@ -71,8 +72,9 @@ class ZooCodec(LearnedCodec):
         download: bool = True,
         device: str = "cpu",
         max_megapixels: float = MAX_MEGAPIXELS,
+        batch_size: int = 1,
     ) -> None:
-        super().__init__(device=device, max_megapixels=max_megapixels)
+        super().__init__(device=device, max_megapixels=max_megapixels, batch_size=batch_size)
         self.metric = choice(metric, METRICS, "metric")
         self.weights = str(weights)
         self.download = bool(download)

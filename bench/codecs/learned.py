@@ -14,7 +14,7 @@ import abc
 import inspect
 import math
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -165,14 +165,23 @@ class LearnedCodec(Codec):
     ceiling = None  # learned codecs have no near-lossless setting
     pad_multiple: ClassVar[int] = PAD_MULTIPLE
 
-    def __init__(self, *, device: str = "cpu", max_megapixels: float = MAX_MEGAPIXELS) -> None:
+    def __init__(
+        self, *, device: str = "cpu", max_megapixels: float = MAX_MEGAPIXELS, batch_size: int = 1
+    ) -> None:
         super().__init__()
         from bench.tasks.base import resolve_device
 
         self.device = resolve_device(str(device))  # a usage error now, not in every record
         self.max_megapixels = float(max_megapixels)
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
         self._models: dict[float, Any] = {}
-        self.options = {"device": self.device, "max_megapixels": self.max_megapixels}
+        self.options = {
+            "device": self.device,
+            "max_megapixels": self.max_megapixels,
+            "batch_size": self.batch_size,
+        }
 
     @abc.abstractmethod
     def load_model(self, rate: float) -> Any:
@@ -220,51 +229,88 @@ class LearnedCodec(Codec):
             )
 
     def encode(self, image: Image, rate: float) -> bytes:
-        import torch
-        import torch.nn.functional as F
-
-        image = check_image(image, self.name)
-        height, width = image.shape[:2]
-        self._check_size(height, width)
-        model = self.model(rate)
-        top, bottom, left, right = pad_amounts(height, width, self.pad_multiple)
-        x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255)
-        x = F.pad(x.to(self.device), (left, right, top, bottom), mode="constant", value=0.0)
-        with torch.inference_mode():
-            out = model.compress(x)
-            likelihoods = model(x)["likelihoods"]
-            bits = sum(float(-torch.log2(v).sum()) for v in likelihoods.values())
-        self._synchronize()
-        data = write_bitstream(
-            self.model_id(rate),
-            (height, width),
-            (top, bottom, left, right),
-            tuple(int(s) for s in out["shape"]),
-            out["strings"],
-        )
-        self.encode_info = {
-            "bpp_estimated": bits / (height * width),
-            "header_bytes": len(data) - sum(4 + len(s[0]) for s in out["strings"]),
-            "padding": f"{top},{bottom},{left},{right}",
-        }
+        data, self.encode_info = self.encode_batch([image], rate)[0]
         return data
 
     def decode(self, data: bytes) -> Image:
+        return self.decode_batch([data])[0]
+
+    def encode_batch(
+        self, images: Sequence[Image], rate: float
+    ) -> list[tuple[bytes, dict[str, Any]]]:
+        """One ``compress`` (and one forward pass for the likelihoods) over a batch of
+        same-shaped images; each image still gets its own self-contained bitstream."""
+        import torch
+        import torch.nn.functional as F
+
+        checked = [check_image(image, self.name) for image in images]
+        height, width = checked[0].shape[:2]
+        if any(image.shape != checked[0].shape for image in checked):
+            raise CodecError(f"{self.name}: a batch needs images of one shape")
+        self._check_size(height, width)
+        model = self.model(rate)
+        top, bottom, left, right = pad_amounts(height, width, self.pad_multiple)
+        x = torch.from_numpy(np.stack(checked)).permute(0, 3, 1, 2).float().div(255)
+        x = F.pad(x.to(self.device), (left, right, top, bottom), mode="constant", value=0.0)
+        with torch.inference_mode():
+            out = model.compress(x)
+            likelihoods = model(x)["likelihoods"].values()
+            bits = torch.stack(
+                [-torch.log2(v.double()).flatten(1).sum(dim=1) for v in likelihoods]
+            ).sum(dim=0)
+            bits_per_image = [float(b) for b in bits.cpu()]
+        self._synchronize()
+        coded = []
+        for i in range(len(checked)):
+            strings = [[group[i]] for group in out["strings"]]
+            data = write_bitstream(
+                self.model_id(rate),
+                (height, width),
+                (top, bottom, left, right),
+                tuple(int(s) for s in out["shape"]),
+                strings,
+            )
+            info = {
+                "bpp_estimated": bits_per_image[i] / (height * width),
+                "header_bytes": len(data) - sum(4 + len(s[0]) for s in strings),
+                "padding": f"{top},{bottom},{left},{right}",
+            }
+            coded.append((data, info))
+        return coded
+
+    def decode_batch(self, streams: Sequence[bytes]) -> list[Image]:
+        """One ``decompress`` over bitstreams of the same model, size and latent shape (as
+        ``encode_batch`` makes them); others are decoded one by one."""
         import torch
 
-        parsed = read_bitstream(data)
-        model = self.model(self.rate_of(parsed["model"]))
-        height, width = parsed["size"]
-        top, _, left, _ = parsed["padding"]
+        parsed = [read_bitstream(data) for data in streams]
+        first = parsed[0]
+        same = all(
+            (p["model"], p["size"], p["padding"], p["shape"], len(p["strings"]))
+            == (
+                first["model"],
+                first["size"],
+                first["padding"],
+                first["shape"],
+                len(first["strings"]),
+            )
+            for p in parsed
+        )
+        if not same:
+            return [image for data in streams for image in self.decode_batch([data])]
+        model = self.model(self.rate_of(first["model"]))
+        height, width = first["size"]
+        top, _, left, _ = first["padding"]
+        strings = [[p["strings"][j][0] for p in parsed] for j in range(len(first["strings"]))]
         try:
             with torch.inference_mode():
-                x_hat = model.decompress(parsed["strings"], torch.Size(parsed["shape"]))["x_hat"]
+                x_hat = model.decompress(strings, torch.Size(first["shape"]))["x_hat"]
         except (RuntimeError, ValueError, IndexError) as exc:
             raise CodecError(f"{self.name}: cannot decompress: {exc}") from exc
-        x_hat = x_hat[0, :, top : top + height, left : left + width].clamp(0, 1)
-        decoded = x_hat.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        x_hat = x_hat[:, :, top : top + height, left : left + width].clamp(0, 1)
+        decoded = x_hat.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         self._synchronize()
-        return np.ascontiguousarray(decoded)
+        return [np.ascontiguousarray(image) for image in decoded]
 
 
 class CompressAIModelCodec(LearnedCodec):
@@ -280,6 +326,7 @@ class CompressAIModelCodec(LearnedCodec):
         checkpoint_sha256: expected SHA-256 of the checkpoint (required for URLs).
         quality_rises: whether a larger rate point means more bits (default true).
         pad_multiple: the model's total down-sampling factor (default 64).
+        device, max_megapixels, batch_size: as for the zoo codecs.
     """
 
     name = "compressai-model"
@@ -302,8 +349,9 @@ class CompressAIModelCodec(LearnedCodec):
         pad_multiple: int = PAD_MULTIPLE,
         device: str = "cpu",
         max_megapixels: float = MAX_MEGAPIXELS,
+        batch_size: int = 1,
     ) -> None:
-        super().__init__(device=device, max_megapixels=max_megapixels)
+        super().__init__(device=device, max_megapixels=max_megapixels, batch_size=batch_size)
         if not model or ":" not in model:
             raise ValueError("option model=package.module:callable is required")
         if not checkpoint:
