@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bench import __version__
 from bench.codecs import CODECS, default_rates
 from bench.codecs.base import OptionValue, option_names, parse_option_value
-from bench.config import project_root
+from bench.config import codec_defaults, project_root
 from bench.datasets import DATASETS, open_dataset
 from bench.errors import BenchError, UsageError
 from bench.records import Record
@@ -245,7 +245,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def list_codecs(verbose: bool) -> int:
-    print(f"{'codec':<11} {'usable':<6} {'rate parameter':<34} {'default sweep / details'}")
+    width = max(len(n) for n in [*CODECS.names(), "codec"])
+    print(f"{'codec':<{width}} {'usable':<6} {'rate parameter':<34} {'default sweep / details'}")
     for name in CODECS.names():
         entry = CODECS.entry(name)
         try:
@@ -253,23 +254,23 @@ def list_codecs(verbose: bool) -> int:
             codec = cls()
             availability = cls.availability()
         except Exception as exc:  # a broken plugin is listed, not fatal
-            print(f"{name:<11} {'no':<6} {'-':<34} cannot load: {exc}. {entry.install_hint}")
+            print(f"{name:<{width}} {'no':<6} {'-':<34} cannot load: {exc}. {entry.install_hint}")
             continue
         scale = codec.scale
         direction = "higher" if scale.quality_rises else "lower"
         param = f"{scale.name} {scale.low:g}..{scale.high:g} ({direction}=better)"
         if availability.usable:
-            sweep = ",".join(f"{r:g}" for r in default_rates(codec))
+            rates = codec.default_rates or codec_defaults().get(name, {}).get("rates")
+            sweep = ",".join(f"{r:g}" for r in default_rates(codec)) if rates else "--rates"
             detail = f"{sweep}  [{availability.detail}]"
         else:
             detail = f"{availability.detail}. To use: {availability.hint}"
         source = "" if entry.source == "built-in" else f" ({entry.source})"
-        print(
-            f"{name:<11} {'yes' if availability.usable else 'no':<6} {param:<34} {detail}{source}"
-        )
+        usable = "yes" if availability.usable else "no"
+        print(f"{name:<{width}} {usable:<6} {param:<34} {detail}{source}")
         opts = option_names(cls)
         if opts and verbose:
-            print(f"{'':<11} options: {', '.join(opts)}")
+            print(f"{'':<{width}} options: {', '.join(opts)}")
     return EXIT_OK
 
 

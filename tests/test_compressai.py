@@ -240,8 +240,8 @@ def test_user_model_by_import_path_and_checkpoint(crop, tmp_path):
         BenchError, match=r"does not match .*unexpected \(\d+\): gaussian_conditional.*wrong shape"
     ):
         mismatched.encode(crop, 1)
-    with pytest.raises(BenchError, match=r"model=package\.module:callable"):
-        create_codec("compressai-model", {"checkpoint": "random"})
+    with pytest.raises(BenchError, match=r"model=package\.module:callable is required"):
+        plan_codec("compressai-model", {"checkpoint": "random"}, rates=[1])
     with pytest.raises(BenchError, match=r"cannot import model no\.such:thing"):
         create_codec("compressai-model", {"model": "no.such:thing", "checkpoint": "random"}).encode(
             crop, 1

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.codecs.base import Availability, Codec, Image, RateScale, check_image
-from bench.errors import BenchError, CodecError, CodecUnavailable
+from bench.errors import BenchError, CodecError, CodecUnavailable, UsageError
 
 MAGIC = b"BLC1"
 PAD_MULTIPLE = 64  # 2**6: the deepest zoo models down-sample six times (hyperprior)
@@ -352,10 +352,6 @@ class CompressAIModelCodec(LearnedCodec):
         batch_size: int = 1,
     ) -> None:
         super().__init__(device=device, max_megapixels=max_megapixels, batch_size=batch_size)
-        if not model or ":" not in model:
-            raise ValueError("option model=package.module:callable is required")
-        if not checkpoint:
-            raise ValueError("option checkpoint=PATH (or URL, or 'random') is required")
         if int(pad_multiple) < 1:
             raise ValueError(f"pad_multiple must be positive, got {pad_multiple}")
         self.target = model
@@ -391,7 +387,20 @@ class CompressAIModelCodec(LearnedCodec):
         except BenchError as exc:
             raise CodecUnavailable(f"{self.name}: {exc}") from exc
 
+    def _require_options(self) -> None:
+        if not self.target or ":" not in self.target:
+            raise UsageError(
+                f"{self.name}: --codec-option {self.name}.model=package.module:callable is "
+                "required (the class or factory of your model)"
+            )
+        if not self.checkpoint:
+            raise UsageError(
+                f"{self.name}: --codec-option {self.name}.checkpoint=PATH is required (a file, "
+                "a pattern with {rate}, a URL with checkpoint_sha256, or random)"
+            )
+
     def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
+        self._require_options()
         if self.checkpoint == "random":
             return {"weights": "random (the model's initial weights)"}
         from bench.download import sha256_of
@@ -405,6 +414,7 @@ class CompressAIModelCodec(LearnedCodec):
     def load_model(self, rate: float) -> Any:
         from bench.registry import import_target
 
+        self._require_options()
         try:
             factory = import_target(self.target)
         except (ImportError, AttributeError) as exc:
