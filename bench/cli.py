@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 from bench import __version__
 from bench.codecs import CODECS, default_rates
 from bench.codecs.base import OptionValue, option_names, parse_option_value
-from bench.config import codec_defaults, project_root
+from bench.config import project_root
 from bench.datasets import DATASETS, open_dataset
 from bench.errors import BenchError, UsageError
 from bench.records import Record
+from bench.search import MODES
 
 if TYPE_CHECKING:
     from bench.check import CheckResult, Finding
@@ -260,8 +261,10 @@ def list_codecs(verbose: bool) -> int:
         direction = "higher" if scale.quality_rises else "lower"
         param = f"{scale.name} {scale.low:g}..{scale.high:g} ({direction}=better)"
         if availability.usable:
-            rates = codec.default_rates or codec_defaults().get(name, {}).get("rates")
-            sweep = ",".join(f"{r:g}" for r in default_rates(codec)) if rates else "--rates"
+            try:
+                sweep = ",".join(f"{r:g}" for r in default_rates(codec))
+            except UsageError:  # no default sweep (a user's model): rates come from --rates
+                sweep = "--rates"
             detail = f"{sweep}  [{availability.detail}]"
         else:
             detail = f"{availability.detail}. To use: {availability.hint}"
@@ -477,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--target-mode",
-        choices=["nearest", "not-above"],
+        choices=MODES,
         default="nearest",
         help="target-bpp search: the closest bpp (default) or the highest not above the target",
     )

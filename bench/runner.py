@@ -460,15 +460,14 @@ def execute(task: Task) -> list[Record]:
             loaded[ref.id] = _Loaded(sample, FidelityReference(sample.image), size)
         except Exception as exc:
             records += failed(ref, f"{type(exc).__name__}: {exc}", **size)
+    refs = {ref.id: ref for ref in task.refs}
     try:
         codec = _codec_for(plan)
     except Exception as exc:
-        refs = {ref.id: ref for ref in task.refs}
         for image_id, item in loaded.items():
             records += failed(refs[image_id], f"{type(exc).__name__}: {exc}", **item.size)
         return records
     measured: dict[str, list[tuple[Record, np.ndarray | None]]] = {i: [] for i in loaded}
-    refs = {ref.id: ref for ref in task.refs}
     for group in _same_shape(loaded, 1 if plan.targets else codec.batch_size):
         for point in task.points:
             fresh = [

@@ -7,7 +7,6 @@ local file or directory (``weights=PATH``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -174,10 +173,9 @@ class ZooCodec(LearnedCodec):
 
 def _torch_hub_dir() -> Path:
     """torch.hub's checkpoint cache, where CompressAI's own ``pretrained=True`` saves."""
-    home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
-    )
-    return Path(home) / "hub" / "checkpoints"
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def _zoo_codec(architecture: str, qualities: int = 8) -> type[ZooCodec]:

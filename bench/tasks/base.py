@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +11,7 @@ import numpy as np
 
 from bench.codecs.base import Availability, Image
 from bench.datasets.base import IGNORE_LABEL, LabelMap
+from bench.download import sha256_of
 from bench.errors import BenchError, UsageError
 
 CITYSCAPES_CLASSES = (
@@ -73,14 +73,6 @@ class Segmenter(abc.ABC):
     def provenance(self) -> dict[str, Any]:
         """What the run manifest records about the model (weights file and hash, options)."""
         return {"name": self.name}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
@@ -233,7 +225,7 @@ class TorchSegmenter(Segmenter):
             "name": self.name,
             "architecture": self.architecture,
             "weights": str(self.weights),
-            "weights_sha256": sha256_file(self.weights),
+            "weights_sha256": sha256_of(self.weights),
             "device": self.device,
             "torch": self.torch.__version__,
         }

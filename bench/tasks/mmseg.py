@@ -12,13 +12,13 @@ import numpy as np
 from bench.checkpoints import resolve_checkpoint
 from bench.codecs.base import Availability, Image
 from bench.datasets.base import LabelMap
+from bench.download import sha256_of
 from bench.tasks.base import (
     CITYSCAPES_CLASSES,
     Segmenter,
     load_state_dict,
     load_strict,
     resolve_device,
-    sha256_file,
 )
 
 _HINT = (
@@ -132,7 +132,7 @@ class MmsegSegmenter(Segmenter):
             "name": self.name,
             "config": str(self.config),
             "weights": str(self.weights),
-            "weights_sha256": sha256_file(self.weights),
+            "weights_sha256": sha256_of(self.weights),
             "device": self.device,
             "versions": self.availability().detail,
         }
