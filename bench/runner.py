@@ -563,7 +563,14 @@ def _in_pool(tasks: list[Task], workers: int) -> Iterator[list[Record]]:
             while (queue and not broken) or running:
                 while queue and not broken and len(running) < workers:
                     task = queue.pop()
-                    running[pool.submit(execute, task)] = task
+                    try:
+                        running[pool.submit(execute, task)] = task
+                    except BrokenProcessPool:
+                        # A worker died after the last wait returned; this task never ran.
+                        queue.append(task)
+                        broken = True
+                if not running:
+                    break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     task = running.pop(future)

@@ -6,6 +6,8 @@ import csv
 import math
 import os
 import shutil
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from bench import runner
 from bench.codecs import CODECS, create_codec
 from bench.curves import read_aggregates
 from bench.datasets.kodak import KodakDataset
@@ -235,3 +238,33 @@ def test_an_interrupted_run_keeps_its_records_and_resumes(kodak, tmp_path):
     assert after[:4] == first  # nothing finished is redone or rewritten
     assert len(after) == 6 and len(result.records) == 6
     assert {r["image_id"] for r in after[4:]} == {"kodim03"}
+
+
+class _PoolBrokenOnSecondSubmit:
+    """Stands in for a process pool whose worker died between a wait and the next submit."""
+
+    submits = 0
+
+    def __init__(self, workers: int, **_: object) -> None:
+        self.workers = workers
+
+    def __enter__(self) -> _PoolBrokenOnSecondSubmit:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def submit(self, fn, task):  # type: ignore[no-untyped-def]
+        type(self).submits += 1
+        if type(self).submits == 2:
+            raise BrokenProcessPool("a child process terminated abruptly")
+        future: Future[list[str]] = Future()
+        future.set_result(fn(task))
+        return future
+
+
+def test_a_pool_that_breaks_between_wait_and_submit_loses_no_task(monkeypatch):
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", _PoolBrokenOnSecondSubmit)
+    monkeypatch.setattr(runner, "execute", lambda task: [f"done {task}"])
+    done = [record for records in runner._in_pool(["a", "b", "c", "d"], 2) for record in records]
+    assert sorted(done) == ["done a", "done b", "done c", "done d"]
