@@ -34,9 +34,11 @@ Nothing raises for bad curves; an unknown method or metric is a UsageError.
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -51,15 +53,17 @@ from bench.interpolate import (
     quality_at,
     shape_problem,
 )
+from bench.metrics.base import Column
 from bench.records import Record, latest_per_key
 
 __all__ = [
-    "BD_METRICS",
+    "BD_CSV",
     "METHODS",
     "SMALL_OVERLAP",
     "BDResult",
     "Curve",
     "bd_matrix",
+    "bd_metrics",
     "bd_quality",
     "bd_rate",
     "bpp_at",
@@ -67,13 +71,31 @@ __all__ = [
     "curves_from_aggregates",
     "per_image_bd",
     "quality_at",
+    "write_bd_csv",
 ]
 
 SMALL_OVERLAP = 0.5
 """compare() warns when the curves share less than this fraction of the narrower interval."""
 
-BD_METRICS = {"psnr_rgb": "psnr_rgb_mean", "ms_ssim_db": "ms_ssim_db_mean", "miou": "miou"}
-"""Metrics BD is computed for: record column -> aggregates.csv column (rate: ``bpp_mean``)."""
+BD_CSV = "bd.csv"
+BD_CSV_COLUMNS = [
+    "dataset", "metric", "column", "method", "anchor", "test", "bd_rate", "bd_quality",
+    "unit", "overlap", "rate_overlap", "warning",
+]  # fmt: skip
+
+
+def bd_metrics() -> dict[str, str]:
+    """Metrics BD is computed for: record column -> aggregates.csv column (rate:
+    ``bpp_mean``), from every registered metric and task whose aggregate column says ``bd``.
+
+    >>> bd_metrics()["psnr_rgb"], bd_metrics()["miou"]
+    ('psnr_rgb_mean', 'miou')
+    """
+    from bench.metrics import known_columns
+    from bench.tasks import known_task_columns
+
+    columns = [*known_columns().values(), *known_task_columns().values()]
+    return {c.record: c.name for c in columns if c.bd and c.record}
 
 
 @dataclass(frozen=True)
@@ -225,9 +247,14 @@ def compare(
     )
 
 
-def _check_metric(metric: str) -> None:
-    if metric not in BD_METRICS:
-        raise UsageError(f"no BD for metric {metric!r}; choose one of {', '.join(BD_METRICS)}")
+def _check_metric(metric: str) -> str:
+    """The aggregate column of a BD metric (a record column name, or the aggregate column)."""
+    known = bd_metrics()
+    if metric in known:
+        return known[metric]
+    if metric in known.values():
+        return metric
+    raise UsageError(f"no BD for metric {metric!r}; choose one of {', '.join(known)}")
 
 
 def _one_dataset(datasets: Sequence[str], dataset: str | None, what: str) -> None:
@@ -243,7 +270,7 @@ def _one_dataset(datasets: Sequence[str], dataset: str | None, what: str) -> Non
 def curves_from_aggregates(
     rows: Sequence[Aggregate], metric: str, dataset: str | None = None
 ) -> dict[str, Curve]:
-    """Each codec's curve from aggregates: ``bpp_mean`` against ``BD_METRICS[metric]``.
+    """Each codec's curve from aggregates: ``bpp_mean`` against ``bd_metrics()[metric]``.
 
     Codecs come in order of first appearance; the reference codec ``none`` and rows without a
     successful image are skipped. Every row of a codec is a point of its curve, whatever its
@@ -253,16 +280,15 @@ def curves_from_aggregates(
     Raises:
         UsageError: unknown metric, or several datasets in ``rows`` and no ``dataset``.
     """
-    _check_metric(metric)
+    column = _check_metric(metric)
     used = [r for r in rows if r.codec != REFERENCE_CODEC and r.n_images > 0]
     _one_dataset([r.dataset for r in used], dataset, "aggregates")
-    column = BD_METRICS[metric]
     points: dict[str, tuple[list[float], list[float]]] = {}
     for row in used:
         if dataset is None or row.dataset == dataset:
             bpp, quality = points.setdefault(row.codec, ([], []))
             bpp.append(row.bpp_mean)
-            quality.append(getattr(row, column))
+            quality.append(row.get(column))
     return {codec: Curve.of(bpp, quality) for codec, (bpp, quality) in points.items()}
 
 
@@ -338,7 +364,8 @@ def per_image_bd(
         UsageError: unknown metric or method, or several datasets and no ``dataset``.
     """
     check_method(method)
-    _check_metric(metric)
+    column = _check_metric(metric)
+    record_column = next((k for k, v in bd_metrics().items() if v == column), metric)
     chosen = [r for r in latest_per_key(records) if r.codec in (anchor, test)]
     _one_dataset([r.dataset for r in chosen], dataset, "records")
     points: dict[str, dict[str, tuple[list[float | None], list[float | None]]]] = {}
@@ -348,7 +375,8 @@ def per_image_bd(
             if record.ok:
                 bpp, quality = sides.setdefault(record.codec, ([], []))
                 bpp.append(record.bpp)
-                quality.append(getattr(record, metric))
+                value = record.get(record_column)
+                quality.append(float(value) if isinstance(value, int | float) else None)
     rates: dict[str, _Delta] = {}
     qualities: dict[str, _Delta] = {}
     for image_id, sides in points.items():
@@ -369,3 +397,38 @@ def per_image_bd(
         rate_overlap=_mean([d.overlap for d in used_qualities]),
         warning="; ".join(missing + rate_notes + quality_notes),
     )
+
+
+def write_bd_csv(
+    rows: Sequence[Aggregate], columns: Sequence[Column], directory: Path
+) -> Path | None:
+    """``bd.csv``: BD-rate and BD-quality of every ordered codec pair, for every BD column
+    and both interpolation methods, per dataset, with overlaps and warnings. Written only
+    when some dataset has two codecs to compare; returns the file."""
+    lines: list[dict[str, object]] = []
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    for dataset in datasets:
+        mine = [r for r in rows if r.dataset == dataset]
+        if len({r.codec for r in mine if r.codec != REFERENCE_CODEC}) < 2:
+            continue
+        for column in columns:
+            if not any(math.isfinite(r.get(column.name)) for r in mine):
+                continue
+            for method in METHODS:
+                for result in bd_matrix(mine, column.name, method):
+                    values = asdict(result)
+                    values["metric"] = column.record or column.name
+                    lines.append(
+                        {**values, "dataset": dataset, "column": column.name, "unit": column.unit}
+                    )
+    path = directory / BD_CSV
+    if not lines:
+        path.unlink(missing_ok=True)
+        return None
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=BD_CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(lines)
+    tmp.replace(path)
+    return path

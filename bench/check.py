@@ -24,22 +24,31 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.curves import AGGREGATE_COLUMNS, TARGET_BPP, Aggregate, read_aggregates
+from bench.curves import AGGREGATE_COLUMNS, TARGET_BPP, read_aggregates
 from bench.errors import UsageError
+from bench.manifest import read_manifest
 from bench.records import latest_per_key, read_csv
-from bench.rules import BETTER, FAIL, NOTE, OK, Rule, rules_for
+from bench.rules import BETTER, FAIL, NOTE, OK, Rule, find_column, rules_for
 from bench.store import AGGREGATES_CSV, MANIFEST, RECORDS_CSV
 
 FORMAT = "bench-baseline 1"
 KEY_COLUMNS = ["kind", "codec", "rate_param", "rate", "image_id", "sha256"]
-_TYPES = {f.name: f.type for f in fields(Aggregate)}
-METRIC_COLUMNS = [c for c in AGGREGATE_COLUMNS if c != "rate" and _TYPES[c] in ("int", "float")]
-"""The numeric columns of aggregates.csv a baseline keeps (plus every ``iou_<class>``)."""
-INT_METRICS = frozenset(c for c in METRIC_COLUMNS if _TYPES[c] == "int")
+RATE_POINT_COLUMNS = [
+    c for c in AGGREGATE_COLUMNS if c not in ("dataset", "codec", "rate_param", "rate")
+]
+"""The numeric columns every aggregates.csv has; a baseline keeps them and every metric and
+task column of the run."""
+
+
+def _integer(column: str) -> bool:
+    found = find_column(column)
+    return found is not None and found.digits == 0
+
+
 _HEADER_KEYS = ("dataset", "images", "machine", "software", "segmenter", "codecs", "command")
 
 
@@ -99,14 +108,13 @@ def snapshot_run(run_dir: Path) -> Snapshot:
     for name in (MANIFEST, AGGREGATES_CSV, RECORDS_CSV):
         if not (run_dir / name).is_file():
             raise UsageError(f"{run_dir} has no {name}: is it a finished bench run directory?")
-    try:
-        manifest = json.loads((run_dir / MANIFEST).read_text())
-        dataset, images = manifest["dataset"]["tag"], list(manifest["images"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{run_dir / MANIFEST} is not a bench manifest ({exc})") from None
-    if manifest.get("status") != "finished":
+    manifest = read_manifest(run_dir)
+    dataset, images = manifest.dataset_tag, list(manifest.images)
+    if not dataset:
+        raise UsageError(f"{run_dir / MANIFEST} is not a bench manifest (it names no dataset)")
+    if manifest.status != "finished":
         raise UsageError(
-            f"the run in {run_dir} did not finish (status {manifest.get('status')!r}): "
+            f"the run in {run_dir} did not finish (status {manifest.status!r}): "
             f"continue it with `bench run ... --resume --out {run_dir}`"
         )
     try:
@@ -125,14 +133,14 @@ def snapshot_run(run_dir: Path) -> Snapshot:
     points = {}
     for row in rows:
         key = PointKey(row.codec, row.rate_param, row.rate)
-        values = {c: float(getattr(row, c)) for c in METRIC_COLUMNS}
-        values.update({f"iou_{c.replace(' ', '_')}": v for c, v in row.class_iou.items()})
+        values = {c: float(row.get(c)) for c in RATE_POINT_COLUMNS}
+        values.update({c: float(v) for c, v in row.values.items()})
         points[key] = Point(key, values, hashes.get(key, {}))
     codecs = {
-        name: {"version": entry.get("version", ""), "options": entry.get("options", {})}
-        for name, entry in (manifest.get("codecs") or {}).items()
+        name: {"version": entry.version, "options": entry.options}
+        for name, entry in manifest.codecs.items()
     }
-    segmenter = manifest.get("segmenter")
+    segmenter = manifest.segmenter
     if segmenter:
         segmenter = {
             k: v
@@ -144,22 +152,18 @@ def snapshot_run(run_dir: Path) -> Snapshot:
         dataset=dataset,
         images=images,
         points=points,
-        machine=manifest.get("machine") or {},
-        software=manifest.get("software") or {},
+        machine=manifest.machine,
+        software=manifest.software,
         segmenter=segmenter or None,
         codecs=codecs,
-        command=manifest.get("command", ""),
+        command=manifest.command,
     )
-
-
-def _iou(column: str) -> bool:
-    return column.startswith("iou_")
 
 
 def write_baseline(snapshot: Snapshot, path: Path) -> None:
     """Write ``snapshot`` as a baseline CSV (see the module docstring for the format)."""
-    class_columns = sorted({c for p in snapshot.points.values() for c in p.values if _iou(c)})
-    columns = [*KEY_COLUMNS, *METRIC_COLUMNS, *class_columns]
+    held = dict.fromkeys(c for p in snapshot.points.values() for c in p.values)
+    columns = [*KEY_COLUMNS, *RATE_POINT_COLUMNS, *(c for c in held if c not in RATE_POINT_COLUMNS)]
     out = io.StringIO()
     out.write(f"# {FORMAT}\n")
     for key in _HEADER_KEYS:
@@ -170,7 +174,7 @@ def write_baseline(snapshot: Snapshot, path: Path) -> None:
         common = {"codec": point.key.codec, "rate_param": point.key.rate_param}
         common["rate"] = repr(point.key.rate)
         values = {
-            c: int(v) if c in INT_METRICS and math.isfinite(v) else repr(v)
+            c: int(v) if _integer(c) and math.isfinite(v) else repr(v)
             for c, v in point.values.items()
         }
         writer.writerow({"kind": "point", **common, "sha256": point.digest, **values})

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench import __version__
 from bench.codecs import CODECS, default_rates
@@ -23,6 +23,7 @@ from bench.search import MODES
 
 if TYPE_CHECKING:
     from bench.check import CheckResult, Finding
+    from bench.metrics.base import Column
     from bench.runner import RunResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED_RECORDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -108,7 +109,14 @@ def _fmt(value: float, digits: int = 3) -> str:
     )
 
 
+def parse_metrics(text: str) -> list[str]:
+    """``"psnr,ms-ssim"`` -> ``["psnr", "ms-ssim"]``."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.executors import local
+    from bench.metrics import create_metrics
     from bench.runner import plan_codec, plan_segmenter, run
 
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
@@ -133,48 +141,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         for name in codecs
     ]
-    dataset = open_dataset(args.dataset, dataset_options(args))
+    metrics = create_metrics(parse_metrics(args.metrics))
+    options_of_dataset = dataset_options(args)
+    dataset = open_dataset(args.dataset, options_of_dataset)
     seg_options = segmenter_options(args)
-    segmenter = (
+    task = (
         plan_segmenter(args.segmenter, seg_options, batch_size=args.batch_size)
         if seg_options is not None
         else None
     )
     out_dir = Path(args.out) if args.out else _default_out(dataset.tag)
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
-
-    def progress(done: int, total: int, records: list[Record]) -> None:
-        failed = [r for r in records if not r.ok]
-        head = records[0] if records else None
-        what = f"{head.image_id} {head.codec}" if head else ""
-        status = f"{len(records) - len(failed)} ok" + (
-            f", {len(failed)} failed: {failed[0].error}" if failed else ""
-        )
-        print(f"[{done:>4}/{total}] {what}: {status}", file=sys.stderr, flush=True)
-
     print(
         f"bench {__version__}: {', '.join(codecs)} on {dataset.tag} -> {out_dir}", file=sys.stderr
     )
+    bar = ProgressBar()
     try:
         result = run(
             dataset,
             plans,
             out_dir,
+            executor=local(workers),
             workers=workers,
+            metrics=metrics,
+            task=task,
             limit=args.limit,
             resume=args.resume,
             argv=args.argv,
-            progress=progress,
-            segmenter=segmenter,
+            progress=bar,
+            dataset_options=options_of_dataset,
         )
     except KeyboardInterrupt:
+        bar.close()
         print(
             f"\ninterrupted: finished records are in {out_dir}; "
             f"continue with --resume --out {out_dir}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    print_summary(result, segmentation=segmenter is not None)
+    bar.close()
+    print_summary(result)
     failed = sum(1 for r in result.records if not r.ok)
     if failed:
         print(
@@ -202,33 +208,87 @@ def segmenter_options(args: argparse.Namespace) -> dict[str, object] | None:
     return options
 
 
-def print_summary(result: RunResult, *, segmentation: bool) -> None:
+class ProgressBar:
+    """A tqdm bar over a run's jobs, with its ETA, on a terminal; failures are printed above
+    it. Elsewhere (a CI log) one line per job, as a bar's redraws would only clutter it."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._failed = 0
+        self._terminal = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, records: list[Record]) -> None:
+        failed = [r for r in records if not r.ok]
+        head = records[0] if records else None
+        if not self._terminal:
+            what = f"{head.image_id} {head.codec}" if head else ""
+            status = f"{len(records) - len(failed)} ok" + (
+                f", {len(failed)} failed: {failed[0].error}" if failed else ""
+            )
+            print(f"[{done:>4}/{total}] {what}: {status}", file=sys.stderr, flush=True)
+            return
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=total, unit="job", file=sys.stderr, dynamic_ncols=True)
+        if failed:
+            self._failed += len(failed)
+            first = failed[0]
+            self._bar.write(
+                f"{first.image_id} {first.codec}: {len(failed)} failed: {first.error}",
+                file=sys.stderr,
+            )
+            self._bar.set_postfix(failed=self._failed)
+        if head is not None:
+            self._bar.set_description(f"{head.codec} {head.image_id}"[:32])
+        self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def summary_columns(result_dir: Path) -> list[Column]:
+    """The columns the summary shows: each metric's and the task's aggregate columns that
+    are not counts or per-class values, as the run's manifest names them."""
+    from bench.manifest import read_manifest, rebuild_metrics, rebuild_task
+
+    manifest = read_manifest(result_dir)
+    columns = [c for m in rebuild_metrics(manifest) for c in m.aggregate_columns]
+    task = rebuild_task(manifest)
+    if task is not None:
+        columns += task.known_columns()
+    return [c for c in columns if not c.name.startswith("n_")]
+
+
+def print_summary(result: RunResult) -> None:
     """The aggregates as a table, and where every output is."""
     from bench.curves import read_aggregates
 
     rows = read_aggregates(result.aggregates_csv)
+    columns = summary_columns(result.directory)
+    headings = [c.heading.replace(" mean", "") for c in columns]
+    widths = [max(7, len(h)) for h in headings]
     print(
-        f"\n{'codec':<11} {'param':>8} {'rate':>7} {'bpp':>7} {'PSNR':>7} {'PSNRpool':>8} "
-        f"{'SSIM':>6} {'MS-SSIM':>7}"
-        + (f" {'mIoU':>6} {'drop':>6}" if segmentation else "")
+        f"\n{'codec':<11} {'param':>8} {'rate':>7} {'bpp':>7} "
+        + " ".join(f"{h:>{w}}" for h, w in zip(headings, widths, strict=True))
         + f" {'n':>4} {'fail':>4}"
     )
     for row in rows:
-        miou = (
-            f" {_fmt(100 * row.miou, 2):>6} {_fmt(100 * row.miou_drop, 2):>6}"
-            if segmentation
-            else ""
+        cells = " ".join(
+            f"{_fmt(c.scale * row.get(c.name), c.digits):>{w}}"
+            for c, w in zip(columns, widths, strict=True)
         )
         print(
             f"{row.codec:<11} {row.rate_param:>8} {row.rate:>7g} {_fmt(row.bpp_mean):>7} "
-            f"{_fmt(row.psnr_rgb_mean, 2):>7} {_fmt(row.psnr_rgb_pooled, 2):>8} "
-            f"{_fmt(row.ssim_rgb_mean, 4):>6} {_fmt(row.ms_ssim_rgb_mean, 4):>7}{miou} "
-            f"{row.n_images:>4} {row.n_failed:>4}"
+            f"{cells} {row.n_images:>4} {row.n_failed:>4}"
         )
     print(f"\nresults in {result.directory}/")
     print("  records.csv, records.parquet   one row per image x codec x rate point")
     print("  aggregates.csv                 one row per codec x rate point")
-    if segmentation:
+    if (result.directory / "bd.csv").is_file():
+        print("  bd.csv                         BD-rate of every codec pair, per BD metric")
+    if (result.directory / "per_class_iou.csv").is_file():
         print("  per_class_iou.csv              IoU per class and codec x rate point")
     print(f"  plots/                         {', '.join(p.name for p in result.plots)}")
     print("  manifest.json                  command, versions, machine, git commit, times")
@@ -241,8 +301,41 @@ def cmd_list(args: argparse.Namespace) -> int:
         "codecs": lambda: list_codecs(args.verbose),
         "datasets": list_datasets,
         "segmenters": list_segmenters,
+        "metrics": list_metrics,
+        "tasks": list_tasks,
     }
     return listers[args.what]()
+
+
+def list_metrics() -> int:
+    from bench.metrics import DEFAULT_METRICS, METRICS
+
+    print(f"{'metric':<12} {'default':<7} {'columns (aggregates)':<52} description")
+    for name in METRICS.names():
+        try:
+            cls = METRICS.load(name)
+        except Exception as exc:  # a broken plugin is listed, not fatal
+            print(f"{name:<12} {'-':<7} cannot load: {exc}")
+            continue
+        columns = ", ".join(c.name for c in cls.aggregate_columns)
+        default = "yes" if name in DEFAULT_METRICS else "no"
+        print(f"{name:<12} {default:<7} {columns:<52} {cls.description}")
+    return EXIT_OK
+
+
+def list_tasks() -> int:
+    from bench.tasks import TASKS
+
+    print(f"{'task':<14} {'labels':<6} columns (aggregates)")
+    for name in TASKS.names():
+        try:
+            cls = TASKS.load(name)
+        except Exception as exc:  # a broken plugin is listed, not fatal
+            print(f"{name:<14} {'-':<6} cannot load: {exc}")
+            continue
+        columns = ", ".join(c.name for c in cls.known_columns())
+        print(f"{name:<14} {'yes' if cls.needs_labels else 'no':<6} {columns}")
+    return EXIT_OK
 
 
 def list_codecs(verbose: bool) -> int:
@@ -331,22 +424,31 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    import json
-
     from bench.curves import write_outputs
+    from bench.manifest import (
+        MANIFEST,
+        RunManifest,
+        read_manifest,
+        rebuild_metrics,
+        rebuild_task,
+    )
     from bench.records import latest_per_key, read_csv
-    from bench.store import MANIFEST, RECORDS_CSV, RECORDS_PARQUET, write_parquet
+    from bench.store import RECORDS_CSV, RECORDS_PARQUET, write_parquet
 
     directory = Path(args.run_dir)
     if not (directory / RECORDS_CSV).is_file():
         raise UsageError(f"{directory} has no {RECORDS_CSV}: is it a bench run directory?")
-    manifest_path = directory / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    has_manifest = (directory / MANIFEST).is_file()
+    manifest = read_manifest(directory) if has_manifest else RunManifest()
     records = latest_per_key(read_csv(directory / RECORDS_CSV))
     write_parquet(records, directory / RECORDS_PARQUET)
-    class_names = (manifest.get("segmenter") or {}).get("class_names", ())
-    title = (manifest.get("dataset") or {}).get("tag", "")
-    write_outputs(records, directory, class_names, title)
+    write_outputs(
+        records,
+        directory,
+        rebuild_metrics(manifest),
+        rebuild_task(manifest),
+        manifest.dataset_tag,
+    )
     print(f"rewrote aggregates, records.parquet and plots/ in {directory}")
     return EXIT_OK
 
@@ -508,14 +610,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=4, help="images per segmentation batch")
     p.add_argument(
+        "--metrics",
+        default="psnr,ssim,ms-ssim",
+        metavar="NAME,...",
+        help="metrics to score (`bench list metrics`; default psnr,ssim,ms-ssim)",
+    )
+    p.add_argument(
         "--strict", action="store_true", help=f"exit {EXIT_FAILED_RECORDS} if any record failed"
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser(
-        "list", help="list codecs, datasets or segmenters and whether they are usable"
-    )
-    p.add_argument("what", choices=["codecs", "datasets", "segmenters"])
+    p = sub.add_parser("list", help="list codecs, datasets, segmenters, metrics or tasks")
+    p.add_argument("what", choices=["codecs", "datasets", "segmenters", "metrics", "tasks"])
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")

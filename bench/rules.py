@@ -29,25 +29,9 @@ from typing import Any
 
 from bench.codecs.base import parse_option_value
 from bench.errors import UsageError
+from bench.metrics.base import Column
 
-HIGHER_IS_BETTER = frozenset(
-    {
-        "psnr_rgb_mean",
-        "psnr_rgb_pooled",
-        "ssim_rgb_mean",
-        "ms_ssim_rgb_mean",
-        "ms_ssim_db_mean",
-        "miou",
-        "pixel_accuracy",
-        "n_images",
-        "n_ms_ssim",
-    }
-)
-LOWER_IS_BETTER = frozenset(
-    {"bpp_mean", "bpp_pooled", "miou_drop", "n_failed", "encode_s_mean", "decode_s_mean"}
-)
 TIMINGS = ("encode_s_mean", "decode_s_mean")
-CLASS_IOU = "iou_"  # prefix of the per-class IoU columns (higher is better)
 FAIL, WARN, BETTER, OK, NOTE = "FAIL", "WARN", "better", "ok", "note"
 """Verdicts: a regression, a warning, improved beyond the tolerance, moved within it, a note."""
 KINDS = ("tolerance", "bd_rate", "miou_drop", "identical", "timing")
@@ -62,22 +46,48 @@ _KEYS = {  # the keys each kind accepts besides ``kind``
 _NUMBERS = ("abs", "rel", "max")
 
 
+def _aggregate_columns() -> dict[str, Column]:
+    """Every aggregate column with a direction: rate and time columns, every registered
+    metric's and every registered task's (their objects say which way is better)."""
+    from bench.curves import RATE_COLUMNS
+    from bench.metrics import METRICS
+    from bench.tasks import known_task_columns
+
+    found = {c.name: c for c in RATE_COLUMNS}
+    for name in METRICS.names():
+        try:
+            cls = METRICS.load(name)
+        except Exception:  # a broken plugin costs its own columns only
+            continue
+        found.update({c.name: c for c in cls.aggregate_columns})
+    found.update(known_task_columns())
+    return {name: c for name, c in found.items() if c.higher_is_better is not None}
+
+
+def find_column(name: str) -> Column | None:
+    """The aggregate column ``name`` (with its direction), or None when nothing defines it."""
+    from bench.tasks import describe_task_column
+
+    found = _aggregate_columns().get(name)
+    return found if found is not None else describe_task_column(name)
+
+
 def is_metric(name: str) -> bool:
-    """Whether ``name`` is an aggregate column a rule can compare."""
-    return name in HIGHER_IS_BETTER or name in LOWER_IS_BETTER or name.startswith(CLASS_IOU)
+    """Whether ``name`` is an aggregate column with a direction, which a rule can compare."""
+    found = find_column(name)
+    return found is not None and found.higher_is_better is not None
 
 
 def higher_is_better(metric: str) -> bool:
-    """The direction of a metric: True when a higher value is better.
+    """The direction of a metric, from its metric or task object: True when higher is better.
 
     >>> higher_is_better("psnr_rgb_mean"), higher_is_better("bpp_mean")
     (True, False)
     """
-    if metric in HIGHER_IS_BETTER or metric.startswith(CLASS_IOU):
-        return True
-    if metric in LOWER_IS_BETTER:
-        return False
-    raise UsageError(_unknown("metric", metric, sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER)))
+    found = find_column(metric)
+    if found is None or found.higher_is_better is None:
+        raise UsageError(_unknown("metric", metric, sorted(_aggregate_columns())))
+    return found.higher_is_better
 
 
 def _unknown(what: str, name: str, known: Iterable[str]) -> str:
@@ -248,7 +258,7 @@ def _metrics(kind: str, metric: Any, where: str) -> list[str]:
             raise UsageError(f"{where}: a tolerance rule needs metric")
         return defaults.get(kind, list(TIMINGS))
     if not isinstance(metric, str) or not is_metric(metric):
-        known = sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER)
+        known = sorted(_aggregate_columns())
         raise UsageError(f"{where}: {_unknown('metric', str(metric), known)}")
     if kind == "timing" and metric not in TIMINGS:
         raise UsageError(f"{where}: a timing rule takes metric {' or '.join(TIMINGS)}")
@@ -279,7 +289,7 @@ def parse_rule_option(text: str) -> list[Rule]:
     elif is_metric(head):
         data = {"kind": "tolerance", "metric": head}
     else:
-        known = [*KINDS, *sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER)]
+        known = [*KINDS, *sorted(_aggregate_columns())]
         raise UsageError(f"{where}: {_unknown('rule kind or metric', head, known)}")
     for item in (i for i in rest.split(",") if i.strip()) if rest.strip() else ():
         key, sep, value = (part.strip() for part in item.partition("="))

@@ -1,4 +1,8 @@
-"""The sweep: every image x codec x rate point, coded, decoded and scored into records."""
+"""The sweep: every image x codec x rate point, coded, decoded, scored into records.
+
+The runner plans jobs, hands them to an executor (``bench.executors``) and stores what comes
+back; aggregates, tables, plots and the report are exporters run after it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,9 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,29 +20,26 @@ from typing import Any
 import numpy as np
 
 from bench.codecs import CODECS, Codec, create_codec, default_rates
-from bench.codecs.base import OptionValue, RateScale, instantiate
-from bench.curves import REFERENCE_CODEC, write_outputs
+from bench.codecs.base import OptionValue, RateScale, bitstream_info, instantiate
+from bench.codecs.inputs import QUALITY_MAP, QualityMapSource, map_sha256
+from bench.curves import write_outputs
 from bench.datasets import Dataset, Sample, SampleRef
 from bench.errors import CodecError, CodecUnavailable, MetricUndefined, UsageError
-from bench.memory import keep_freed_arrays_mapped
-from bench.metrics.fidelity import FidelityReference, ms_ssim_db, psnr_from_mse
-from bench.metrics.segmentation import (
-    Confusion,
-    confusion_matrix,
-    encode_confusion,
-    mean_iou,
-    pixel_accuracy,
-)
+from bench.executors import Executor, local
+from bench.manifest import CodecEntry, RunManifest, write_manifest
+from bench.metrics import Metric, create_metrics, metric_names
 from bench.provenance import git_state, machine, now, software
-from bench.records import ERROR, Record
-from bench.registry import construct, import_target
+from bench.records import ERROR, RATE_VALUE, TARGET_BPP, Record
+from bench.registry import import_target
 from bench.search import MODES, search_rate
-from bench.store import AGGREGATES_CSV, RunStore
-from bench.tasks import SEGMENTERS, Segmenter, create_segmenter
+from bench.store import AGGREGATES_CSV, SUPERSEDED_CSV, RunStore
+from bench.tasks.segmentation import SegmentationTask
+from bench.tasks.task import REFERENCE_CODEC, Task
 
 log = logging.getLogger(__name__)
 
 SIDE_COLUMNS = frozenset({"bpp_estimated", "header_bytes", "padding"})
+"""What an encoder may measure beyond its bytes (``Bitstream.info``) that records keep."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,9 @@ class CodecPlan:
     """Target bpps: each image's rate value is searched for (``rates`` is then empty)."""
     target_mode: str = "nearest"
     batch_size: int = 1
-    """Images per task, coded together by ``Codec.encode_batch`` where their shapes agree."""
+    """Images per job, coded together by ``Codec.encode_batch`` where their shapes agree."""
+    input_source: QualityMapSource | None = None
+    """For codecs with per-image inputs: where their quality map comes from."""
 
     @property
     def points(self) -> tuple[float, ...]:
@@ -77,53 +77,21 @@ class CodecPlan:
     def options_json(self) -> str:
         return json.dumps(dict(self.options), sort_keys=True)
 
-
-@dataclass(frozen=True)
-class SegmenterPlan:
-    """The segmentation model every reconstruction is fed to."""
-
-    name: str
-    target: str
-    options: Mapping[str, Any]
-    class_names: tuple[str, ...]
-    provenance: Mapping[str, Any]
-    batch_size: int = 4
-
     @property
-    def options_json(self) -> str:
-        return json.dumps(dict(self.options), sort_keys=True, default=str)
-
-
-@dataclass(frozen=True)
-class Task:
-    """Images coded by one codec at the rate points (rates or targets) still to do: one
-    image, or a batch of them for codecs that take batches."""
-
-    dataset: Dataset
-    refs: tuple[SampleRef, ...]
-    plan: CodecPlan
-    points: tuple[float, ...]
-    segmenter: SegmenterPlan | None = None
+    def codec_input(self) -> str:
+        return self.input_source.describe() if self.input_source else ""
 
 
 def plan_segmenter(
     name: str, options: Mapping[str, Any] | None = None, batch_size: int = 4
-) -> SegmenterPlan:
-    """Load a segmenter once here, so that a bad checkpoint fails before the run starts.
+) -> SegmentationTask:
+    """The segmentation task with a segmenter loaded once here, so that a bad checkpoint
+    fails before the run starts.
 
     Raises:
         UsageError, WeightsError: unknown segmenter or option, unusable weights.
     """
-    options = dict(options or {})
-    segmenter = create_segmenter(name, options)
-    return SegmenterPlan(
-        name=name,
-        target=SEGMENTERS.entry(name).target,
-        options=options,
-        class_names=segmenter.class_names,
-        provenance=segmenter.provenance(),
-        batch_size=max(1, int(batch_size)),
-    )
+    return SegmentationTask.plan(name, options, batch_size)
 
 
 def plan_codec(
@@ -178,6 +146,7 @@ def plan_codec(
         targets=searched,
         target_mode=target_mode,
         batch_size=max(1, int(getattr(codec, "batch_size", 1))),
+        input_source=codec.input_source() if QUALITY_MAP in codec.inputs else None,
     )
 
 
@@ -188,9 +157,45 @@ def _searchable(scale: RateScale) -> list[float]:
     return []
 
 
+@dataclass(frozen=True)
+class Job:
+    """Images coded by one codec at the rate points still to do, scored by the run's
+    metrics and task: one image, or a batch of them for codecs that take batches."""
+
+    dataset: Dataset
+    refs: tuple[SampleRef, ...]
+    plan: CodecPlan
+    points: tuple[float, ...]
+    metrics: tuple[Metric, ...]
+    task: Task | None = None
+
+    def record(self, ref: SampleRef, point: float, **extra: Any) -> Record:
+        """A fresh record of this job for one image and rate point."""
+        return Record(
+            dataset=ref.dataset,
+            image_id=ref.id,
+            codec=self.plan.name,
+            codec_version=self.plan.version,
+            codec_options=self.plan.options_json,
+            rate_param=self.plan.rate_param,
+            codec_input=self.plan.codec_input,
+            metrics=metric_names(self.metrics),
+            task=self.task.identity if self.task else "",
+            **self.plan.point_fields(point),
+            **extra,
+        )
+
+    def failed(self, ref: SampleRef, message: str, **extra: Any) -> list[Record]:
+        """Error records of one image at every rate point of the job."""
+        return [
+            self.record(ref, point, status=ERROR, error=message, **extra) for point in self.points
+        ]
+
+
 # --- worker side -----------------------------------------------------------------------------
 
 _codec_cache: dict[tuple[str, str], Codec] = {}
+_task_cache: dict[str, Task] = {}
 
 
 def _codec_for(plan: CodecPlan) -> Codec:
@@ -200,126 +205,146 @@ def _codec_for(plan: CodecPlan) -> Codec:
     return _codec_cache[key]
 
 
+def _task_for(task: Task) -> Task:
+    """One task object per identity in a process, so that its per-image caches (the
+    uncompressed prediction) serve every codec and never another model."""
+    return _task_cache.setdefault(task.identity, task)
+
+
+@dataclass
+class _Loaded:
+    """One image of a job, read and prepared for every metric."""
+
+    sample: Sample
+    prepared: dict[str, Any]
+    size: dict[str, Any]
+
+
+class _Scorer:
+    """Fills a record from what a codec returned: rate, side information, times, metrics."""
+
+    def __init__(self, codec: Codec, metrics: Sequence[Metric]) -> None:
+        self.codec = codec
+        self.metrics = metrics
+
+    def __call__(
+        self,
+        item: _Loaded,
+        record: Record,
+        data: Any,
+        decoded: Any,
+        encode_s: float,
+        decode_s: float,
+    ) -> tuple[Record, np.ndarray | None]:
+        image = item.sample.image
+        try:
+            if not isinstance(data, bytes | bytearray):
+                raise CodecError(
+                    f"{self.codec.name}: encode returned {type(data).__name__}, not bytes"
+                )
+            if (
+                not isinstance(decoded, np.ndarray)
+                or decoded.dtype != np.uint8
+                or decoded.shape != image.shape
+            ):
+                got = (
+                    f"{decoded.dtype} {decoded.shape}"
+                    if isinstance(decoded, np.ndarray)
+                    else type(decoded).__name__
+                )
+                raise CodecError(
+                    f"{self.codec.name}: decoder returned {got}, expected uint8 {image.shape}"
+                )
+            for key, value in bitstream_info(data).items():
+                if key in SIDE_COLUMNS:
+                    setattr(record, key, value)
+            record.bytes = len(data)
+            record.bpp = 8.0 * len(data) / (image.shape[0] * image.shape[1])
+            record.sha256 = hashlib.sha256(data).hexdigest()
+            record.encode_s, record.decode_s = encode_s, decode_s
+            began = time.perf_counter()
+            notes: list[str] = []
+            for metric in self.metrics:
+                for column in metric.record_columns:
+                    record.values[column.name] = None
+                try:
+                    record.values.update(
+                        metric.score(item.prepared[metric.preparation_key], decoded)
+                    )
+                except MetricUndefined as exc:
+                    if str(exc) not in notes:
+                        notes.append(str(exc))
+            record.metrics_s = time.perf_counter() - began
+            record.note = "; ".join(notes)
+        except Exception as exc:  # a failing codec costs this record, never the run
+            record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
+            return record, None
+        return record, decoded
+
+
+def _encode(codec: Codec, image: np.ndarray, rate: float, inputs: Mapping[str, Any]) -> bytes:
+    return codec.encode_with(image, rate, inputs) if inputs else codec.encode(image, rate)
+
+
 def _measure(
-    codec: Codec, image: np.ndarray, reference: FidelityReference, rate: float, record: Record
+    codec: Codec,
+    score: _Scorer,
+    item: _Loaded,
+    rate: float,
+    record: Record,
+    inputs: Mapping[str, Any],
 ) -> tuple[Record, np.ndarray | None]:
     """Code, decode and score one rate point; returns the record and the reconstruction."""
     try:
         start = time.perf_counter()
-        data = codec.encode(image, rate)
+        data = _encode(codec, item.sample.image, rate, inputs)
         encoded = time.perf_counter()
         decoded = codec.decode(data)
         finished = time.perf_counter()
-        info = getattr(codec, "encode_info", {})
     except Exception as exc:  # a failing codec costs this record, never the run
         record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
         return record, None
-    return _score(
-        codec, image, reference, record, data, decoded, info, encoded - start, finished - encoded
-    )
+    return score(item, record, data, decoded, encoded - start, finished - encoded)
 
 
 def _measure_batch(
-    codec: Codec,
-    images: list[np.ndarray],
-    references: list[FidelityReference],
-    rate: float,
-    records: list[Record],
+    codec: Codec, score: _Scorer, items: list[_Loaded], rate: float, records: list[Record]
 ) -> list[tuple[Record, np.ndarray | None]]:
     """Code same-shaped images together at one rate point (``Codec.encode_batch``); each
     record gets the batch's wall-clock time divided by its size."""
     try:
         start = time.perf_counter()
-        coded = codec.encode_batch(images, rate)
+        coded = codec.encode_batch([item.sample.image for item in items], rate)
         encoded = time.perf_counter()
-        decoded = codec.decode_batch([data for data, _ in coded])
+        decoded = codec.decode_batch(coded)
         finished = time.perf_counter()
-        if len(coded) != len(images) or len(decoded) != len(images):
-            raise CodecError(f"{codec.name}: a batch of {len(images)} gave {len(coded)} bitstreams")
+        if len(coded) != len(items) or len(decoded) != len(items):
+            raise CodecError(f"{codec.name}: a batch of {len(items)} gave {len(coded)} bitstreams")
     except Exception:  # retry one by one, so that only the image at fault fails
         return [
-            _measure(codec, image, reference, rate, record)
-            for image, reference, record in zip(images, references, records, strict=True)
+            _measure(codec, score, item, rate, record, {})
+            for item, record in zip(items, records, strict=True)
         ]
-    share = len(images)
+    share = len(items)
     return [
-        _score(
-            codec,
-            image,
-            reference,
-            record,
-            data,
-            image_hat,
-            info,
-            (encoded - start) / share,
-            (finished - encoded) / share,
+        score(
+            item, record, data, image_hat, (encoded - start) / share, (finished - encoded) / share
         )
-        for image, reference, record, (data, info), image_hat in zip(
-            images, references, records, coded, decoded, strict=True
-        )
+        for item, record, data, image_hat in zip(items, records, coded, decoded, strict=True)
     ]
-
-
-def _score(
-    codec: Codec,
-    image: np.ndarray,
-    reference: FidelityReference,
-    record: Record,
-    data: Any,
-    decoded: Any,
-    info: Mapping[str, Any],
-    encode_s: float,
-    decode_s: float,
-) -> tuple[Record, np.ndarray | None]:
-    """Check what a codec returned and fill the record's rate, times and fidelity metrics."""
-    try:
-        if not isinstance(data, bytes | bytearray):
-            raise CodecError(f"{codec.name}: encode returned {type(data).__name__}, not bytes")
-        if (
-            not isinstance(decoded, np.ndarray)
-            or decoded.dtype != np.uint8
-            or decoded.shape != image.shape
-        ):
-            got = (
-                f"{decoded.dtype} {decoded.shape}"
-                if isinstance(decoded, np.ndarray)
-                else type(decoded).__name__
-            )
-            raise CodecError(f"{codec.name}: decoder returned {got}, expected uint8 {image.shape}")
-        for key, value in info.items():
-            if key in SIDE_COLUMNS:
-                setattr(record, key, value)
-        record.bytes = len(data)
-        record.bpp = 8.0 * len(data) / (image.shape[0] * image.shape[1])
-        record.sha256 = hashlib.sha256(data).hexdigest()
-        record.encode_s, record.decode_s = encode_s, decode_s
-        began = time.perf_counter()
-        record.mse = reference.mse(decoded)
-        record.psnr_rgb = psnr_from_mse(record.mse)
-        try:
-            record.ssim_rgb, record.ms_ssim_rgb = reference.ssim_and_ms_ssim(decoded)
-            record.ms_ssim_db = ms_ssim_db(record.ms_ssim_rgb)
-        except MetricUndefined as exc:
-            record.ssim_rgb = getattr(exc, "ssim", None)
-            record.note = str(exc)
-        record.metrics_s = time.perf_counter() - began
-    except Exception as exc:  # a failing codec costs this record, never the run
-        record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
-        return record, None
-    return record, decoded
 
 
 def _measure_target(
     codec: Codec,
+    score: _Scorer,
     plan: CodecPlan,
-    image: np.ndarray,
-    reference: FidelityReference,
+    item: _Loaded,
     target: float,
     record: Record,
 ) -> tuple[Record, np.ndarray | None]:
     """Search the rate value for a target bpp on this image, then measure it like any rate
     point; the record keeps the target, the chosen value and, in ``note``, the search."""
-    record.target_bpp = target
+    image = item.sample.image
     pixels = image.shape[0] * image.shape[1]
     try:
         result = search_rate(
@@ -336,172 +361,130 @@ def _measure_target(
         record.status, record.error = ERROR, result.note
         return record, None
     record.rate = result.rate
-    record, decoded = _measure(codec, image, reference, result.rate, record)
+    record, decoded = _measure(codec, score, item, result.rate, record, {})
     searched = f"searched {len(result.probes)} {plan.rate_param} values"
     record.note = "; ".join(n for n in (record.note, searched, result.note) if n)
     return record, decoded
 
 
-_segmenter_cache: dict[tuple[str, str], Segmenter] = {}
-_reference_cache: dict[tuple[str, str], Confusion] = {}
+def _class_names(job: Job) -> tuple[str, ...]:
+    return tuple(job.dataset.class_names)
 
 
-def _segmenter_for(plan: SegmenterPlan) -> Segmenter:
-    key = (plan.name, plan.options_json)
-    if key not in _segmenter_cache:
-        _segmenter_cache[key] = construct(
-            import_target(plan.target), plan.options, f"segmenter {plan.name}"
-        )
-    return _segmenter_cache[key]
+def _inputs(job: Job, item: _Loaded, point: float, record: Record) -> dict[str, Any]:
+    """The codec's per-image inputs at a rate point; their hash goes into the record."""
+    source = job.plan.input_source
+    if source is None:
+        return {}
+    quality_map = source.build(item.sample, _class_names(job), point)
+    record.input_sha256 = map_sha256(quality_map)
+    return {QUALITY_MAP: quality_map}
 
 
-def _segment(
-    plan: SegmenterPlan,
-    sample: Sample,
-    dataset: str,
-    measured: list[tuple[Record, np.ndarray | None]],
-) -> None:
-    """Segment every reconstruction (and, once per image, the original) and fill the
-    records' mIoU, pixel accuracy, drop from the uncompressed image and confusion matrix."""
-    assert sample.label is not None
-    todo = [(record, decoded) for record, decoded in measured if decoded is not None]
-    key = (dataset, sample.id)
-    reference = _reference_cache.get(key)
-    images = [decoded for _, decoded in todo]
-    if reference is None:
-        images.insert(0, sample.image)
-    try:
-        segmenter = _segmenter_for(plan)
-        predictions: list[np.ndarray] = []
-        seconds: list[float] = []
-        for start in range(0, len(images), plan.batch_size):
-            chunk = images[start : start + plan.batch_size]
-            began = time.perf_counter()
-            predictions.extend(segmenter.predict_batch(chunk))
-            seconds.extend([(time.perf_counter() - began) / len(chunk)] * len(chunk))
-        k = len(plan.class_names)
-        if reference is None:
-            reference = confusion_matrix(sample.label, predictions.pop(0), k)
-            seconds.pop(0)
-            if len(_reference_cache) > 16:
-                _reference_cache.clear()
-            _reference_cache[key] = reference
-        reference_miou = mean_iou(reference)
-        for (record, _), prediction, spent in zip(todo, predictions, seconds, strict=True):
-            cm = confusion_matrix(sample.label, prediction, k)
-            record.confusion = encode_confusion(cm)
-            record.miou = mean_iou(cm)
-            record.pixel_accuracy = pixel_accuracy(cm)
-            record.miou_drop = reference_miou - record.miou
-            record.segment_s = spent
-    except Exception as exc:  # a failing model costs these records, never the run
-        for record, _ in todo:
-            record.status, record.error = ERROR, f"segmentation failed: {type(exc).__name__}: {exc}"
+def _load(job: Job, ref: SampleRef) -> _Loaded:
+    with_label = job.task is not None and job.task.needs_labels
+    source = job.plan.input_source
+    sample = job.dataset.load(ref, with_label=with_label or bool(source and source.needs_labels))
+    prepared: dict[str, Any] = {}
+    for metric in job.metrics:
+        if metric.preparation_key not in prepared:
+            prepared[metric.preparation_key] = metric.prepare(sample.image)
+    size = {
+        "height": sample.image.shape[0],
+        "width": sample.image.shape[1],
+        "conversion": sample.conversion,
+    }
+    return _Loaded(sample, prepared, size)
 
 
-@dataclass
-class _Loaded:
-    """One image of a task, read and ready to be coded."""
-
-    sample: Sample
-    reference: FidelityReference
-    size: dict[str, Any]
-
-
-def execute(task: Task) -> list[Record]:
-    """Code a task's images at every rate point; failures become error records.
+def execute(job: Job) -> list[Record]:
+    """Code a job's images at every rate point, score them; failures become error records.
 
     Same-shaped images go through ``Codec.encode_batch`` together when the codec takes
-    batches (``batch_size`` > 1); target-bpp searches run image by image.
+    batches (``batch_size`` > 1); target-bpp searches and codecs with per-image inputs run
+    image by image.
     """
-    plan = task.plan
-
-    def base(ref: SampleRef, **extra: Any) -> dict[str, Any]:
-        return {
-            "dataset": ref.dataset,
-            "image_id": ref.id,
-            "codec": plan.name,
-            "codec_version": plan.version,
-            "codec_options": plan.options_json,
-            "rate_param": plan.rate_param,
-            **extra,
-        }
-
-    def failed(ref: SampleRef, message: str, **extra: Any) -> list[Record]:
-        return [
-            Record(**base(ref, **extra), **plan.point_fields(p), status=ERROR, error=message)
-            for p in task.points
-        ]
-
+    plan = job.plan
     if not plan.usable:
         message = f"{plan.name} is not usable here: {plan.unusable_reason}"
-        return [r for ref in task.refs for r in failed(ref, message)]
+        return [r for ref in job.refs for r in job.failed(ref, message)]
     records: list[Record] = []
     loaded: dict[str, _Loaded] = {}
-    for ref in task.refs:
+    refs = {ref.id: ref for ref in job.refs}
+    needs_labels = job.task is not None and job.task.needs_labels
+    for ref in job.refs:
         try:
-            sample = task.dataset.load(ref, with_label=task.segmenter is not None)
+            item = _load(job, ref)
         except Exception as exc:
-            records += failed(ref, f"{type(exc).__name__}: {exc}")
+            records += job.failed(ref, f"{type(exc).__name__}: {exc}")
             continue
-        size = {
-            "height": sample.image.shape[0],
-            "width": sample.image.shape[1],
-            "conversion": sample.conversion,
-        }
-        if task.segmenter is not None and sample.label is None:
-            records += failed(
+        if needs_labels and item.sample.label is None:
+            records += job.failed(
                 ref,
-                f"{ref.path} has no label map; segmentation needs one for every image "
-                "(cityscapes train/val, or folder with --label-dir)",
+                f"{ref.path} has no label map; the {job.task.name if job.task else ''} task "
+                "needs one for every image (cityscapes train/val, or folder with --label-dir)",
+                **item.size,
             )
             continue
-        try:
-            loaded[ref.id] = _Loaded(sample, FidelityReference(sample.image), size)
-        except Exception as exc:
-            records += failed(ref, f"{type(exc).__name__}: {exc}", **size)
-    refs = {ref.id: ref for ref in task.refs}
+        loaded[ref.id] = item
     try:
         codec = _codec_for(plan)
     except Exception as exc:
         for image_id, item in loaded.items():
-            records += failed(refs[image_id], f"{type(exc).__name__}: {exc}", **item.size)
+            records += job.failed(refs[image_id], f"{type(exc).__name__}: {exc}", **item.size)
         return records
+    score = _Scorer(codec, job.metrics)
+    one_by_one = bool(plan.targets) or plan.input_source is not None
     measured: dict[str, list[tuple[Record, np.ndarray | None]]] = {i: [] for i in loaded}
-    for group in _same_shape(loaded, 1 if plan.targets else codec.batch_size):
-        for point in task.points:
-            fresh = [
-                Record(**base(refs[i], **loaded[i].size), **plan.point_fields(point)) for i in group
-            ]
+    for group in _same_shape(loaded, 1 if one_by_one else codec.batch_size):
+        for point in job.points:
+            fresh = [job.record(refs[i], point, **loaded[i].size) for i in group]
             if plan.targets:
                 results = [
-                    _measure_target(
-                        codec, plan, loaded[i].sample.image, loaded[i].reference, point, record
-                    )
+                    _measure_target(codec, score, plan, loaded[i], point, record)
                     for i, record in zip(group, fresh, strict=True)
                 ]
             elif len(group) == 1:
-                item = loaded[group[0]]
-                results = [_measure(codec, item.sample.image, item.reference, point, fresh[0])]
+                item, record = loaded[group[0]], fresh[0]
+                try:
+                    inputs = _inputs(job, item, point, record)
+                except Exception as exc:  # a missing mask costs this record
+                    record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
+                    results = [(record, None)]
+                else:
+                    results = [_measure(codec, score, item, point, record, inputs)]
             else:
-                results = _measure_batch(
-                    codec,
-                    [loaded[i].sample.image for i in group],
-                    [loaded[i].reference for i in group],
-                    point,
-                    fresh,
-                )
+                results = _measure_batch(codec, score, [loaded[i] for i in group], point, fresh)
             for image_id, result in zip(group, results, strict=True):
                 measured[image_id].append(result)
     for image_id, results in measured.items():
-        if task.segmenter is not None:
-            _segment(task.segmenter, loaded[image_id].sample, refs[image_id].dataset, results)
+        if job.task is not None:
+            _score_task(_task_for(job.task), loaded[image_id].sample, results)
         records += [record for record, _ in results]
     return records
 
 
+def _score_task(
+    task: Task, sample: Sample, measured: list[tuple[Record, np.ndarray | None]]
+) -> None:
+    """The task's columns for every reconstruction of one image."""
+    todo = [(record, decoded) for record, decoded in measured if decoded is not None]
+    if not todo:
+        return
+    for record, _ in todo:
+        record.values.update({column.name: None for column in task.record_columns})
+    try:
+        scored = task.score(sample, [decoded for _, decoded in todo])
+        for (record, _), values in zip(todo, scored, strict=True):
+            record.values.update(values)
+    except Exception as exc:  # a failing model costs these records, never the run
+        for record, _ in todo:
+            record.status = ERROR
+            record.error = f"{task.name} failed: {type(exc).__name__}: {exc}"
+
+
 def _same_shape(loaded: Mapping[str, _Loaded], batch_size: int) -> list[list[str]]:
-    """Image ids in groups of at most ``batch_size`` sharing one shape, in task order."""
+    """Image ids in groups of at most ``batch_size`` sharing one shape, in job order."""
     by_shape: dict[tuple[int, ...], list[str]] = {}
     for image_id, item in loaded.items():
         by_shape.setdefault(item.sample.image.shape, []).append(image_id)
@@ -509,86 +492,17 @@ def _same_shape(loaded: Mapping[str, _Loaded], batch_size: int) -> list[list[str
     return [ids[i : i + size] for ids in by_shape.values() for i in range(0, len(ids), size)]
 
 
-# --- scheduling ------------------------------------------------------------------------------
-
-
-def _crashed(task: Task, detail: str) -> list[Record]:
-    names = ", ".join(ref.id for ref in task.refs)
+def crashed(job: Job, detail: str) -> list[Record]:
+    """Error records of a job whose worker process died."""
+    names = ", ".join(ref.id for ref in job.refs)
     message = (
-        f"the worker process died while coding {names} with {task.plan.name} ({detail}); "
+        f"the worker process died while coding {names} with {job.plan.name} ({detail}); "
         "the codec crashed on this input"
     )
-    return [
-        Record(
-            dataset=ref.dataset,
-            image_id=ref.id,
-            codec=task.plan.name,
-            codec_version=task.plan.version,
-            codec_options=task.plan.options_json,
-            rate_param=task.plan.rate_param,
-            **task.plan.point_fields(p),
-            status=ERROR,
-            error=message,
-        )
-        for ref in task.refs
-        for p in task.points
-    ]
+    return [r for ref in job.refs for r in job.failed(ref, message)]
 
 
-def _in_pool(tasks: list[Task], workers: int) -> Iterator[list[Record]]:
-    """Run tasks with at most ``workers`` in flight; a crashed worker costs only its task.
-
-    When a worker dies (a segfault in a codec library), the tasks that were in flight are
-    retried one at a time in a fresh process; one that kills it again is recorded as failed.
-    """
-    queue = list(reversed(tasks))
-    suspects: list[Task] = []
-    context = multiprocessing.get_context("spawn")
-    while queue or suspects:
-        if suspects:
-            task = suspects.pop()
-            with ProcessPoolExecutor(
-                1, mp_context=context, initializer=keep_freed_arrays_mapped
-            ) as solo:
-                try:
-                    yield solo.submit(execute, task).result()
-                except BrokenProcessPool as exc:
-                    yield _crashed(task, str(exc) or "BrokenProcessPool")
-            continue
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=keep_freed_arrays_mapped
-        ) as pool:
-            running: dict[Future[list[Record]], Task] = {}
-            broken = False
-            while (queue and not broken) or running:
-                while queue and not broken and len(running) < workers:
-                    task = queue.pop()
-                    try:
-                        running[pool.submit(execute, task)] = task
-                    except BrokenProcessPool:
-                        # A worker died after the last wait returned; this task never ran.
-                        queue.append(task)
-                        broken = True
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task = running.pop(future)
-                    try:
-                        yield future.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        suspects.append(task)
-            if broken:
-                log.warning(
-                    "a worker process died; retrying %d task(s) one at a time", len(suspects)
-                )
-
-
-def _serial(tasks: list[Task]) -> Iterator[list[Record]]:
-    keep_freed_arrays_mapped()
-    for task in tasks:
-        yield execute(task)
+# --- planning and the run --------------------------------------------------------------------
 
 
 @dataclass
@@ -602,60 +516,65 @@ class RunResult:
     plots: list[Path] = field(default_factory=list)
 
 
-def run(
+def _expected_key(
+    job_like: Job, ref: SampleRef, point: float, input_sha256: str
+) -> tuple[Any, ...]:
+    return job_like.record(ref, point, input_sha256=input_sha256).key
+
+
+def _input_hashes(
+    dataset: Dataset, ref: SampleRef, plan: CodecPlan, with_label: bool
+) -> dict[float, str]:
+    """The hash of the quality map each rate point of ``plan`` will give ``ref`` (for a
+    resume to tell whether a stored record was made with the same map)."""
+    source = plan.input_source
+    if source is None:
+        return {}
+    try:
+        sample = dataset.load(ref, with_label=with_label or source.needs_labels)
+        names = tuple(dataset.class_names)
+        return {p: map_sha256(source.build(sample, names, p)) for p in plan.points}
+    except Exception:  # the job will fail and say why
+        return {}
+
+
+def _plan_jobs(
     dataset: Dataset,
+    refs: Sequence[SampleRef],
     plans: Sequence[CodecPlan],
-    out_dir: Path,
-    *,
-    workers: int = 0,
-    limit: int | None = None,
-    resume: bool = False,
-    argv: Iterable[str] | None = None,
-    progress: Callable[[int, int, list[Record]], None] | None = None,
-    segmenter: SegmenterPlan | None = None,
-) -> RunResult:
-    """Sweep ``plans`` over ``dataset`` into ``out_dir``.
-
-    With a ``segmenter`` every reconstruction is also segmented and scored against the
-    dataset's labels, and the uncompressed images (codec ``none``) are added as the reference.
-
-    Args:
-        workers: processes to code in; 0 codes in this process (no crash isolation).
-        limit: only the first N images of the dataset.
-        resume: continue a run in ``out_dir``, redoing only what did not succeed.
-        progress: called after each task with (tasks done, tasks total, its records).
-    """
-    if segmenter is not None:
-        if not dataset.class_names:
-            raise UsageError(
-                f"dataset {dataset.tag} has no labels; segmentation needs a labelled dataset "
-                "(cityscapes train/val, or folder with --label-dir and --num-classes)"
-            )
-        if len(dataset.class_names) != len(segmenter.class_names):
-            raise UsageError(
-                f"segmenter {segmenter.name} predicts {len(segmenter.class_names)} classes but "
-                f"{dataset.tag} has {len(dataset.class_names)}"
-            )
-        if not any(p.name == REFERENCE_CODEC for p in plans):
-            plans = [plan_codec(REFERENCE_CODEC), *plans]
-    refs = dataset.refs()[:limit] if limit else dataset.refs()
-    store = RunStore(out_dir, resume=resume)
-    done = store.done_keys()
-    tasks: list[Task] = []
+    metrics: tuple[Metric, ...],
+    task: Task | None,
+    done: set[tuple[Any, ...]],
+) -> list[Job]:
+    """Jobs for everything not done yet: per image and codec, or batches of images for
+    codecs that take batches."""
+    jobs: list[Job] = []
     waiting: dict[str, list[tuple[SampleRef, tuple[float, ...]]]] = {}
+    done_codecs = {key[2] for key in done}
 
     def flush(plan: CodecPlan) -> None:
         batch = waiting.pop(plan.name, [])
         if batch:
-            tasks.append(Task(dataset, tuple(r for r, _ in batch), plan, batch[0][1], segmenter))
+            refs_ = tuple(r for r, _ in batch)
+            jobs.append(Job(dataset, refs_, plan, batch[0][1], metrics, task))
 
     for ref in refs:
         for plan in plans:
-            todo = tuple(p for p in plan.points if (ref.dataset, ref.id, plan.name, p) not in done)
+            probe = Job(dataset, (ref,), plan, plan.points, metrics, task)
+            hashes = (
+                _input_hashes(dataset, ref, plan, bool(task and task.needs_labels))
+                if plan.input_source is not None and plan.name in done_codecs
+                else {}
+            )
+            todo = tuple(
+                p
+                for p in plan.points
+                if _expected_key(probe, ref, p, hashes.get(p, "")) not in done
+            )
             if not todo:
                 continue
-            if plan.batch_size <= 1 or plan.targets:
-                tasks.append(Task(dataset, (ref,), plan, todo, segmenter))
+            if plan.batch_size <= 1 or plan.targets or plan.input_source is not None:
+                jobs.append(Job(dataset, (ref,), plan, todo, metrics, task))
                 continue
             if waiting.get(plan.name) and waiting[plan.name][0][1] != todo:
                 flush(plan)
@@ -664,74 +583,143 @@ def run(
                 flush(plan)
     for plan in plans:
         flush(plan)
-    manifest: dict[str, Any] = {
-        "command": " ".join(argv if argv is not None else sys.argv),
-        "started": now(),
-        "status": "running",
-        "resumed": resume and bool(done),
-        "software": software(),
-        "git": git_state(),
-        "machine": machine(),
-        "dataset": dataset.provenance(),
-        "images": [ref.id for ref in refs],
-        "image_files": {ref.id: str(ref.path) for ref in refs},
-        "label_files": {ref.id: str(ref.label_path) for ref in refs if ref.label_path},
-        "workers": workers,
-        "task": "segmentation" if segmenter else "compression",
-        "segmenter": (
-            {
-                **segmenter.provenance,
-                "class_names": list(segmenter.class_names),
-                "target": segmenter.target,
-                "options": json.loads(segmenter.options_json),
-            }
-            if segmenter
-            else None
-        ),
-        "codecs": {
-            p.name: {
-                "version": p.version,
-                "options": dict(p.options),
-                "target": p.target,
-                "rate_param": p.rate_param,
-                "rates": list(p.rates),
-                "target_bpp": list(p.targets),
-                "target_mode": p.target_mode if p.targets else None,
-                "usable": p.usable,
-                "unusable_reason": p.unusable_reason,
-                **dict(p.provenance),
-            }
+    return jobs
+
+
+def run(
+    dataset: Dataset,
+    plans: Sequence[CodecPlan],
+    out_dir: Path,
+    *,
+    workers: int = 0,
+    executor: Executor | None = None,
+    metrics: Sequence[Metric] | None = None,
+    task: Task | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    argv: Iterable[str] | None = None,
+    progress: Callable[[int, int, list[Record]], None] | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """Sweep ``plans`` over ``dataset`` into ``out_dir``.
+
+    With a ``task`` (e.g. segmentation) every reconstruction is also given to it and scored,
+    and the uncompressed images (codec ``none``) are added as its reference.
+
+    Args:
+        workers: processes to code in (the default executor); 0 codes in this process.
+        executor: runs the jobs instead (``bench.executors``).
+        metrics: what to score (default: PSNR, SSIM, MS-SSIM).
+        limit: only the first N images of the dataset.
+        resume: continue a run in ``out_dir``, redoing only what did not succeed or was
+            made under other options, metrics, inputs or task.
+        progress: called after each job with (jobs done, jobs total, its records).
+        dataset_options: the options ``dataset`` was opened with (kept in the manifest so
+            that the report can reopen it).
+    """
+    chosen = tuple(metrics) if metrics is not None else tuple(create_metrics())
+    if task is not None:
+        task.check(dataset)
+        if not any(p.name == task.reference_codec for p in plans):
+            plans = [plan_codec(task.reference_codec), *plans]
+    for plan in plans:
+        if plan.input_source is not None:
+            plan.input_source.check(tuple(dataset.class_names), dataset.tag)
+    refs = dataset.refs()[:limit] if limit else dataset.refs()
+    value_columns = [c.name for m in chosen for c in m.record_columns]
+    if task is not None:
+        value_columns += [c.name for c in task.record_columns]
+    store = RunStore(out_dir, resume=resume, value_columns=value_columns)
+    done = store.done_keys()
+    jobs = _plan_jobs(dataset, refs, plans, chosen, task, done)
+    runner = executor or local(workers)
+    manifest = RunManifest(
+        command=" ".join(argv if argv is not None else sys.argv),
+        started=now(),
+        status="running",
+        resumed=resume and bool(done),
+        software=software(),
+        git=git_state(),
+        machine=machine(),
+        dataset=dict(dataset.provenance()),
+        dataset_options={k: v for k, v in (dataset_options or {}).items() if k != "download"},
+        images=[ref.id for ref in refs],
+        image_files={ref.id: str(ref.path) for ref in refs},
+        label_files={ref.id: str(ref.label_path) for ref in refs if ref.label_path},
+        workers=workers,
+        executor=runner.name,
+        metrics=[m.name for m in chosen],
+        metric_provenance={m.name: m.provenance() for m in chosen if m.provenance()},
+        task=task.name if task else "compression",
+        segmenter=task.provenance() if task else None,
+        codecs={
+            p.name: CodecEntry(
+                version=p.version,
+                options=dict(p.options),
+                target=p.target,
+                rate_param=p.rate_param,
+                rates=list(p.rates),
+                target_bpp=list(p.targets),
+                target_mode=p.target_mode if p.targets else None,
+                usable=p.usable,
+                unusable_reason=p.unusable_reason,
+                codec_input=p.codec_input,
+                provenance=dict(p.provenance),
+            )
             for p in plans
         },
-    }
-    store.write_manifest(manifest)
+    )
+    write_manifest(store.directory, manifest)
     for plan in plans:
         if not plan.usable:
             log.warning("%s is not usable here: %s", plan.name, plan.unusable_reason)
     status = "finished"
     try:
-        stream = _in_pool(tasks, workers) if workers > 0 else _serial(tasks)
+        stream = runner.map(jobs, execute, crashed)
         for count, records in enumerate(stream, start=1):
             store.add(records)
             if progress:
-                progress(count, len(tasks), records)
+                progress(count, len(jobs), records)
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
-        result = _finish(store, manifest, status, refs, plans)
+        result = _finish(store, manifest, status, refs, plans, chosen, task)
     return result
 
 
 def _finish(
     store: RunStore,
-    manifest: dict[str, Any],
+    manifest: RunManifest,
     status: str,
     refs: list[SampleRef],
     plans: Sequence[CodecPlan],
+    metrics: Sequence[Metric],
+    task: Task | None,
 ) -> RunResult:
     """Write the sorted Parquet, aggregates, plots and the final manifest."""
     store.close()
+    wanted = {
+        (ref.dataset, ref.id, plan.name, TARGET_BPP if plan.targets else RATE_VALUE, point)
+        for ref in refs
+        for plan in plans
+        for point in plan.points
+    }
+    options = {plan.name: plan.options_json for plan in plans}
+    names, identity = metric_names(metrics), task.identity if task else ""
+    set_aside = store.keep_only(
+        wanted,
+        lambda r: (
+            options.get(r.codec) == r.codec_options and r.metrics == names and r.task == identity
+        ),
+    )
+    if set_aside:
+        log.warning(
+            "%d record(s) made under other options, data or rate points than this run were "
+            "moved to %s",
+            set_aside,
+            SUPERSEDED_CSV,
+        )
     image_order = {ref.id: i for i, ref in enumerate(refs)}
     codec_order = {p.name: i for i, p in enumerate(plans)}
     rate_order = {(p.name, r): i for p in plans for i, r in enumerate(p.points)}
@@ -739,25 +727,21 @@ def _finish(
         store.final_records(),
         key=lambda r: (
             codec_order.get(r.codec, len(codec_order)),
-            rate_order.get((r.codec, r.key[3]), 0),
+            rate_order.get((r.codec, r.point), 0),
             image_order.get(r.image_id, len(image_order)),
         ),
     )
     store.records = records
     store.write_parquet()
-    segmenter = manifest.get("segmenter") or {}
     plots: list[Path] = []
     try:
-        _, plots = write_outputs(
-            records, store.directory, segmenter.get("class_names", ()), manifest["dataset"]["tag"]
-        )
+        _, plots = write_outputs(records, store.directory, metrics, task, manifest.dataset_tag)
     except Exception as exc:  # a plotting failure must not lose the run's numbers
         log.error("could not write the aggregates and plots: %s", exc)
     failed = sum(1 for r in records if not r.ok)
-    manifest.update(
-        status=status, ended=now(), records={"ok": len(records) - failed, "error": failed}
-    )
-    store.write_manifest(manifest)
+    manifest.status, manifest.ended = status, now()
+    manifest.records = {"ok": len(records) - failed, "error": failed}
+    write_manifest(store.directory, manifest)
     try:
         from bench.report import write_report
 
@@ -765,3 +749,16 @@ def _finish(
     except Exception as exc:  # the report is derived; its failure must not lose the run
         log.error("could not write the report (bench report %s retries): %s", store.directory, exc)
     return RunResult(store.directory, records, status, store.directory / AGGREGATES_CSV, plots)
+
+
+__all__ = [
+    "REFERENCE_CODEC",
+    "CodecPlan",
+    "Job",
+    "RunResult",
+    "crashed",
+    "execute",
+    "plan_codec",
+    "plan_segmenter",
+    "run",
+]

@@ -4,8 +4,11 @@ Layout of ``RUN_DIR``:
     manifest.json      how the numbers were made (command, versions, machine, git, times)
     records.csv        one row per (image, codec, rate point), appended as each completes
     records.parquet    the same rows, rewritten at checkpoints and at the end
+    records.superseded.csv  records a resumed run set aside: made under other codec
+                       options, metrics, inputs, task, data or rate points
     aggregates.csv     one row per (codec, rate point)
     per_class_iou.csv  per-class IoU per rate point (when segmentation ran)
+    bd.csv             BD-rate and BD-quality of every ordered codec pair, per BD metric
     plots/             rd_psnr, rd_ms_ssim (and rd_miou) as PNG and SVG
     report.html        the self-contained HTML report (``bench report RUN_DIR``)
 """
@@ -13,26 +16,30 @@ Layout of ``RUN_DIR``:
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from bench.errors import UsageError
 from bench.records import (
-    COLUMNS,
     INT_COLUMNS,
     TEXT_COLUMNS,
     Record,
+    as_dict,
+    columns,
     latest_per_key,
     read_csv,
     to_row,
+    value_columns,
 )
 
 RECORDS_CSV = "records.csv"
 RECORDS_PARQUET = "records.parquet"
-MANIFEST = "manifest.json"
+SUPERSEDED_CSV = "records.superseded.csv"
+"""Records a resumed run replaced or no longer covers (other options, data, rate points)."""
+MANIFEST = "manifest.json"  # written and read by bench.manifest
 AGGREGATES_CSV = "aggregates.csv"
 CLASS_TABLE_CSV = "per_class_iou.csv"
 PLOTS = "plots"
@@ -53,21 +60,26 @@ def write_parquet(records: list[Record], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist([vars(r) for r in records], schema=_schema())
+    names = columns(value_columns(records))
+    table = pa.Table.from_pylist([as_dict(r) for r in records], schema=_schema(names, records))
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
 
 
-def _schema() -> Any:
+def _schema(names: list[str], records: list[Record]) -> Any:
+    """Text, integer or float per column; a metric or task column is text when any of its
+    values is text (e.g. a confusion matrix), else float."""
     import pyarrow as pa
 
+    text = {k for r in records for k, v in r.values.items() if isinstance(v, str)}
+
     def kind(column: str) -> Any:
-        if column in TEXT_COLUMNS:
+        if column in TEXT_COLUMNS or column in text:
             return pa.string()
         return pa.int64() if column in INT_COLUMNS else pa.float64()
 
-    return pa.schema([(c, kind(c)) for c in COLUMNS])
+    return pa.schema([(c, kind(c)) for c in names])
 
 
 class RunStore:
@@ -77,10 +89,13 @@ class RunStore:
     reopens such a directory and reports what is already done.
     """
 
-    def __init__(self, directory: Path, *, resume: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, resume: bool = False, value_columns: list[str] | None = None
+    ) -> None:
         self.directory = directory
         self.csv_path = directory / RECORDS_CSV
         self.records: list[Record] = []
+        wanted = list(value_columns or [])
         if self.csv_path.exists() and self.csv_path.stat().st_size > 0:
             if not resume:
                 raise UsageError(
@@ -90,24 +105,29 @@ class RunStore:
             self.records = read_csv(self.csv_path)
             with self.csv_path.open(newline="") as handle:
                 header = next(csv.reader(handle), [])
-            if header != COLUMNS:  # written by another bench version: rewrite in today's columns
+            held = [c for c in header if c not in columns()]
+            self.columns = columns(list(dict.fromkeys([*held, *wanted])))
+            if header != self.columns:  # other metrics or another bench version: rewrite
                 tmp = self.csv_path.with_name(f".{RECORDS_CSV}.tmp")
                 with tmp.open("w", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+                    writer = csv.DictWriter(handle, fieldnames=self.columns)
                     writer.writeheader()
                     writer.writerows(to_row(r) for r in self.records)
                 tmp.replace(self.csv_path)
+        else:
+            self.columns = columns(wanted)
         directory.mkdir(parents=True, exist_ok=True)
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         self._handle: IO[str] = self.csv_path.open("a", newline="")
-        self._writer = csv.DictWriter(self._handle, fieldnames=COLUMNS)
+        self._writer = csv.DictWriter(self._handle, fieldnames=self.columns, extrasaction="ignore")
         if new_file:
             self._writer.writeheader()
             self._handle.flush()
         self._last_parquet = time.monotonic()
 
-    def done_keys(self) -> set[tuple[str, str, str, float]]:
-        """Keys of the records that succeeded (failed ones are tried again on resume)."""
+    def done_keys(self) -> set[tuple[object, ...]]:
+        """Keys of the records that succeeded (failed ones, and those made under other
+        options, metrics, inputs or task, are done again on resume)."""
         return {r.key for r in self.records if r.ok}
 
     def add(self, records: list[Record]) -> None:
@@ -121,15 +141,46 @@ class RunStore:
             self.write_parquet()
 
     def final_records(self) -> list[Record]:
-        """The latest record per key (a resumed run's retry replaces the earlier failure)."""
+        """The latest record per slot (a resumed run's retry replaces the earlier failure)."""
         return latest_per_key(self.records)
+
+    def keep_only(
+        self, slots: set[tuple[str, str, str, str, float]], current: Callable[[Record], bool]
+    ) -> int:
+        """Keep in records.csv only the latest record of each of ``slots`` that is
+        ``current`` (made under this run's options); move every other record (replaced by a
+        later one, made under other options, or outside this run's sweep) to
+        ``records.superseded.csv``. Call after ``close``. Returns how many were moved."""
+        latest = {record.slot: record for record in self.records if current(record)}
+        kept = [r for r in self.records if r.slot in slots and latest.get(r.slot) is r]
+        moved = [r for r in self.records if not (r.slot in slots and latest.get(r.slot) is r)]
+        if not moved:
+            return 0
+        aside = self.directory / SUPERSEDED_CSV
+        names = columns(value_columns([*moved, *self._superseded(aside)]))
+        old = self._superseded(aside)
+        tmp = aside.with_name(f".{aside.name}.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=names, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(to_row(r) for r in [*old, *moved])
+        tmp.replace(aside)
+        tmp = self.csv_path.with_name(f".{RECORDS_CSV}.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(to_row(r) for r in kept)
+        tmp.replace(self.csv_path)
+        self.records = kept
+        return len(moved)
+
+    @staticmethod
+    def _superseded(path: Path) -> list[Record]:
+        return read_csv(path) if path.is_file() else []
 
     def write_parquet(self) -> None:
         write_parquet(self.final_records(), self.directory / RECORDS_PARQUET)
         self._last_parquet = time.monotonic()
-
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_atomic(self.directory / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
 
     def close(self) -> None:
         self._handle.close()

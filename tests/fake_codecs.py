@@ -1,14 +1,19 @@
-"""Misbehaving codecs for the runner's bad-input tests (imported by worker processes too)."""
+"""Misbehaving and toy codecs and a toy segmenter for the runner's tests (imported by worker
+processes too)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import zlib
+from collections.abc import Sequence
 
 import numpy as np
 
-from bench.codecs.base import Availability, Ceiling, Codec, Image, RateScale
+from bench.codecs.base import Availability, Ceiling, Codec, CodecInputs, Image, RateScale
+from bench.codecs.inputs import QualityMapSource
 from bench.errors import CodecError
+from bench.tasks.base import Segmenter
 
 
 class _Base(Codec):
@@ -57,3 +62,57 @@ class Segfaulting(_Base):
         if os.environ.get("BENCH_TEST_SEGFAULT_ID") == str(int(image[:4, :4].sum())):
             os.kill(os.getpid(), signal.SIGSEGV)
         return super().encode(image, rate)
+
+
+class QualityMapCodec(_Base):
+    """Takes a per-image quality map: each pixel is quantised with a step that falls as its
+    quality rises (ROI pixels finer). The map travels in the bitstream at full resolution."""
+
+    name = "qmap"
+    rate_scale = RateScale("q", 0, 1, quality_rises=True, integer=False)
+    ceiling = None
+    inputs = ("quality_map",)
+
+    def __init__(self, *, roi: str = "uniform", background: float = 0.0) -> None:
+        super().__init__()
+        self.roi, self.background = roi, float(background)
+        self.options = {"roi": roi, "background": self.background}
+
+    def input_source(self) -> QualityMapSource:
+        return QualityMapSource.parse(self.roi, self.background)
+
+    def encode(self, image: Image, rate: float) -> bytes:
+        return self.encode_with(image, rate, {"quality_map": np.full(image.shape[:2], rate)})
+
+    def encode_with(self, image: Image, rate: float, inputs: CodecInputs) -> bytes:
+        quality = np.asarray(inputs["quality_map"], dtype=np.float32)
+        levels = np.round(quality * 255).astype(np.uint8)
+        step = (64 - 63 * quality)[..., None]
+        coarse = np.clip(np.round(image / step) * step, 0, 255).astype(np.uint8)
+        header = np.array(image.shape[:2], dtype=">u4").tobytes()
+        return header + zlib.compress(levels.tobytes() + coarse.tobytes(), 9)
+
+    def decode(self, data: bytes) -> Image:
+        h, w = (int(v) for v in np.frombuffer(data[:8], dtype=">u4"))
+        raw = zlib.decompress(data[8:])
+        return np.frombuffer(raw[h * w :], dtype=np.uint8).reshape(h, w, 3)
+
+
+class ConstantSegmenter(Segmenter):
+    """Predicts one class everywhere (``label`` option), for task tests without weights."""
+
+    name = "constant"
+    class_names = ("class 0", "class 1", "class 2")
+
+    def __init__(self, *, label: int = 0, device: str = "cpu") -> None:
+        self.label = int(label)
+
+    @classmethod
+    def availability(cls) -> Availability:
+        return Availability(True, "constant 1.0")
+
+    def predict_batch(self, images: Sequence[Image]) -> list[np.ndarray]:
+        return [np.full(image.shape[:2], self.label, np.uint8) for image in images]
+
+    def provenance(self) -> dict[str, object]:
+        return {"name": self.name, "label": self.label}

@@ -337,8 +337,7 @@ def record(image: str, codec: str, rate: float, bpp: float, psnr: float, **extra
         bytes=round(bpp * 64 * 64 / 8),
         height=64,
         width=64,
-        psnr_rgb=psnr,
-        ms_ssim_db=psnr / 3,
+        values={"mse": 255.0**2 / 10 ** (psnr / 10), "psnr_rgb": psnr, "ms_ssim_db": psnr / 3},
         **extra,
     )
 
@@ -462,7 +461,7 @@ def test_bd_matrix_on_aggregates(package, method):
 
 def test_bd_matrix_of_three_real_codecs_has_every_ordered_pair(kodak_run):
     third = [
-        Record(**{**r.__dict__, "codec": "webp-copy", "bpp": r.bpp * 0.9})
+        Record(**{**r.__dict__, "values": dict(r.values), "codec": "webp-copy", "bpp": r.bpp * 0.9})
         for r in kodak_run
         if r.codec == "webp"
     ]

@@ -51,16 +51,18 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
 
 
 def edit_csv(path: Path, match: dict[str, str], **changes: object) -> int:
-    """Set columns of the rows of a CSV that match; returns how many rows matched."""
+    """Set columns of the rows of a CSV that match (adding columns it lacks); returns how many
+    rows matched."""
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames or []), list(reader)
+    columns += [c for c in changes if c not in columns]
     hits = [row for row in rows if all(row[k] == v for k, v in match.items())]
     for row in hits:
         for column, change in changes.items():
             row[column] = repr(change(float(row[column]))) if callable(change) else str(change)
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
     return len(hits)

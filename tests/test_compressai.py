@@ -52,7 +52,7 @@ def test_decoded_image_is_the_models_own_reconstruction(name, crop):
     expected = expected.to(torch.uint8).permute(1, 2, 0).numpy()
     assert np.array_equal(codec.decode(data), expected)
     assert len(data) == parsed["header_bytes"] + sum(4 + len(s[0]) for s in direct["strings"])
-    info = codec.encode_info
+    info = data.info  # what the encoder measured travels with the bytes
     assert info["padding"] == "15,16,31,31" and info["header_bytes"] == parsed["header_bytes"]
     assert info["bpp_estimated"] > 0
 
@@ -273,13 +273,14 @@ def test_a_batch_gives_each_image_the_bytes_it_gets_alone(name, kodim):
     images = [np.ascontiguousarray(kodim(n)[:128, :192]) for n in (1, 2, 3)]
     codec = create_codec(name, {"weights": "random", "batch_size": 3})
     coded = codec.encode_batch(images, 2)
-    for image, (data, info) in zip(images, coded, strict=True):
-        assert data == codec.encode(image, 2)
-        assert info == codec.encode_info
-    decoded = codec.decode_batch([data for data, _ in coded])
-    for (data, _), image_hat in zip(coded, decoded, strict=True):
+    for image, data in zip(images, coded, strict=True):
+        alone = codec.encode(image, 2)
+        assert data == alone
+        assert data.info == alone.info
+    decoded = codec.decode_batch(coded)
+    for data, image_hat in zip(coded, decoded, strict=True):
         assert np.array_equal(image_hat, codec.decode(data))
-    mixed = codec.decode_batch([coded[0][0], codec.encode(images[1][:64, :64], 3)])
+    mixed = codec.decode_batch([coded[0], codec.encode(images[1][:64, :64], 3)])
     assert mixed[0].shape == (128, 192, 3) and mixed[1].shape == (64, 64, 3)
 
 
@@ -293,7 +294,7 @@ def test_a_batched_run_records_what_an_unbatched_run_records(kodak, tmp_path):
         assert plan.batch_size == batch
         result = run(dataset, [plan], tmp_path / f"b{batch}", workers=0, limit=4)
         assert all(r.ok for r in result.records), [r.error for r in result.records]
-        runs[batch] = {r.key: (r.sha256, r.psnr_rgb, r.bpp_estimated) for r in result.records}
+        runs[batch] = {r.slot: (r.sha256, r.psnr_rgb, r.bpp_estimated) for r in result.records}
     assert runs[1].keys() == runs[3].keys() and len(runs[1]) == 8  # kodim04 is portrait
     for key, (sha256, psnr, estimated) in runs[1].items():
         assert runs[3][key][:2] == (sha256, psnr)  # the same bytes and reconstruction

@@ -59,7 +59,7 @@ def test_mmseg_in_a_segmentation_sweep(checkpoint, cityscapes_root, tmp_path):
         tmp_path / "run",
         workers=0,
         limit=1,
-        segmenter=segmenter,
+        task=segmenter,
     )
     assert [r.codec for r in result.records] == ["none", "jpeg"]
     assert all(r.ok and r.confusion.startswith("19:") for r in result.records)

@@ -501,7 +501,7 @@ def test_segmentation_run_has_miou_plot_class_table_and_overlays(
     segmenter = plan_segmenter("espnet", {"weights": str(espnet_weights)})
     out = tmp_path / "run"
     run(dataset, [plan_codec("jpeg", rates=[10, 60])], out, workers=0, limit=1,
-        segmenter=segmenter)  # fmt: skip
+        task=segmenter)  # fmt: skip
     page = Page(write_report(out).read_text())
     assert "per-class" in page.sections
     assert page.svgs == 3  # PSNR, MS-SSIM and mIoU

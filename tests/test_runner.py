@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from bench import runner
+from bench import executors
 from bench.codecs import CODECS, create_codec
 from bench.curves import read_aggregates
 from bench.datasets.kodak import KodakDataset
@@ -264,7 +264,9 @@ class _PoolBrokenOnSecondSubmit:
 
 
 def test_a_pool_that_breaks_between_wait_and_submit_loses_no_task(monkeypatch):
-    monkeypatch.setattr(runner, "ProcessPoolExecutor", _PoolBrokenOnSecondSubmit)
-    monkeypatch.setattr(runner, "execute", lambda task: [f"done {task}"])
-    done = [record for records in runner._in_pool(["a", "b", "c", "d"], 2) for record in records]
+    monkeypatch.setattr(executors, "ProcessPoolExecutor", _PoolBrokenOnSecondSubmit)
+    jobs = executors.in_pool(
+        ["a", "b", "c", "d"], 2, lambda job: [f"done {job}"], lambda job, why: [f"lost {job}"]
+    )
+    done = [record for records in jobs for record in records]
     assert sorted(done) == ["done a", "done b", "done c", "done d"]

@@ -136,7 +136,7 @@ def test_jpeg_sweep_mIoU_falls_with_bpp(espnet_weights, cityscapes_root, tmp_pat
         [plan_codec("jpeg", rates=[5, 25, 90])],
         tmp_path / "run",
         workers=2,
-        segmenter=segmenter,
+        task=segmenter,
     )
     assert all(r.ok for r in result.records), [r.error for r in result.records if not r.ok]
     with (result.directory / "aggregates.csv").open() as handle:
@@ -171,7 +171,7 @@ def test_segmentation_needs_labels(espnet_weights, kodak, tmp_path):
             open_dataset("kodak", {"data_dir": kodak}),
             [plan_codec("jpeg", rates=[50])],
             tmp_path / "run",
-            segmenter=segmenter,
+            task=segmenter,
         )
 
 
@@ -192,7 +192,7 @@ def test_an_image_without_its_label_costs_only_its_records(
         [plan_codec("webp", rates=[40])],
         tmp_path / "run",
         workers=0,
-        segmenter=segmenter,
+        task=segmenter,
         limit=2,
     )
     bad = [r for r in result.records if r.image_id == "frankfurt_000000_000294"]

@@ -18,6 +18,33 @@ Image = npt.NDArray[np.uint8]
 
 OptionValue = str | int | float | bool
 
+CodecInputs = Mapping[str, npt.NDArray[Any]]
+"""Per-image inputs besides the image, by name (e.g. ``quality_map``: (H, W) float32 in 0..1)."""
+
+
+class Bitstream(bytes):
+    """The bytes of an encoded image, with what the encoder measured beyond them.
+
+    ``info`` entries named like record columns (``bpp_estimated``, ``header_bytes``,
+    ``padding``) are copied into the record. Plain ``bytes`` are a Bitstream without info.
+
+    >>> data = Bitstream(b"abc", {"header_bytes": 1})
+    >>> len(data), data.info["header_bytes"], data == b"abc"
+    (3, 1, True)
+    """
+
+    info: Mapping[str, Any]
+
+    def __new__(cls, data: bytes, info: Mapping[str, Any] | None = None) -> Bitstream:
+        made = super().__new__(cls, data)
+        made.info = dict(info or {})
+        return made
+
+
+def bitstream_info(data: bytes | bytearray) -> Mapping[str, Any]:
+    """What an encoder measured beyond the bytes (empty for plain bytes)."""
+    return getattr(data, "info", {})
+
 
 @dataclass(frozen=True)
 class RateScale:
@@ -94,12 +121,13 @@ class Codec(abc.ABC):
     default_rates: ClassVar[tuple[float, ...]] = ()
     """Fallback sweep for plugins; built-ins take theirs from ``codecs/defaults.toml``."""
 
+    inputs: ClassVar[tuple[str, ...]] = ()
+    """Names of the per-image inputs the codec takes besides the image (``quality_map``);
+    the runner builds them from ``input_source()`` and calls ``encode_with``."""
+
     def __init__(self) -> None:
         self.options: dict[str, OptionValue] = {}
         """The options in effect, as keyword arguments that recreate this codec."""
-        self.encode_info: dict[str, Any] = {}
-        """Measurements of the last ``encode`` beyond its bytes, copied into the record when
-        named like a record column (``bpp_estimated``, ``header_bytes``, ``padding``)."""
 
     @classmethod
     @abc.abstractmethod
@@ -131,7 +159,22 @@ class Codec(abc.ABC):
 
     @abc.abstractmethod
     def encode(self, image: Image, rate: float) -> bytes:
-        """Encode an (H, W, 3) uint8 RGB image at a rate point into a self-contained bitstream."""
+        """Encode an (H, W, 3) uint8 RGB image at a rate point into a self-contained bitstream
+        (``bytes``, or a ``Bitstream`` carrying what the encoder measured beyond them)."""
+
+    def input_source(self) -> Any:
+        """Where the runner takes this codec's per-image inputs from (a
+        ``bench.codecs.inputs.QualityMapSource``); only for codecs with ``inputs``."""
+        from bench.codecs.inputs import QualityMapSource
+
+        return QualityMapSource.uniform()
+
+    def encode_with(self, image: Image, rate: float, inputs: CodecInputs) -> bytes:
+        """Encode with per-image inputs; codecs that declare ``inputs`` override this, and
+        whatever their decoder needs of the inputs travels in the bitstream."""
+        if inputs:
+            raise CodecError(f"{self.name} takes no input besides the image, got {sorted(inputs)}")
+        return self.encode(image, rate)
 
     @abc.abstractmethod
     def decode(self, data: bytes) -> Image:
@@ -140,17 +183,11 @@ class Codec(abc.ABC):
     batch_size: int = 1
     """How many same-shaped images the runner hands ``encode_batch`` at once (1: one by one)."""
 
-    def encode_batch(
-        self, images: Sequence[Image], rate: float
-    ) -> list[tuple[bytes, dict[str, Any]]]:
-        """Encode same-shaped images at one rate point: each image's self-contained bitstream
-        and its ``encode_info``. Codecs that gain from batches (a network on a GPU) override
-        this; the bitstreams must decode one by one with ``decode``."""
-        coded = []
-        for image in images:
-            data = self.encode(image, rate)
-            coded.append((data, dict(self.encode_info)))
-        return coded
+    def encode_batch(self, images: Sequence[Image], rate: float) -> list[bytes]:
+        """Encode same-shaped images at one rate point, each into its self-contained
+        bitstream. Codecs that gain from batches (a network on a GPU) override this; the
+        bitstreams must decode one by one with ``decode``."""
+        return [self.encode(image, rate) for image in images]
 
     def decode_batch(self, streams: Sequence[bytes]) -> list[Image]:
         """Decode bitstreams made by ``encode_batch`` (same shape and rate point)."""

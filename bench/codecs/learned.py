@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.codecs.base import Availability, Codec, Image, RateScale, check_image
+from bench.codecs.base import Availability, Bitstream, Codec, Image, RateScale, check_image
 from bench.errors import BenchError, CodecError, CodecUnavailable, UsageError
 
 MAGIC = b"BLC1"
@@ -229,15 +229,12 @@ class LearnedCodec(Codec):
             )
 
     def encode(self, image: Image, rate: float) -> bytes:
-        data, self.encode_info = self.encode_batch([image], rate)[0]
-        return data
+        return self.encode_batch([image], rate)[0]
 
     def decode(self, data: bytes) -> Image:
         return self.decode_batch([data])[0]
 
-    def encode_batch(
-        self, images: Sequence[Image], rate: float
-    ) -> list[tuple[bytes, dict[str, Any]]]:
+    def encode_batch(self, images: Sequence[Image], rate: float) -> list[bytes]:
         """One ``compress`` (and one forward pass for the likelihoods) over a batch of
         same-shaped images; each image still gets its own self-contained bitstream."""
         import torch
@@ -260,7 +257,7 @@ class LearnedCodec(Codec):
             ).sum(dim=0)
             bits_per_image = [float(b) for b in bits.cpu()]
         self._synchronize()
-        coded = []
+        coded: list[bytes] = []
         for i in range(len(checked)):
             strings = [[group[i]] for group in out["strings"]]
             data = write_bitstream(
@@ -275,7 +272,7 @@ class LearnedCodec(Codec):
                 "header_bytes": len(data) - sum(4 + len(s[0]) for s in strings),
                 "padding": f"{top},{bottom},{left},{right}",
             }
-            coded.append((data, info))
+            coded.append(Bitstream(data, info))
         return coded
 
     def decode_batch(self, streams: Sequence[bytes]) -> list[Image]:

@@ -16,13 +16,19 @@ PSNR is over all H*W*3 samples with peak 255. Everything is computed in float64.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import correlate1d
 
 from bench.errors import MetricUndefined
+from bench.metrics.base import Column, Metric, Plot, Value, count_defined, mean
+
+if TYPE_CHECKING:
+    from bench.records import Record
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -134,6 +140,7 @@ class FidelityReference:
         self.shape = original.shape
         self.ms_ssim_defined = min(original.shape[:2]) >= MS_SSIM_MIN_SIDE
         self._levels: list[_Level] = []
+        self._last: tuple[np.ndarray, tuple[float, float] | MetricUndefined] | None = None
         x = original.astype(np.float64)
         if min(original.shape[:2]) < WINDOW_SIZE:
             return
@@ -149,11 +156,28 @@ class FidelityReference:
     def ssim_and_ms_ssim(self, decoded: np.ndarray) -> tuple[float, float]:
         """SSIM and MS-SSIM, each the mean over RGB channels.
 
+        The result for the last ``decoded`` array is kept, so that the SSIM and MS-SSIM
+        metrics, which share the first scale, compute it once.
+
         Raises:
             MetricUndefined: the image is smaller than the window (SSIM) or than
                 161 pixels on a side (MS-SSIM needs 5 scales of an 11-pixel window); the
                 SSIM is still available on the exception as ``.ssim`` when it is defined.
         """
+        if self._last is not None and self._last[0] is decoded:
+            result = self._last[1]
+            if isinstance(result, MetricUndefined):
+                raise result
+            return result
+        try:
+            result = self._ssim_and_ms_ssim(decoded)
+        except MetricUndefined as exc:
+            self._last = (decoded, exc)
+            raise
+        self._last = (decoded, result)
+        return result
+
+    def _ssim_and_ms_ssim(self, decoded: np.ndarray) -> tuple[float, float]:
         _check_pair(self.original, decoded)
         if not self._levels:
             raise MetricUndefined(
@@ -195,3 +219,108 @@ def ssim_rgb(original: np.ndarray, decoded: np.ndarray) -> float:
 def ms_ssim_rgb(original: np.ndarray, decoded: np.ndarray) -> float:
     """MS-SSIM, mean over RGB channels (pytorch-msssim conventions, data range 255)."""
     return FidelityReference(original).ssim_and_ms_ssim(decoded)[1]
+
+
+# --- the metric objects ----------------------------------------------------------------------
+
+_RD_PSNR = Plot(
+    "rd_psnr", "PSNR RGB [dB] (mean over images)", "PSNR (RGB, mean over images) against bpp"
+)
+_RD_MS_SSIM = Plot(
+    "rd_ms_ssim",
+    "MS-SSIM RGB [dB] (mean over images)",
+    "MS-SSIM in dB (mean over images) against bpp",
+)
+
+
+class Psnr(Metric):
+    """PSNR over all H*W*3 samples of 8-bit RGB, peak 255; also keeps the MSE so that
+    aggregates can pool it over every pixel of a set (the CLIC convention)."""
+
+    name = "psnr"
+    description = "PSNR of 8-bit RGB over all samples, peak 255 (mean and pooled)"
+    record_columns = (
+        Column("mse", "MSE", digits=4, higher_is_better=False, hidden=True),
+        Column("psnr_rgb", "PSNR", "dB", higher_is_better=True, digits=2),
+    )
+    aggregate_columns = (
+        Column(
+            "psnr_rgb_mean", "PSNR mean", "dB", True, digits=2, bd=True, record="psnr_rgb",
+            plot=_RD_PSNR,
+        ),
+        Column("psnr_rgb_pooled", "PSNR pooled", "dB", True, digits=2, pooled=True),
+    )  # fmt: skip
+
+    def score(self, prepared: Any, reconstruction: np.ndarray) -> dict[str, Value]:
+        mse = mse_rgb(prepared, reconstruction)
+        return {"mse": mse, "psnr_rgb": psnr_from_mse(mse)}
+
+    def aggregate(self, records: Sequence[Record]) -> dict[str, float]:
+        pixels = [
+            (r.get("mse"), r.height * r.width)
+            for r in records
+            if r.height and r.width and isinstance(r.get("mse"), float)
+        ]
+        total = sum(n for _, n in pixels)
+        pooled = math.fsum(float(mse) * n for mse, n in pixels) / total if total else math.nan  # type: ignore[arg-type]
+        return {
+            "psnr_rgb_mean": mean(r.get("psnr_rgb") for r in records),
+            "psnr_rgb_pooled": psnr_from_mse(pooled) if not math.isnan(pooled) else math.nan,
+        }
+
+
+class Ssim(Metric):
+    """SSIM of 8-bit RGB, the mean over channels (pytorch-msssim conventions)."""
+
+    name = "ssim"
+    description = "SSIM, mean over RGB channels (11-tap Gaussian, sigma 1.5)"
+    preparation = "rgb-gaussian-pyramid"
+    record_columns = (Column("ssim_rgb", "SSIM", higher_is_better=True, digits=4),)
+    aggregate_columns = (
+        Column("ssim_rgb_mean", "SSIM", higher_is_better=True, digits=4, record="ssim_rgb"),
+    )
+
+    def prepare(self, original: np.ndarray) -> FidelityReference:
+        return FidelityReference(original)
+
+    def score(self, prepared: Any, reconstruction: np.ndarray) -> dict[str, Value]:
+        try:
+            return {"ssim_rgb": prepared.ssim_and_ms_ssim(reconstruction)[0]}
+        except MetricUndefined as exc:
+            if hasattr(exc, "ssim"):
+                return {"ssim_rgb": float(exc.ssim)}
+            raise
+
+
+class MsSsim(Metric):
+    """MS-SSIM of 8-bit RGB over 5 scales, the mean over channels, and on a dB scale."""
+
+    name = "ms-ssim"
+    description = "MS-SSIM, mean over RGB channels, and -10 log10(1 - MS-SSIM) in dB"
+    preparation = "rgb-gaussian-pyramid"
+    record_columns = (
+        Column("ms_ssim_rgb", "MS-SSIM", higher_is_better=True, digits=4),
+        Column("ms_ssim_db", "MS-SSIM", "dB", higher_is_better=True, digits=2),
+    )
+    aggregate_columns = (
+        Column("ms_ssim_rgb_mean", "MS-SSIM", higher_is_better=True, digits=4),
+        Column(
+            "ms_ssim_db_mean", "MS-SSIM", "dB", True, digits=2, bd=True, record="ms_ssim_db",
+            plot=_RD_MS_SSIM,
+        ),
+        Column("n_ms_ssim", "images with MS-SSIM", higher_is_better=True, digits=0),
+    )  # fmt: skip
+
+    def prepare(self, original: np.ndarray) -> FidelityReference:
+        return FidelityReference(original)
+
+    def score(self, prepared: Any, reconstruction: np.ndarray) -> dict[str, Value]:
+        value = prepared.ssim_and_ms_ssim(reconstruction)[1]
+        return {"ms_ssim_rgb": value, "ms_ssim_db": ms_ssim_db(value)}
+
+    def aggregate(self, records: Sequence[Record]) -> dict[str, float]:
+        return {
+            "ms_ssim_rgb_mean": mean(r.get("ms_ssim_rgb") for r in records),
+            "ms_ssim_db_mean": mean(r.get("ms_ssim_db") for r in records),
+            "n_ms_ssim": count_defined(r.get("ms_ssim_rgb") for r in records),
+        }

@@ -20,7 +20,7 @@ from bench.provenance import now
 from bench.report.crops import crops as crops_section
 from bench.report.markup import esc
 from bench.report.rundir import RunData, load_run
-from bench.report.sections import bd_tables, images, per_class, plots, provenance, rate_points
+from bench.report.sections import bd_tables, images, plots, provenance, rate_points, task_tables
 from bench.report.sections import summary as summary_section
 from bench.store import REPORT_HTML, write_atomic
 
@@ -61,7 +61,7 @@ def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -
         plots(run),
         bd_tables(run),
         rate_points(run),
-        per_class(run),
+        task_tables(run),
         images(run),
     ]
     if crops:
@@ -78,8 +78,8 @@ def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -
     manifest = run.manifest
     codecs = ", ".join(c for c in run.codecs) or "no codec"
     subtitle = f"{codecs} on {run.dataset_tag} — {run.directory.resolve()}"
-    if manifest.get("started"):
-        subtitle += f" — started {manifest['started']}"
+    if manifest.started:
+        subtitle += f" — started {manifest.started}"
     template = _template()
     return Template(template).substitute(
         csp=_policy(template),

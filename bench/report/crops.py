@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ import numpy.typing as npt
 from bench.codecs.base import Codec, Image
 from bench.curves import REFERENCE_CODEC
 from bench.datasets import Dataset
+from bench.errors import CodecUnavailable
 from bench.records import Record
 from bench.report.markup import esc, fmt, note, rate_text, section
 from bench.report.rundir import RunData
@@ -117,7 +117,7 @@ def load_original(run: RunData, image_id: str, shape: tuple[int, int]) -> tuple[
         dataset = _reopen_dataset(run)
     except Exception:  # the dataset may not reopen here; the file alone may still do
         dataset = None
-    path_text = (run.manifest.get("image_files") or {}).get(image_id)
+    path_text = run.manifest.image_files.get(image_id)
     if not path_text and dataset is not None:  # a run from before manifests named the files
         try:
             path_text = next((str(r.path) for r in dataset.refs() if r.id == image_id), None)
@@ -153,25 +153,10 @@ def load_original(run: RunData, image_id: str, shape: tuple[int, int]) -> tuple[
 
 
 def _reopen_dataset(run: RunData) -> Dataset | None:
-    """The run's dataset from the manifest's provenance (location, split, resolution)."""
-    from bench.datasets import DATASETS
-    from bench.registry import construct, keyword_options
+    """The run's dataset as the manifest describes it (location, split, resolution)."""
+    from bench.manifest import rebuild_dataset
 
-    info = run.manifest.get("dataset") or {}
-    if not info.get("name"):
-        return None
-    cls = DATASETS.load(str(info["name"]))
-    accepted = keyword_options(cls)
-    options: dict[str, object] = {}
-    directory = info.get("directory") or info.get("root")
-    if directory and "data_dir" in accepted:
-        options["data_dir"] = directory
-    for key in ("split", "resolution", "label_dir", "num_classes"):
-        if info.get(key) is not None and key in accepted:
-            options[key] = info[key]
-    if "download" in accepted:
-        options["download"] = False
-    return construct(cls, options, "dataset")
+    return rebuild_dataset(run.manifest)
 
 
 def _codec(run: RunData, record: Record, cache: dict[str, Codec | str]) -> Codec | str:
@@ -179,21 +164,13 @@ def _codec(run: RunData, record: Record, cache: dict[str, Codec | str]) -> Codec
     key = f"{record.codec}\n{record.codec_options}"
     if key in cache:
         return cache[key]
-    from bench.codecs import CODECS
-    from bench.codecs.base import instantiate
-    from bench.registry import import_target
+    from bench.manifest import rebuild_codec
 
-    info = (run.manifest.get("codecs") or {}).get(record.codec) or {}
     made: Codec | str
     try:
-        target = info.get("target") or CODECS.entry(record.codec).target
-        cls = import_target(target)
-        availability = cls.availability()
-        if not availability.usable:
-            made = f"{record.codec} is not usable here: {availability.detail}"
-        else:
-            options = json.loads(record.codec_options) if record.codec_options else {}
-            made = instantiate(cls, options if isinstance(options, dict) else {})
+        made = rebuild_codec(run.manifest, record.codec, record.codec_options or "{}")
+    except CodecUnavailable as exc:
+        made = str(exc)
     except Exception as exc:
         made = f"{record.codec} cannot be loaded here: {exc}"
     cache[key] = made
@@ -317,8 +294,8 @@ def _segment(
     run: RunData, original: Image, reproductions: list[Reproduction]
 ) -> tuple[dict[str, npt.NDArray[np.uint8]], str]:
     """Label maps of the original ("") and of each reproduced reconstruction (by sha256)."""
-    info = run.manifest.get("segmenter")
-    if not run.segmentation or not isinstance(info, dict):
+    info = run.manifest.segmenter
+    if run.task is None or not isinstance(info, dict):
         return {}, ""
     target, options = info.get("target"), dict(info.get("options") or {})
     if not target:

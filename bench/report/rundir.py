@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from bench.curves import Aggregate, aggregate, read_aggregates
+from bench.curves import RATE_COLUMNS, Aggregate, aggregate, columns_of, read_aggregates
 from bench.errors import UsageError
+from bench.manifest import RunManifest, read_manifest, rebuild_metrics, rebuild_task
+from bench.metrics import Metric, create_metrics
+from bench.metrics.base import Column
 from bench.records import Record, latest_per_key, read_csv
 from bench.store import AGGREGATES_CSV, MANIFEST, RECORDS_CSV
+from bench.tasks.task import Task
 
 
 @dataclass
@@ -19,44 +20,63 @@ class RunData:
     """A run directory's contents as the report needs them.
 
     ``notes`` collects what was missing or unreadable, so the report can say so instead of
-    failing.
+    failing. ``metrics`` and ``task`` are the run's objects (rebuilt from the manifest): the
+    report takes every column's label, unit, scale and direction from them.
     """
 
     directory: Path
-    manifest: dict[str, Any]
+    manifest: RunManifest
     records: list[Record]
     aggregates: list[Aggregate]
     aggregates_source: str
+    metrics: list[Metric] = field(default_factory=list)
+    task: Task | None = None
     notes: list[str] = field(default_factory=list)
+    has_manifest: bool = True
 
     @property
     def class_names(self) -> list[str]:
-        return list((self.manifest.get("segmenter") or {}).get("class_names") or [])
+        return list(getattr(self.task, "class_names", ()) or self.manifest.class_names)
 
     @property
     def segmentation(self) -> bool:
-        """Whether segmentation ran (from the manifest, or mIoU values in the records)."""
-        if self.manifest.get("task") == "segmentation" or self.manifest.get("segmenter"):
+        """Whether a task ran (from the manifest, or task values in the records)."""
+        if self.task is not None:
             return True
-        return any(r.miou is not None and not math.isnan(r.miou) for r in self.records)
+        return any(r.get("miou") is not None for r in self.records)
+
+    @property
+    def columns(self) -> list[Column]:
+        """The aggregate columns of the run's metrics and task, in table order."""
+        return columns_of(self.metrics, self.task)
+
+    @property
+    def table_columns(self) -> list[Column]:
+        """The per-rate-point table's numeric columns: rate, metrics, task (without the
+        per-class columns, which have a table of their own), times."""
+        rate = [c for c in RATE_COLUMNS if c.name in ("bpp_mean", "bpp_pooled")]
+        times = [c for c in RATE_COLUMNS if c.name.endswith("_s_mean")]
+        known = [c for m in self.metrics for c in m.aggregate_columns]
+        if self.task is not None:
+            known += [c for c in self.task.known_columns()]
+        return [*rate, *(c for c in known if not c.name.startswith("n_")), *times]
 
     @property
     def dataset_tag(self) -> str:
-        tag = (self.manifest.get("dataset") or {}).get("tag")
-        if tag:
-            return str(tag)
+        if self.manifest.dataset_tag:
+            return self.manifest.dataset_tag
         return self.records[0].dataset if self.records else self.directory.name
 
     @property
     def images(self) -> list[str]:
         """Image ids in the run's order: the manifest's list, then any others in the records."""
-        listed = [str(i) for i in self.manifest.get("images") or []]
+        listed = [str(i) for i in self.manifest.images]
         return list(dict.fromkeys([*listed, *(r.image_id for r in self.records)]))
 
     @property
     def codecs(self) -> list[str]:
         """Codec names in the run's order: the manifest's, then any others in the records."""
-        listed = list(self.manifest.get("codecs") or {})
+        listed = list(self.manifest.codecs)
         return list(dict.fromkeys([*listed, *(r.codec for r in self.records)]))
 
 
@@ -76,16 +96,14 @@ def load_run(directory: Path) -> RunData:
             "directory (make one with `bench run ... --out DIR`)"
         )
     notes: list[str] = []
-    manifest: dict[str, Any] = {}
+    manifest = RunManifest(status="unknown")
+    has_manifest = False
     if manifest_path.is_file():
         try:
-            loaded = json.loads(manifest_path.read_text())
-            if isinstance(loaded, dict):
-                manifest = loaded
-            else:
-                notes.append(f"{MANIFEST} is not a JSON object; provenance is unknown")
-        except (OSError, ValueError) as exc:
-            notes.append(f"{MANIFEST} cannot be read ({exc}); provenance is unknown")
+            manifest = read_manifest(directory)
+            has_manifest = True
+        except UsageError as exc:
+            notes.append(f"{exc}; provenance is unknown")
     else:
         notes.append(f"no {MANIFEST}: the run's provenance is unknown")
     records: list[Record] = []
@@ -96,13 +114,24 @@ def load_run(directory: Path) -> RunData:
             notes.append(f"{RECORDS_CSV} cannot be read ({exc}); no per-image results")
     else:
         notes.append(f"no {RECORDS_CSV}: the run finished no record")
-    class_names = list((manifest.get("segmenter") or {}).get("class_names") or [])
-    aggregates, source = _aggregates(directory / AGGREGATES_CSV, records, class_names, notes)
-    return RunData(directory, manifest, records, aggregates, source, notes)
+    try:
+        metrics = rebuild_metrics(manifest)
+    except UsageError as exc:
+        notes.append(f"the run's metrics cannot all be loaded here ({exc})")
+        metrics = [m for m in create_metrics() if m.name in manifest.metrics]
+    task = rebuild_task(manifest)
+    aggregates, source = _aggregates(directory / AGGREGATES_CSV, records, metrics, task, notes)
+    return RunData(
+        directory, manifest, records, aggregates, source, metrics, task, notes, has_manifest
+    )
 
 
 def _aggregates(
-    path: Path, records: list[Record], class_names: list[str], notes: list[str]
+    path: Path,
+    records: list[Record],
+    metrics: list[Metric],
+    task: Task | None,
+    notes: list[str],
 ) -> tuple[list[Aggregate], str]:
     """The run's aggregates.csv, else aggregates recomputed from its records."""
     if path.is_file():
@@ -113,15 +142,7 @@ def _aggregates(
     elif records:
         notes.append(f"no {AGGREGATES_CSV}: aggregates recomputed from {RECORDS_CSV}")
     try:
-        names = class_names if _class_count_fits(records, class_names) else []
-        return aggregate(records, names), f"recomputed from {RECORDS_CSV}"
+        return aggregate(records, metrics, task), f"recomputed from {RECORDS_CSV}"
     except Exception as exc:  # a damaged record must not stop the report
         notes.append(f"aggregates cannot be computed from the records ({exc})")
         return [], "none"
-
-
-def _class_count_fits(records: list[Record], class_names: list[str]) -> bool:
-    """Whether the confusion matrices have as many classes as the manifest names."""
-    sample = next((r.confusion for r in records if r.confusion), "")
-    head = sample.partition(":")[0]
-    return bool(class_names) and head.isdigit() and int(head) == len(class_names)

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.curves import REFERENCE_CODEC, plot_rd
+from bench.curves import REFERENCE_CODEC, Aggregate, plot_rd
+from bench.manifest import RunManifest
+from bench.metrics.base import Column
 from bench.records import Record
 from bench.report.markup import (
     NA,
@@ -30,29 +32,29 @@ from bench.store import PLOTS
 
 MAX_ERRORS_SHOWN = 5
 
-PLOT_TITLES = {  # file stem written by bench.curves.plot_rd: what it shows
-    "rd_psnr": "PSNR (RGB, mean over images) against bpp",
-    "rd_ms_ssim": "MS-SSIM in dB (mean over images) against bpp",
-    "rd_miou": "mIoU against bpp, the uncompressed image's mIoU dashed",
-}
+
+def plot_titles(run: RunData) -> dict[str, str]:
+    """The run's plots (file stem written by ``bench.curves.plot_rd``: what it shows), from
+    the columns of its metrics and task."""
+    return {c.plot.stem: c.plot.title for c in run.columns if c.plot is not None}
 
 
 def codec_order(run: RunData) -> Callable[[Record], tuple[int, float]]:
     """Sort key for records: the run's codec order, then the codec's rate order."""
     codecs = {name: i for i, name in enumerate(run.codecs)}
     rates: dict[tuple[str, float], int] = {}
-    for name, info in (run.manifest.get("codecs") or {}).items():
-        for i, rate in enumerate((info or {}).get("rates") or []):
+    for name, info in run.manifest.codecs.items():
+        for i, rate in enumerate(info.rates or info.target_bpp):
             if isinstance(rate, int | float):
                 rates[(name, float(rate))] = i
-    return lambda r: (codecs.get(r.codec, len(codecs)), rates.get((r.codec, r.key[3]), r.key[3]))
+    return lambda r: (codecs.get(r.codec, len(codecs)), rates.get((r.codec, r.point), r.point))
 
 
 # --- summary and provenance ------------------------------------------------------------------
 
 
-def _status_text(manifest: dict[str, Any]) -> str:
-    status = str(manifest.get("status") or "unknown")
+def _status_text(manifest: RunManifest) -> str:
+    status = str(manifest.status or "unknown")
     if status == "running":
         return "running (no end recorded: the run is still going or was killed)"
     if status == "interrupted":
@@ -63,7 +65,7 @@ def _status_text(manifest: dict[str, Any]) -> str:
 def summary(run: RunData) -> str:
     """Dataset, images, codecs, status and what failed."""
     manifest = run.manifest
-    dataset = manifest.get("dataset") or {}
+    dataset = manifest.dataset
     failed = [r for r in run.records if not r.ok]
     images = run.images
     shown = ", ".join(images[:12]) + (
@@ -73,10 +75,11 @@ def summary(run: RunData) -> str:
         ("dataset", run.dataset_tag),
         ("data location", dataset.get("directory") or dataset.get("root") or "-"),
         ("images", f"{len(images)}: {shown}" if images else "none"),
-        ("task", manifest.get("task") or ("segmentation" if run.segmentation else "compression")),
+        ("task", run.task.name if run.task else manifest.task or "compression"),
+        ("metrics", ", ".join(m.name for m in run.metrics) or "-"),
         ("status", _status_text(manifest)),
-        ("started", manifest.get("started") or "-"),
-        ("ended", manifest.get("ended") or "-"),
+        ("started", manifest.started or "-"),
+        ("ended", manifest.ended or "-"),
         ("records", f"{len(run.records) - len(failed)} ok, {len(failed)} failed"),
         ("aggregates", run.aggregates_source),
     ]
@@ -91,22 +94,22 @@ def summary(run: RunData) -> str:
 
 
 def _codec_table(run: RunData) -> str:
-    infos = run.manifest.get("codecs") or {}
+    infos = run.manifest.codecs
     counts: Counter[tuple[str, bool]] = Counter((r.codec, r.ok) for r in run.records)
     rows: list[list[Cell | str]] = []
     for name in run.codecs:
-        info = infos.get(name) or {}
-        usable = info.get("usable")
-        rates = info.get("rates")
+        info = infos.get(name)
+        usable = info.usable if info else None
+        rates = (info.rates or info.target_bpp) if info else []
         usable_text = "-" if usable is None else "yes" if usable else "no: "
-        if usable is False:
-            usable_text += str(info.get("unusable_reason") or "")
+        if info is not None and usable is False:
+            usable_text += info.unusable_reason
         rows.append(
             [
                 name,
-                info.get("version") or "-",
-                plain(info.get("options") or {}),
-                info.get("rate_param") or "-",
+                (info.version if info else "") or "-",
+                plain(info.options if info else {}),
+                (info.rate_param if info else "") or "-",
                 ", ".join(rate_text(float(r)) for r in rates) if rates else "-",
                 usable_text,
                 Cell(str(counts[(name, True)]), cls="num"),
@@ -137,31 +140,39 @@ def _failures(failed: list[Record]) -> str:
 def provenance(run: RunData) -> str:
     """How the numbers were made: command, code, machine, software, data, model."""
     manifest = run.manifest
-    if not manifest:
+    if not run.has_manifest:
         return section("provenance", "Provenance", note("No manifest: provenance unknown."))
-    git = manifest.get("git") or {}
+    git = manifest.git
     dirty = git.get("dirty")
     commit = git.get("commit") or "unknown"
     facts: list[tuple[str, Any]] = [
-        ("command", manifest.get("command") or "-"),
+        ("command", manifest.command or "-"),
         ("git commit", f"{commit}" + (" (uncommitted changes)" if dirty else "")),
-        ("started", manifest.get("started") or "-"),
-        ("ended", manifest.get("ended") or "-"),
-        ("resumed", manifest.get("resumed")),
-        ("workers", manifest.get("workers")),
+        ("started", manifest.started or "-"),
+        ("ended", manifest.ended or "-"),
+        ("resumed", manifest.resumed),
+        ("workers", manifest.workers),
+        ("executor", manifest.executor or "-"),
+        ("manifest schema", manifest.schema_version),
     ]
     body = "<h3>Run</h3>" + key_values(facts)
-    for title, key in (("Machine", "machine"), ("Software", "software"), ("Data", "dataset")):
-        if isinstance(manifest.get(key), dict):
-            body += f"<h3>{title}</h3>" + key_values(manifest[key])
-    segmenter = manifest.get("segmenter")
+    for title, values in (
+        ("Machine", manifest.machine),
+        ("Software", manifest.software),
+        ("Data", manifest.dataset),
+    ):
+        if values:
+            body += f"<h3>{title}</h3>" + key_values(values)
+    if manifest.metric_provenance:
+        body += "<h3>Metrics</h3>" + key_values(manifest.metric_provenance)
+    segmenter = manifest.segmenter
     if isinstance(segmenter, dict):
         shown = {k: v for k, v in segmenter.items() if k != "class_names"}
         shown["classes"] = len(segmenter.get("class_names") or [])
         body += "<h3>Segmenter</h3>" + key_values(shown)
-    codecs = manifest.get("codecs") or {}
+    codecs = manifest.codecs
     if codecs:
-        rows = [[name, (info or {}).get("target") or "-"] for name, info in codecs.items()]
+        rows = [[name, info.target or "-"] for name, info in codecs.items()]
         body += "<h3>Codec implementations</h3>" + table(["codec", "class"], rows)
     return section("provenance", "Provenance", body)
 
@@ -195,17 +206,21 @@ def plot_svgs(run: RunData) -> tuple[dict[str, str], str]:
     The run's own ``plots/*.svg`` are used when every plot the aggregates call for is there
     and holds nothing but drawing; otherwise the plots are drawn again from the aggregates.
     """
-    wanted = [stem for stem in PLOT_TITLES if stem != "rd_miou" or run.segmentation]
+    wanted = [
+        c.plot.stem
+        for c in run.columns
+        if c.plot is not None and any(_finite(r.get(c.name)) for r in _compressed(run.aggregates))
+    ]
     directory = run.directory / PLOTS
     found = {s: directory / f"{s}.svg" for s in wanted if (directory / f"{s}.svg").is_file()}
-    if "rd_psnr" in found and (run.segmentation <= ("rd_miou" in found)):
+    if wanted and len(found) == len(wanted):
         texts = {stem: path.read_text(errors="replace") for stem, path in found.items()}
         if not any(_UNSAFE_SVG.search(_COMMENT.sub("", text)) for text in texts.values()):
             return texts, f"the run's {PLOTS}/ directory"
     if not run.aggregates:
         return {}, "nothing: there are no aggregates to plot"
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
-        written = plot_rd(run.aggregates, Path(tmp), title=run.dataset_tag)
+        written = plot_rd(run.aggregates, run.columns, Path(tmp), title=run.dataset_tag)
         texts = {p.stem: p.read_text() for p in written if p.suffix == ".svg"}
     if not texts:
         return {}, "no rate point has a finite value to plot"
@@ -224,39 +239,18 @@ def plots(run: RunData) -> str:
     figures = "".join(
         f'<figure class="plot">{inline_svg(svgs[stem], stem)}'
         f"<figcaption>{esc(title)}</figcaption></figure>"
-        for stem, title in PLOT_TITLES.items()
+        for stem, title in plot_titles(run).items()
         if stem in svgs
     )
-    if run.segmentation and "rd_miou" not in svgs:
-        figures += note("No mIoU plot: no record has an mIoU value.")
+    missing = [c for c in run.columns if c.plot is not None and c.plot.stem not in svgs]
+    if run.task is not None and missing:
+        figures += note(f"No {', '.join(c.label for c in missing)} plot: no record has a value.")
     return section(
         "plots", "Rate-distortion plots", note(f"Plots from {source}.") + f"<div>{figures}</div>"
     )
 
 
 # --- tables ----------------------------------------------------------------------------------
-
-
-def rate_point_columns(segmentation: bool) -> list[tuple[str, str, int, float]]:
-    """(header, Aggregate attribute, decimals, display scale) of the per-rate-point table."""
-    columns = [
-        ("bpp mean", "bpp_mean", 4, 1.0),
-        ("bpp pooled", "bpp_pooled", 4, 1.0),
-        ("PSNR mean [dB]", "psnr_rgb_mean", 2, 1.0),
-        ("PSNR pooled [dB]", "psnr_rgb_pooled", 2, 1.0),
-        ("SSIM", "ssim_rgb_mean", 4, 1.0),
-        ("MS-SSIM", "ms_ssim_rgb_mean", 4, 1.0),
-        ("MS-SSIM [dB]", "ms_ssim_db_mean", 2, 1.0),
-        ("encode [s]", "encode_s_mean", 4, 1.0),
-        ("decode [s]", "decode_s_mean", 4, 1.0),
-    ]
-    if segmentation:
-        columns += [
-            ("mIoU [%]", "miou", 2, 100.0),
-            ("pixel acc. [%]", "pixel_accuracy", 2, 100.0),
-            ("mIoU drop [pp]", "miou_drop", 2, 100.0),
-        ]
-    return columns
 
 
 def _scaled(value: float, scale: float, digits: int) -> Cell:
@@ -269,9 +263,9 @@ def rate_points(run: RunData) -> str:
     """One row per aggregate row (codec x rate point)."""
     if not run.aggregates:
         return section("rate-points", "Per rate point", note("No aggregates: no record finished."))
-    columns = rate_point_columns(run.segmentation)
+    columns = run.table_columns
     header = ["dataset", "codec", "rate parameter", "rate", "images", "failed"]
-    header += [c[0] for c in columns]
+    header += [c.heading for c in columns]
     rows = []
     for row in run.aggregates:
         cells: list[Cell | str] = [
@@ -284,14 +278,15 @@ def rate_points(run: RunData) -> str:
                 str(row.n_failed), value=row.n_failed, cls="num" + (" bad" if row.n_failed else "")
             ),
         ]
-        cells += [_scaled(getattr(row, attr), scale, digits) for _, attr, digits, scale in columns]
+        cells += [_scaled(row.get(c.name), c.scale, c.digits) for c in columns]
         rows.append(cells)
     explain = note(
         "Means are over the images coded successfully; pooled values are over every pixel "
         "(total bits / total pixels; PSNR of the pooled MSE)."
         + (
-            " mIoU and pixel accuracy come from one confusion matrix summed over every image."
-            if run.segmentation
+            " Task scores (mIoU, pixel accuracy) come from states merged over every image (one "
+            "confusion matrix summed over the set)."
+            if run.task is not None
             else ""
         )
     )
@@ -302,39 +297,45 @@ def rate_points(run: RunData) -> str:
     )
 
 
-def per_class(run: RunData) -> str:
-    """Per-class IoU per rate point, when segmentation ran."""
-    rows_with = [r for r in run.aggregates if r.class_iou]
-    if not rows_with:
+def task_tables(run: RunData) -> str:
+    """The task's own tables (segmentation: IoU per class and rate point)."""
+    if run.task is None:
         return ""
-    classes = list(dict.fromkeys(name for r in rows_with for name in r.class_iou))
-    # aggregates.csv spells "traffic light" as iou_traffic_light: show the manifest's names
-    spelled = {name.replace(" ", "_"): name for name in run.class_names}
-    header = ["class", *(f"{r.codec}@{rate_text(r.rate)}" for r in rows_with)]
-    body: list[list[Cell | str]] = [["mIoU", *(_scaled(r.miou, 100.0, 1) for r in rows_with)]]
-    for name in classes:
-        values = (_scaled(r.class_iou.get(name, math.nan), 100.0, 1) for r in rows_with)
-        body.append([spelled.get(name, name), *values])
-    return section(
-        "per-class",
-        "IoU per class [%]",
-        note(f"{NA}: the class is absent from both labels and predictions.")
-        + '<div class="scroll">'
-        + table(header, body, cls="compact")
-        + "</div>",
-    )
+    labelled = [(f"{r.codec}@{rate_text(r.rate)}", r.values) for r in run.aggregates]
+    parts = []
+    for name, found in run.task.tables(labelled).items():
+        header, *body = found.rows
+        rows: list[list[Cell | str]] = [
+            [str(label), *(_scaled(v, found.scale, found.digits) for v in values)]
+            for label, *values in body
+        ]
+        parts.append(
+            f'<h3 id="table-{esc(name)}">{esc(found.title)}</h3>'
+            + (note(found.note) if found.note else "")
+            + '<div class="scroll">'
+            + table([str(h) for h in header], rows, cls="compact")
+            + "</div>"
+        )
+    if not parts:
+        return ""
+    return section("per-class", f"{run.task.name.capitalize()} tables", "".join(parts))
 
 
-_IMAGE_COLUMNS: list[tuple[str, str, int]] = [  # header, Record attribute, decimals
-    ("bytes", "bytes", 0),
-    ("bpp", "bpp", 4),
-    ("PSNR [dB]", "psnr_rgb", 2),
-    ("SSIM", "ssim_rgb", 4),
-    ("MS-SSIM", "ms_ssim_rgb", 4),
-    ("MS-SSIM [dB]", "ms_ssim_db", 2),
-    ("encode [s]", "encode_s", 4),
-    ("decode [s]", "decode_s", 4),
-]
+def image_columns(run: RunData) -> list[Column]:
+    """The per-image table's columns: rate, the metrics' and the task's shown record columns,
+    times."""
+    columns = [
+        Column("bytes", "bytes", digits=0),
+        Column("bpp", "bpp", digits=4),
+        *(c for m in run.metrics for c in m.record_columns if not c.hidden),
+    ]
+    if run.task is not None:
+        columns += [c for c in run.task.record_columns if not c.hidden]
+    return [
+        *columns,
+        Column("encode_s", "encode", "s", digits=4),
+        Column("decode_s", "decode", "s", digits=4),
+    ]
 
 
 def images(run: RunData) -> str:
@@ -345,11 +346,9 @@ def images(run: RunData) -> str:
     by_image: dict[str, list[Record]] = {}
     for record in run.records:
         by_image.setdefault(record.image_id, []).append(record)
-    columns = list(_IMAGE_COLUMNS)
-    if run.segmentation:
-        columns += [("mIoU [%]", "miou", 2), ("mIoU drop [pp]", "miou_drop", 2)]
+    columns = image_columns(run)
     extra = ["target_bpp"] if any(getattr(r, "target_bpp", None) for r in run.records) else []
-    header = ["codec", "rate", *extra, *(c[0] for c in columns), "status", "error / note"]
+    header = ["codec", "rate", *extra, *(c.heading for c in columns), "status", "error / note"]
     blocks = []
     for image_id in run.images:
         group = sorted(by_image.get(image_id, []), key=key)
@@ -375,21 +374,21 @@ def images(run: RunData) -> str:
     return section("images", "Per image", controls + "".join(blocks))
 
 
-def _image_row(record: Record, columns: list[tuple[str, str, int]], extra: list[str]) -> list[Any]:
+def _image_row(record: Record, columns: list[Column], extra: list[str]) -> list[Any]:
     cells: list[Cell | str] = [record.codec, Cell(rate_text(record.rate), cls="num")]
     cells += [num(getattr(record, name, None), 4) for name in extra]
-    for _, attr, digits in columns:
-        value = getattr(record, attr)
-        scale = 100.0 if attr in ("miou", "miou_drop") else 1.0
-        cells.append(_scaled(value, scale, digits) if value is not None else num(None))
+    for column in columns:
+        value = record.get(column.name)
+        if isinstance(value, int | float):
+            cells.append(_scaled(value, column.scale, column.digits))
+        else:
+            cells.append(num(None))
     cells.append(Cell(record.status, cls="" if record.ok else "bad"))
     cells.append(record.error or record.note)
     return cells
 
 
 # --- BD tables -------------------------------------------------------------------------------
-
-_BD_LABELS = {"psnr_rgb": "PSNR", "ms_ssim_db": "MS-SSIM [dB]", "miou": "mIoU"}
 
 
 def bd_tables(run: RunData) -> str:
@@ -410,15 +409,15 @@ def bd_tables(run: RunData) -> str:
             "do not overlap enough to compare."
         )
     ]
-    for metric, column in bjontegaard.BD_METRICS.items():
-        if not any(_finite(getattr(r, column, math.nan)) for r in run.aggregates):
+    for column in (c for c in run.columns if c.bd):
+        if not any(_finite(r.get(column.name)) for r in run.aggregates):
             continue
         try:
-            results = bjontegaard.bd_matrix(run.aggregates, metric)
+            results = bjontegaard.bd_matrix(run.aggregates, column.name)
         except Exception as exc:  # one metric's failure costs its table only
-            parts.append(note(f"{_BD_LABELS.get(metric, metric)}: BD failed ({exc})", "warn"))
+            parts.append(note(f"{column.heading}: BD failed ({exc})", "warn"))
             continue
-        parts.append(_bd_matrix(results, codecs, metric))
+        parts.append(_bd_matrix(results, codecs, column))
     return section("bd", title, "".join(parts))
 
 
@@ -426,11 +425,12 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _bd_matrix(results: list[Any], codecs: list[str], metric: str) -> str:
+def _bd_matrix(results: list[Any], codecs: list[str], column: Column) -> str:
     cells = {(r.anchor, r.test): r for r in results}
     names = [c for c in codecs if any(c in key for key in cells)]
-    unit = "pp" if metric == "miou" else "dB"
-    scale = 100.0 if metric == "miou" else 1.0
+    unit = "pp" if column.unit == "%" else column.unit
+    scale = column.scale
+    metric = column.record or column.name
     footnotes: list[str] = []
     rows = []
     for anchor in names:
@@ -452,7 +452,7 @@ def _bd_matrix(results: list[Any], codecs: list[str], metric: str) -> str:
                 Cell(html_text, raw=True, value=result.bd_rate, title=result.warning, cls="num")
             )
         rows.append(row)
-    label = _BD_LABELS.get(metric, metric)
+    label = column.heading
     out = f"<h3>{esc(label)}</h3>" + table(
         ["anchor \\ test", *names], rows, cls=f"bd bd-{metric}", caption=f"BD-rate, {label}"
     )
@@ -466,3 +466,7 @@ def _percent(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return NA
     return f"{value:+.1f} %"
+
+
+def _compressed(rows: list[Aggregate]) -> list[Aggregate]:
+    return [r for r in rows if r.codec != REFERENCE_CODEC]

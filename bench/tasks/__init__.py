@@ -1,11 +1,17 @@
-"""Tasks run on reconstructions; segmenters by name (entry-point group ``bench.segmenters``)."""
+"""Tasks run on reconstructions (entry-point group ``bench.tasks``), and the segmenters the
+segmentation task feeds (entry-point group ``bench.segmenters``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bench.metrics.base import Column
 from bench.registry import Registry, construct
 from bench.tasks.base import Segmenter
+from bench.tasks.task import REFERENCE_CODEC, Table, Task
+
+TASKS: Registry[Task] = Registry("tasks", "bench.tasks")
+TASKS.add("segmentation", "bench.tasks.segmentation:SegmentationTask", "pip install torch")
 
 SEGMENTERS: Registry[Segmenter] = Registry("segmenters", "bench.segmenters")
 SEGMENTERS.add("espnet", "bench.tasks.espnet:EspnetSegmenter", "pip install torch")
@@ -18,4 +24,40 @@ def create_segmenter(name: str, options: Mapping[str, object] | None = None) -> 
     return construct(SEGMENTERS.load(name), dict(options or {}), f"segmenter {name}")
 
 
-__all__ = ["SEGMENTERS", "Segmenter", "create_segmenter"]
+def known_task_columns() -> dict[str, Column]:
+    """The fixed aggregate columns of every registered task, by name (per-class columns are
+    found through ``describe_column``)."""
+    found: dict[str, Column] = {}
+    for name in TASKS.names():
+        try:
+            cls = TASKS.load(name)
+        except Exception:  # a broken plugin costs its own columns only
+            continue
+        for column in cls.known_columns():
+            found.setdefault(column.name, column)
+    return found
+
+
+def describe_task_column(name: str) -> Column | None:
+    """A column of any registered task's stored tables, by name."""
+    for task in TASKS.names():
+        try:
+            column = TASKS.load(task).describe_column(name)
+        except Exception:  # a broken plugin costs its own columns only
+            continue
+        if column is not None:
+            return column
+    return None
+
+
+__all__ = [
+    "REFERENCE_CODEC",
+    "SEGMENTERS",
+    "TASKS",
+    "Segmenter",
+    "Table",
+    "Task",
+    "create_segmenter",
+    "describe_task_column",
+    "known_task_columns",
+]

@@ -1,0 +1,116 @@
+"""The task contract: what a machine does with reconstructions, and how it is scored.
+
+A task runs beside the codec in the worker: for each image it scores every reconstruction
+(per-record columns plus a mergeable state, e.g. a confusion matrix), states merge over a
+set into aggregate columns, and the uncompressed images (the ``none`` codec) are its
+reference row. Segmentation is the first task; detection would be the next.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from bench.metrics.base import Column, Value
+
+if TYPE_CHECKING:
+    from bench.datasets import Dataset, Sample
+    from bench.records import Record
+
+REFERENCE_CODEC = "none"
+"""The uncompressed reference row that task scores are compared with."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table a task adds to the outputs: written as ``NAME.csv`` and shown in the report.
+
+    ``rows[0]`` is the header; ``rows[1:]`` start with a label, then numbers stored as
+    measured, shown times ``scale`` with ``digits`` decimals.
+    """
+
+    title: str
+    rows: list[list[Any]]
+    scale: float = 1.0
+    digits: int = 1
+    note: str = ""
+
+
+class Task(abc.ABC):
+    """Base class of tasks run on reconstructions.
+
+    Instances are sent to worker processes (keep them picklable: load models lazily and
+    drop them in ``__getstate__``) and kept there per ``identity``, so per-image caches on
+    an instance (the reference's prediction) never mix two models.
+    """
+
+    name: ClassVar[str]
+    needs_labels: ClassVar[bool] = False
+    reference_codec: ClassVar[str] = REFERENCE_CODEC
+
+    @property
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """What changes the task's numbers (task, model, options, weights): the ``task``
+        column of records, part of their key."""
+
+    @property
+    @abc.abstractmethod
+    def record_columns(self) -> tuple[Column, ...]:
+        """The record columns ``score`` fills."""
+
+    @property
+    @abc.abstractmethod
+    def aggregate_columns(self) -> tuple[Column, ...]:
+        """The aggregate columns ``aggregate`` returns (and ``relative`` adds)."""
+
+    @classmethod
+    def known_columns(cls) -> tuple[Column, ...]:
+        """The aggregate columns every run of this task has (without per-run ones such as
+        per-class columns), known without a run (for rules and BD tables)."""
+        return ()
+
+    @classmethod
+    def describe_column(cls, name: str) -> Column | None:
+        """A column of this task's stored tables by name, without a run (for rules)."""
+        return next((c for c in cls.known_columns() if c.name == name), None)
+
+    def check(self, dataset: Dataset) -> None:  # noqa: B027 (optional hook)
+        """Raise UsageError before the run starts when the task cannot run on ``dataset``."""
+
+    @property
+    def batch_size(self) -> int:
+        return 1
+
+    @abc.abstractmethod
+    def score(
+        self, sample: Sample, reconstructions: Sequence[np.ndarray]
+    ) -> list[dict[str, Value]]:
+        """Record columns for each reconstruction of one sample.
+
+        Raises:
+            Exception: any failure costs these records only (the runner records it).
+        """
+
+    @abc.abstractmethod
+    def aggregate(self, records: Sequence[Record]) -> dict[str, float]:
+        """Aggregate columns over the successful records of one rate point, from their
+        mergeable states."""
+
+    def relative(  # noqa: B027 (optional hook)
+        self, rows: dict[str, float], reference: dict[str, float] | None
+    ) -> None:
+        """Fill columns relative to the reference row's (e.g. the mIoU drop) in ``rows``."""
+
+    def tables(self, rows: Sequence[tuple[str, Mapping[str, float]]]) -> dict[str, Table]:
+        """Tables of the task's own, by file stem, from (``codec@rate`` label, aggregate
+        values) pairs; none by default."""
+        return {}
+
+    def provenance(self) -> dict[str, Any]:
+        """What the run manifest records about the task (model, weights and their hash)."""
+        return {"name": self.name}
