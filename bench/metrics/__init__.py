@@ -17,6 +17,7 @@ METRICS: Registry[Metric] = Registry("metrics", "bench.metrics")
 METRICS.add("psnr", "bench.metrics.fidelity:Psnr")
 METRICS.add("ssim", "bench.metrics.fidelity:Ssim")
 METRICS.add("ms-ssim", "bench.metrics.fidelity:MsSsim")
+METRICS.add("psnr-yuv", "bench.metrics.psnr_yuv:PsnrYuv")
 
 DEFAULT_METRICS = ("psnr", "ssim", "ms-ssim")
 """What ``bench run`` scores unless ``--metrics`` says otherwise."""
