@@ -105,7 +105,8 @@ def run(
         opened_with["download"] = False
     data = open_dataset(dataset, opened_with)
     chosen = create_metrics(
-        None if metrics is None else metrics.split(",") if isinstance(metrics, str) else metrics
+        None if metrics is None else metrics.split(",") if isinstance(metrics, str) else metrics,
+        device=device,
     )
     planned_task = None
     if task not in (None, "", "compression"):

@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         for name in codecs
     ]
-    metrics = create_metrics(parse_metrics(args.metrics))
+    metrics = create_metrics(parse_metrics(args.metrics), device=args.device)
     options_of_dataset = dataset_options(args)
     dataset = open_dataset(args.dataset, options_of_dataset)
     seg_options = segmenter_options(args)

@@ -3,7 +3,8 @@
 ``manifest.json`` holds a ``RunManifest`` as JSON with a ``schema_version``. Older files
 (version 1, before the version was written) are migrated on reading. ``bench check``, the
 report and ``bench curves`` read it through ``read_manifest``, and rebuild the run's codecs,
-dataset, metrics and task through the functions below (the report's crops re-code with them).
+dataset, metrics, task and segmenter through the functions below (the report's crops re-code
+and re-segment with them).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bench.metrics import DEFAULT_METRICS, Metric, create_metrics
 if TYPE_CHECKING:
     from bench.codecs.base import Codec
     from bench.datasets import Dataset
+    from bench.tasks.base import Segmenter
     from bench.tasks.task import Task
 
 MANIFEST = "manifest.json"
@@ -173,6 +175,24 @@ def rebuild_task(manifest: RunManifest) -> Task | None:
         provenance,
         int(info.get("batch_size") or 4),
     )
+
+
+def rebuild_segmenter(manifest: RunManifest, device: str | None = None) -> Segmenter:
+    """The run's segmentation model, loaded (``device`` replaces the recorded one).
+
+    Raises:
+        UsageError, WeightsError: the manifest names no segmenter, or it cannot load here.
+    """
+    from bench.registry import construct, import_target
+
+    info = manifest.segmenter
+    if not isinstance(info, dict) or not info.get("target"):
+        raise UsageError("the manifest names no segmenter (the run had no segmentation task)")
+    options = dict(info.get("options") or {})
+    if device is not None:
+        options["device"] = device
+    model: Segmenter = construct(import_target(str(info["target"])), options, "segmenter")
+    return model
 
 
 def rebuild_dataset(manifest: RunManifest) -> Dataset | None:

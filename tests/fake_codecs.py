@@ -13,6 +13,7 @@ import numpy as np
 from bench.codecs.base import Availability, Ceiling, Codec, CodecInputs, Image, RateScale
 from bench.codecs.inputs import QualityMapSource
 from bench.errors import CodecError
+from bench.metrics.base import Column, Metric, Value
 from bench.tasks.base import Segmenter
 
 
@@ -116,3 +117,21 @@ class ConstantSegmenter(Segmenter):
 
     def provenance(self) -> dict[str, object]:
         return {"name": self.name, "label": self.label}
+
+
+class MeanAbsoluteError(Metric):
+    """A toy metric that runs 'on a device' and reports weights, for the metric seam's tests."""
+
+    name = "mae"
+    needs_device = True
+    record_columns = (Column("mae", "MAE", higher_is_better=False, digits=3),)
+    aggregate_columns = (Column("mae_mean", "MAE", higher_is_better=False, record="mae"),)
+
+    def __init__(self, *, device: str = "cpu") -> None:
+        self.device = device
+
+    def score(self, prepared: np.ndarray, reconstruction: np.ndarray) -> dict[str, Value]:
+        return {"mae": float(np.abs(prepared.astype(float) - reconstruction).mean())}
+
+    def provenance(self) -> dict[str, object]:
+        return {"device": self.device, "weights_sha256": "0" * 64}

@@ -294,3 +294,30 @@ def test_records_read_back_equal_what_was_written(labelled, tmp_path):
     dataset, _ = folder(labelled)
     result = run(dataset, [plan_codec("webp", rates=[60])], tmp_path / "r")
     assert read_csv(tmp_path / "r" / "records.csv") == result.records
+
+
+def test_a_plugin_metric_gets_the_device_and_its_provenance_reaches_the_manifest(
+    labelled, tmp_path, monkeypatch, capsys
+):
+    from bench.cli import main
+    from bench.metrics import METRICS
+
+    monkeypatch.setitem(METRICS._entries, "mae", Entry("mae", "fake_codecs:MeanAbsoluteError"))
+    metrics = create_metrics(["psnr", "mae"], device="cuda:3")
+    assert metrics[1].device == "cuda:3"  # type: ignore[attr-defined]
+    dataset, _ = folder(labelled)
+    metrics = create_metrics(["mae"])
+    result = run(dataset, [plan_codec("jpeg", rates=[50])], tmp_path / "r", metrics=metrics)
+    manifest = read_manifest(result.directory)
+    assert manifest.metric_provenance == {"mae": {"device": "cpu", "weights_sha256": "0" * 64}}
+    with Image.open(labelled / "images" / "im0.png") as image:
+        original = np.asarray(image)
+    codec = CODECS.load("jpeg")()
+    decoded = codec.decode(codec.encode(original, 50))
+    expected = np.abs(original.astype(float) - decoded).mean()
+    assert result.records[0].mae == pytest.approx(expected, rel=1e-12)
+    assert main(["list", "metrics"]) == 0
+    listing = capsys.readouterr().out
+    assert "psnr-yuv" in listing and "mae_mean" in listing and "ms_ssim_db_mean" in listing
+    assert main(["list", "tasks"]) == 0
+    assert "segmentation" in capsys.readouterr().out

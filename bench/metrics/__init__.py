@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from bench.errors import UsageError
 from bench.metrics.base import Column, Metric, Plot
-from bench.registry import Registry, construct
+from bench.registry import Registry, construct, keyword_options
 
 METRICS: Registry[Metric] = Registry("metrics", "bench.metrics")
 METRICS.add("psnr", "bench.metrics.fidelity:Psnr")
@@ -23,13 +23,17 @@ DEFAULT_METRICS = ("psnr", "ssim", "ms-ssim")
 """What ``bench run`` scores unless ``--metrics`` says otherwise."""
 
 
-def create_metric(name: str) -> Metric:
-    """Instantiate a registered metric."""
-    return construct(METRICS.load(name), {}, f"metric {name}")
+def create_metric(name: str, device: str = "cpu") -> Metric:
+    """Instantiate a registered metric; one that runs a model (``needs_device``) takes
+    ``device`` as its keyword option."""
+    cls = METRICS.load(name)
+    options = {"device": device} if "device" in keyword_options(cls) else {}
+    return construct(cls, options, f"metric {name}")
 
 
-def create_metrics(names: Iterable[str] | None = None) -> list[Metric]:
-    """The metrics of a run, in the order given (default: ``DEFAULT_METRICS``).
+def create_metrics(names: Iterable[str] | None = None, device: str = "cpu") -> list[Metric]:
+    """The metrics of a run, in the order given (default: ``DEFAULT_METRICS``); ``device``
+    goes to the metrics that run a model.
 
     Raises:
         UsageError: an unknown or repeated name, or no metric at all.
@@ -40,7 +44,7 @@ def create_metrics(names: Iterable[str] | None = None) -> list[Metric]:
     repeated = sorted({n for n in chosen if chosen.count(n) > 1})
     if repeated:
         raise UsageError(f"--metrics names {', '.join(repeated)} more than once")
-    return [create_metric(name) for name in chosen]
+    return [create_metric(name, device) for name in chosen]
 
 
 def known_columns() -> dict[str, Column]:

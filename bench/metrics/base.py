@@ -104,7 +104,9 @@ class Metric(abc.ABC):
     preparation: ClassVar[str] = ""
     """Key of the per-image preparation; metrics with the same key share one (default: name)."""
     needs_device: ClassVar[bool] = False
-    """Whether the metric runs a model that takes a torch device (``--device``)."""
+    """Whether the metric runs a model on a torch device: such a metric takes a keyword
+    option ``device`` (``--device``), and reports its weights and their SHA-256 through
+    ``provenance`` (they go into the run manifest)."""
 
     @property
     def preparation_key(self) -> str:

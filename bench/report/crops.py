@@ -297,20 +297,20 @@ def _segment(
     info = run.manifest.segmenter
     if run.task is None or not isinstance(info, dict):
         return {}, ""
-    target, options = info.get("target"), dict(info.get("options") or {})
-    if not target:
+    if not info.get("target"):
         return {}, "No segmentation overlays: the manifest does not name the segmenter's class."
-    from bench.registry import construct, import_target
+    from bench.manifest import rebuild_segmenter
 
+    options = dict(info.get("options") or {})
     began = time.perf_counter()
     try:
         try:
-            model = construct(import_target(str(target)), options, "segmenter")
+            model = rebuild_segmenter(run.manifest)
         except Exception:
             if options.get("device", "cpu") == "cpu":
                 raise
             options["device"] = "cpu"
-            model = construct(import_target(str(target)), options, "segmenter")
+            model = rebuild_segmenter(run.manifest, device="cpu")
         shown = [r for r in reproductions if r.ok]
         images = [original, *(r.decoded for r in shown if r.decoded is not None)]
         predictions = model.predict_batch(images)
