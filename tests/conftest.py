@@ -1,4 +1,9 @@
-"""Shared fixtures: real images from ../shared, skipped with a reason where it is absent."""
+"""Shared fixtures: real images from ../shared, skipped with a reason where it is absent.
+
+``kodak`` (and ``kodim``) fall back to synthetic stand-ins (tests/synthetic.py) when ../shared
+lacks the Kodak images, so the machinery tests run on any clone; tests whose numbers need the
+real photographs ask for ``real_kodak`` instead, which skips there.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import write_synthetic_kodak
 
 from bench.images import read_rgb8
 
@@ -16,16 +22,30 @@ SHARED = Path(os.environ.get("BENCH_SHARED", ROOT.parent / "shared"))
 KODAK = SHARED / "datasets" / "kodak"
 
 
+def has_real_kodak() -> bool:
+    return (KODAK / "kodim01.png").is_file()
+
+
 def kodak_dir() -> Path:
-    if not (KODAK / "kodim01.png").is_file():
+    """The real Kodak directory; skips the calling test where ../shared lacks it."""
+    if not has_real_kodak():
         pytest.skip(f"the Kodak images are not in {KODAK} (../shared is absent)")
     return KODAK
 
 
 @pytest.fixture(scope="session")
-def kodak() -> Path:
-    """The directory of the 24 Kodak PNGs."""
+def real_kodak() -> Path:
+    """The directory of the 24 real Kodak PNGs, for numbers that need the photographs."""
     return kodak_dir()
+
+
+@pytest.fixture(scope="session")
+def kodak(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of ``kodim01.png`` ... ``kodim24.png`` at Kodak's sizes: the real ones from
+    ../shared where present, else deterministic synthetic stand-ins (same names and sizes)."""
+    if has_real_kodak():
+        return KODAK
+    return write_synthetic_kodak(tmp_path_factory.mktemp("synthetic-kodak"))
 
 
 @pytest.fixture(scope="session")

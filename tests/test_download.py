@@ -65,9 +65,11 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
         download("http://127.0.0.1:9/absent", tmp_path / "x", "0" * 64)
 
 
-def test_kodak_downloads_missing_images_with_checksums(server, kodak, tmp_path, monkeypatch):
+def test_kodak_downloads_missing_images_with_checksums(
+    server, real_kodak, tmp_path, monkeypatch
+):
     root, url = server
-    for path in kodak.glob("kodim*.png"):
+    for path in real_kodak.glob("kodim*.png"):
         (root / path.name).write_bytes(path.read_bytes())
     monkeypatch.setenv("BENCH_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("BENCH_KODAK_DIR", raising=False)

