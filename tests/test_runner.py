@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import has_real_kodak
 from PIL import Image
 
 from bench import executors
@@ -24,7 +25,6 @@ from bench.metrics.fidelity import ms_ssim_rgb, psnr_rgb, ssim_rgb
 from bench.records import read_csv
 from bench.registry import Entry
 from bench.runner import plan_codec, run
-from conftest import has_real_kodak
 
 RATES = {"jpeg": [15, 75], "webp": [30, 80], "jpeg2000": [96, 24]}
 IMAGES = 3
