@@ -453,6 +453,79 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def parse_crop(text: str | None) -> tuple[int, int] | None:
+    """``"256x512"`` -> ``(256, 512)`` (height x width); None or "" for whole images."""
+    if not text:
+        return None
+    height, sep, width = text.lower().partition("x")
+    try:
+        crop = (int(height), int(width))
+    except ValueError:
+        crop = (0, 0)
+    if not sep or min(crop) < 16 or crop[0] % 16 or crop[1] % 16:
+        raise UsageError(f"--crop {text!r}: expected HEIGHTxWIDTH, multiples of 16, e.g. 256x512")
+    return crop
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bench.codecs.gan import GanConfig, parameter_count
+    from bench.codecs.gan_train import PAPER_EPOCHS, GanTrainable
+    from bench.train import ImageSampler, Trainer, TrainingOptions
+
+    if args.steps is not None and args.epochs is not None:
+        raise UsageError("give --steps or --epochs, not both")
+    options = dataset_options(args)
+    if args.dataset == "cityscapes":
+        options.setdefault("resolution", "half")  # the paper trains at half resolution
+    dataset = open_dataset(args.dataset, options)
+    try:
+        config = GanConfig(
+            bottleneck=args.bottleneck,
+            levels=args.levels,
+            width=args.width,
+            mse_weight=args.mse_weight,
+            fm_weight=args.fm_weight,
+            gan_weight=args.gan_weight,
+        )
+    except ValueError as exc:
+        raise UsageError(f"bench train gan: {exc}") from None
+    trainable = GanTrainable(
+        config, device=args.device, learning_rate=args.lr, betas=(args.beta1, 0.999)
+    )
+    training = TrainingOptions(
+        steps=args.steps,
+        epochs=args.epochs if args.epochs is not None or args.steps else PAPER_EPOCHS,
+        batch_size=args.batch_size,
+        crop=parse_crop(args.crop),
+        seed=args.seed,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        out=Path(args.out),
+    )
+    sampler = ImageSampler(
+        dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
+        limit=args.limit,
+    )  # fmt: skip
+    label = "" if config.width == 1.0 else f", width {config.width:g} (narrower than the paper)"
+    print(
+        f"bench train gan: F={config.bottleneck}, L={config.levels} "
+        f"({config.nominal_bpp:g} bpp nominal){label}; generator "
+        f"{parameter_count(trainable.generator):,} parameters, discriminator "
+        f"{parameter_count(trainable.discriminator):,}; {len(sampler.images)} images of "
+        f"{dataset.tag} -> {args.out}",
+        file=sys.stderr,
+    )
+    result = Trainer(trainable, sampler, training).run(resume=args.resume)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+    print(
+        f"trained to step {result.step} (epoch {result.epoch}) in {result.seconds / 60:.1f} min; "
+        f"last step: {shown}\ncheckpoint: {result.checkpoint}\nuse it: bench run --codecs gan "
+        f"--rates gan={config.nominal_bpp:g} --codec-option gan.weights={result.checkpoint}"
+    )
+    return EXIT_OK
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from bench.check import snapshot_run, write_baseline
 
@@ -623,6 +696,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list codecs, datasets, segmenters, metrics or tasks")
     p.add_argument("what", choices=["codecs", "datasets", "segmenters", "metrics", "tasks"])
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("train", help="train a learned codec's weights (the gan codec)")
+    train = p.add_subparsers(dest="model", required=True)
+    p = train.add_parser(
+        "gan",
+        help="train the GAN autoencoder for one (F, L): its rate point F*ld(L)/256 bpp",
+        description="Trains the GAN autoencoder of Löhdefink et al. with the paper's recipe by "
+        "default (Adam 2e-4, beta1 0.5, batch 1, Cityscapes train at half resolution, 50 "
+        "epochs). Resumable (--resume), checkpointed atomically, seeded.",
+    )
+    p.add_argument("--dataset", default="cityscapes", help="any dataset (default cityscapes)")
+    p.add_argument("--data-dir", help="directory that holds the dataset")
+    p.add_argument("--split", help="dataset split (cityscapes: train)")
+    p.add_argument("--resolution", choices=["full", "half"], help="cityscapes (default half)")
+    p.add_argument("--label-dir", help=argparse.SUPPRESS)
+    p.add_argument("--num-classes", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-download", action="store_true", help="never download data")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--bottleneck", type=int, default=8, help="F, latent maps (default 8)")
+    p.add_argument("--levels", type=int, default=4, help="L, quantization levels (default 4)")
+    p.add_argument(
+        "--width", type=float, default=1.0, help="channel factor (1.0 = the paper; 0.125 on a CPU)"
+    )
+    p.add_argument("--crop", help="random crops HEIGHTxWIDTH (default: whole images)")
+    p.add_argument("--steps", type=int, help="training steps (default: --epochs)")
+    p.add_argument("--epochs", type=int, help="passes over the images (default 50, the paper)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per step (paper: 1)")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (paper: 2e-4)")
+    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (reference code: 0.5)")
+    p.add_argument("--mse-weight", type=float, default=12.0, help="MSE weight (12)")
+    p.add_argument("--fm-weight", type=float, default=10.0, help="feature matching weight (10)")
+    p.add_argument("--gan-weight", type=float, default=1.0, help="LSGAN weight (1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (mixed precision)")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
+    p.add_argument("--log-every", type=int, default=50, help="steps per loss record")
+    p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--out", required=True, help="the checkpoint file")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")
     p.add_argument("run_dir")

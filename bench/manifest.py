@@ -73,6 +73,8 @@ class RunManifest:
     """The segmentation task's provenance (model, weights hash, class names, identity)."""
     codecs: dict[str, CodecEntry] = field(default_factory=dict)
     records: dict[str, int] | None = None
+    warnings: list[str] = field(default_factory=list)
+    """What the run warned about before it started (e.g. a codec trained on scored images)."""
 
     @property
     def dataset_tag(self) -> str:

@@ -626,6 +626,9 @@ def run(
         if plan.input_source is not None:
             plan.input_source.check(tuple(dataset.class_names), dataset.tag)
     refs = dataset.refs()[:limit] if limit else dataset.refs()
+    warnings = training_leaks(refs, plans)
+    for warning in warnings:
+        log.warning("%s", warning)
     value_columns = [c.name for m in chosen for c in m.record_columns]
     if task is not None:
         value_columns += [c.name for c in task.record_columns]
@@ -669,6 +672,7 @@ def run(
             for p in plans
         },
     )
+    manifest.warnings = warnings
     write_manifest(store.directory, manifest)
     for plan in plans:
         if not plan.usable:
@@ -686,6 +690,43 @@ def run(
     finally:
         result = _finish(store, manifest, status, refs, plans, chosen, task)
     return result
+
+
+TRAINING_FILES = "training_files_sha256"
+"""Provenance key under which a learned codec lists the SHA-256 of the files its weights were
+trained on (see ``bench.codecs.gan``)."""
+
+
+def training_leaks(refs: Sequence[SampleRef], plans: Sequence[CodecPlan]) -> list[str]:
+    """Warnings for codecs whose weights were trained on images this run scores (compared by
+    the SHA-256 of the files, so another resolution of the same frame counts too)."""
+    trained = {
+        plan.name: set(plan.provenance.get(TRAINING_FILES) or ())
+        for plan in plans
+        if plan.provenance.get(TRAINING_FILES)
+    }
+    if not trained:
+        return []
+    from bench.download import sha256_of
+
+    scored: dict[str, str] = {}
+    for ref in refs:
+        try:
+            scored[sha256_of(ref.path)] = ref.id
+        except OSError:  # an unreadable file fails its own records later
+            continue
+    warnings = []
+    for name, files in trained.items():
+        overlap = sorted(scored[h] for h in files & set(scored))
+        if overlap:
+            shown = ", ".join(overlap[:5]) + (
+                f" and {len(overlap) - 5} more" if len(overlap) > 5 else ""
+            )
+            warnings.append(
+                f"{name} was trained on {len(overlap)} of the {len(refs)} images this run scores "
+                f"({shown}): its numbers on them are not a fair test (train on another split)"
+            )
+    return warnings
 
 
 def _finish(

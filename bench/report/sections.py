@@ -84,8 +84,9 @@ def summary(run: RunData) -> str:
         ("aggregates", run.aggregates_source),
     ]
     body = key_values(facts, cls="kv summary")
-    if run.notes:
-        body += '<div class="warn"><ul>' + "".join(f"<li>{esc(n)}</li>" for n in run.notes)
+    warnings = [*run.notes, *run.manifest.warnings]
+    if warnings:
+        body += '<div class="warn"><ul>' + "".join(f"<li>{esc(n)}</li>" for n in warnings)
         body += "</ul></div>"
     body += "<h3>Codecs</h3>" + _codec_table(run)
     if failed:

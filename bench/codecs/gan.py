@@ -1,0 +1,1026 @@
+"""The GAN autoencoder codec of Löhdefink et al. (2019), after Agustsson et al. (2018).
+
+An encoder maps an RGB image in [-1, 1] to a latent of ``F`` maps at 1/16 of its size; each
+latent value is quantized to one of ``L`` fixed centres (soft-to-hard quantization: the soft
+softmax assignment of the paper's eq. 1-2 for the gradient, the nearest centre in the forward
+pass); a decoder (nine residual blocks and four transposed convolutions) maps the centres back
+to an image; a multi-scale PatchGAN discriminator trains it with a least-squares GAN loss, a
+feature-matching loss and an MSE loss. There is no entropy coding: each symbol costs
+``ld(L)`` bits, so the rate is ``F * ld(L) / 256`` bpp (paper eq. 5) plus bench's header.
+
+Bitstream (big-endian, 37 header bytes, then the payload)::
+
+    4s  magic b"BGAN"             B  version (1)          8s  model identity
+    I   image height              I  image width          4H  padding top, bottom, left, right
+    H   F (bottleneck maps)       H  L (levels)           2H  latent height, latent width
+    payload: the F x h x w level indices in C order, first symbol most significant; for L a
+    power of two, ld(L) bits each (the last byte zero-filled); otherwise one base-L integer
+    of ceil(n * ld(L) / 8) bytes (a Python int, exact).
+
+The model identity is the first 8 bytes of the SHA-256 of the config JSON and the generator's
+tensors, so a decoder refuses a bitstream made by another model, even one of the same F and L.
+
+Design choices where the paper is silent (or where its reference code is defective):
+
+* Block 6 of the encoder is conv + instance norm *without* the ReLU the paper lists for all six
+  blocks: the reference TF code puts a ReLU before symmetric centres, so the negative half of
+  the levels can never be chosen. ``bottleneck_activation="relu"`` reproduces that literally
+  (for comparison only).
+* Centres are fixed, spacing 1, symmetric about 0: ``linspace(-(L-1)/2, (L-1)/2, L)`` (the
+  reference uses the integers -2..2 for L = 5); the affine instance norm of block 6 learns the
+  scale of the latent against them. They are stored in the config.
+* The straight-through estimator is written ``hard + (soft - soft.detach())``: the same
+  gradient as ``soft + (hard - soft).detach()``, but the forward value is exactly the centre,
+  so ``decode(encode(x))`` equals ``forward(x)`` bit for bit.
+* Instance norms are affine (TF's default), convolutions keep their biases; 3x3 convolutions
+  zero-pad by 1; the 7x7 ones reflection-pad by 3.
+* PatchGAN convolutions are 4x4 with padding 2 (pix2pixHD); the D and the adversarial losses
+  are averaged over the three scales; feature matching is the L1 distance of the four
+  intermediate maps (not the logits), averaged over layers and scales, the real image's maps
+  detached; the MSE is taken on the [-1, 1] scale the networks work in.
+* Images are padded to a multiple of 16 by edge replication, centred (as the CompressAI codecs
+  centre their zero padding), and cropped back. ``width`` scales every hidden channel count,
+  not ``F`` and not the 3 RGB channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.codecs.base import Availability, Bitstream, Codec, Image, RateScale, check_image
+from bench.codecs.learned import MAX_MEGAPIXELS, pad_amounts, torch_availability
+from bench.errors import CodecError, CodecUnavailable, UsageError
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+    from torch import Tensor, nn
+
+    _Module = nn.Module
+else:
+    try:
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        _Module = nn.Module
+    except Exception:  # torch missing or broken: availability() says so, nothing else runs
+        _Module = object
+
+FORMAT = "bench-gan-1"
+"""The ``format`` entry of checkpoints made by ``save_generator_checkpoint``."""
+MAGIC = b"BGAN"
+VERSION = 1
+DOWNSAMPLING = 16
+"""d = 2**4: four stride-2 convolutions (paper eq. 3)."""
+_HEADER = struct.Struct(">4sB8sII4HHHHH")
+HEADER_BYTES = _HEADER.size
+TRAIN_COMMAND = (
+    "bench train gan --dataset cityscapes --data-dir DIR --split train "
+    "--bottleneck {F} --levels {L} --out CHECKPOINT"
+)
+RANDOM_WIDTH = 1 / 32
+"""Width of ``weights=random`` stand-ins (pipeline tests: mechanics, not quality)."""
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar")
+
+
+def default_centres(levels: int, spacing: float = 1.0) -> tuple[float, ...]:
+    """``L`` centres symmetric about 0, ``spacing`` apart: (-1.5, -0.5, 0.5, 1.5) for L = 4."""
+    return tuple(spacing * (i - (levels - 1) / 2) for i in range(levels))
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """Everything that fixes the generator's and discriminator's architecture and losses.
+
+    Attributes:
+        bottleneck: F, the latent maps.
+        levels: L, the quantization levels (2..65535).
+        width: factor on every hidden channel count (1.0 = the paper).
+        centres: the L fixed reconstruction levels, increasing (default: spacing 1, symmetric).
+        sigma: softness of the soft quantizer (paper: 1).
+        bottleneck_activation: ``none`` (bench's choice) or ``relu`` (the reference code's
+            defect: negative centres unreachable; for comparison only).
+        residual_blocks: residual units of the decoder (9).
+        discriminator_scales: PatchGANs at successive 2x average-pooled copies (3).
+        mse_weight, fm_weight, gan_weight: generator loss weights (reference code: 12, 10, 1).
+
+    >>> GanConfig().nominal_bpp
+    0.0625
+    """
+
+    bottleneck: int = 8
+    levels: int = 4
+    width: float = 1.0
+    centres: tuple[float, ...] = ()
+    sigma: float = 1.0
+    bottleneck_activation: str = "none"
+    residual_blocks: int = 9
+    discriminator_scales: int = 3
+    mse_weight: float = 12.0
+    fm_weight: float = 10.0
+    gan_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.bottleneck) <= 65535:
+            raise ValueError(f"bottleneck must be 1..65535, got {self.bottleneck}")
+        if not 2 <= int(self.levels) <= 65535:
+            raise ValueError(f"levels must be 2..65535, got {self.levels}")
+        if not self.width > 0:
+            raise ValueError(f"width must be positive, got {self.width}")
+        centres = tuple(float(c) for c in self.centres) or default_centres(int(self.levels))
+        if len(centres) != self.levels:
+            raise ValueError(f"{len(centres)} centres for {self.levels} levels")
+        if any(b <= a for a, b in itertools.pairwise(centres)):
+            raise ValueError(f"centres must increase strictly, got {centres}")
+        if self.bottleneck_activation not in ("none", "relu"):
+            raise ValueError(
+                f"bottleneck_activation must be none or relu, got {self.bottleneck_activation!r}"
+            )
+        object.__setattr__(self, "centres", centres)
+        object.__setattr__(self, "bottleneck", int(self.bottleneck))
+        object.__setattr__(self, "levels", int(self.levels))
+        object.__setattr__(self, "width", float(self.width))
+
+    @property
+    def nominal_bpp(self) -> float:
+        """F * ld(L) / d**2 bits per pixel (paper eq. 5), without header or padding."""
+        return self.bottleneck * math.log2(self.levels) / DOWNSAMPLING**2
+
+    def channels(self, count: int) -> int:
+        """A hidden channel count of the paper scaled by ``width`` (at least 1)."""
+        return max(1, round(count * self.width))
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys), the form hashed into the model identity."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GanConfig:
+        """Rebuild from ``asdict`` output; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown GanConfig entries {unknown}")
+        values = dict(data)
+        if "centres" in values:
+            values["centres"] = tuple(values["centres"])
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def _norm(channels: int) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=True)
+
+
+class Quantizer(_Module):
+    """Soft-to-hard scalar quantization onto fixed centres.
+
+    Forward: the nearest centre (and its index 0..L-1); backward: the gradient of the soft
+    assignment ``sum_l c_l softmax(-sigma |r - c_l|)`` (paper eq. 1-2).
+    """
+
+    centres: Tensor
+
+    def __init__(self, centres: Sequence[float], sigma: float = 1.0) -> None:
+        super().__init__()
+        self.sigma = float(sigma)
+        self.register_buffer(
+            "centres", torch.tensor(list(centres), dtype=torch.float32), persistent=False
+        )
+
+    def indices(self, r: Tensor) -> Tensor:
+        """The index of the nearest centre of each value (ties: the lower one), int64."""
+        return (r.unsqueeze(-1) - self.centres).abs().argmin(dim=-1)
+
+    def soft(self, r: Tensor) -> Tensor:
+        """The differentiable soft assignment of eq. 2."""
+        weights = torch.softmax(-self.sigma * (r.unsqueeze(-1) - self.centres).abs(), dim=-1)
+        return (weights * self.centres).sum(dim=-1)
+
+    def dequantize(self, indices: Tensor) -> Tensor:
+        """The centres named by level indices."""
+        return self.centres[indices]
+
+    def forward(self, r: Tensor) -> tuple[Tensor, Tensor]:
+        idx = self.indices(r)
+        hard = self.dequantize(idx)
+        if not (torch.is_grad_enabled() and r.requires_grad):
+            return hard, idx
+        soft = self.soft(r)
+        return hard + (soft - soft.detach()), idx  # value: exactly hard; gradient: soft's
+
+
+class Encoder(_Module):
+    """Six conv + instance-norm blocks (ReLU in the first five), down-sampling by 16."""
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        c = config.channels
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(3, c(60), 7),
+            _norm(c(60)),
+            nn.ReLU(),
+        ]
+        for n_in, n_out in ((60, 120), (120, 240), (240, 480), (480, 960)):
+            layers += [nn.Conv2d(c(n_in), c(n_out), 3, 2, 1), _norm(c(n_out)), nn.ReLU()]
+        layers += [nn.Conv2d(c(960), config.bottleneck, 3, 1, 1), _norm(config.bottleneck)]
+        if config.bottleneck_activation == "relu":
+            layers.append(nn.ReLU())
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)  # type: ignore[no-any-return]
+
+
+class ResidualBlock(_Module):
+    """x + IN(conv(ReLU(IN(conv(x)))))."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1),
+            _norm(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, 1, 1),
+            _norm(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)  # type: ignore[no-any-return]
+
+
+class Decoder(_Module):
+    """Conv to 960 maps, nine residual blocks, four transposed convs, 7x7 conv, tanh."""
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        c = config.channels
+        layers: list[nn.Module] = [
+            nn.Conv2d(config.bottleneck, c(960), 3, 1, 1),
+            _norm(c(960)),
+            nn.ReLU(),
+        ]
+        layers += [ResidualBlock(c(960)) for _ in range(config.residual_blocks)]
+        for n_in, n_out in ((960, 480), (480, 240), (240, 120), (120, 60)):
+            layers += [
+                nn.ConvTranspose2d(c(n_in), c(n_out), 3, 2, 1, output_padding=1),
+                _norm(c(n_out)),
+                nn.ReLU(),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(c(60), 3, 7), nn.Tanh()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, latent: Tensor) -> Tensor:
+        return self.layers(latent)  # type: ignore[no-any-return]
+
+
+class GanGenerator(_Module):
+    """Encoder, quantizer and decoder: ``forward(x) -> (x_hat, indices)``.
+
+    ``x`` is (N, 3, H, W) in [-1, 1] with H and W multiples of 16; ``indices`` are
+    (N, F, H/16, W/16) int64 level indices; ``x_hat`` is in [-1, 1].
+    """
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = Quantizer(config.centres, config.sigma)
+        self.decoder = Decoder(config)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        quantized, indices = self.quantizer(self.encoder(x))
+        return self.decoder(quantized), indices
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Level indices of an image batch: (N, F, H/16, W/16) int64."""
+        return self.quantizer.indices(self.encoder(x))
+
+    def decode(self, indices: Tensor) -> Tensor:
+        """The reconstruction in [-1, 1] of level indices."""
+        return self.decoder(self.quantizer.dequantize(indices))  # type: ignore[no-any-return]
+
+
+class PatchGan(_Module):
+    """4x4 convs 64-128-256-512 (stride 2, 2, 2, 1; padding 2), LeakyReLU 0.2, instance norm
+    from the second conv on, then a 4x4 conv to one logit map."""
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        c = config.channels
+        chans = [3, c(64), c(128), c(256), c(512)]
+        stages: list[nn.Module] = []
+        for i, stride in enumerate((2, 2, 2, 1)):
+            stage: list[nn.Module] = [nn.Conv2d(chans[i], chans[i + 1], 4, stride, 2)]
+            if i > 0:
+                stage.append(_norm(chans[i + 1]))
+            stage.append(nn.LeakyReLU(0.2))
+            stages.append(nn.Sequential(*stage))
+        stages.append(nn.Conv2d(chans[-1], 1, 4, 1, 2))
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+
+class MultiScaleDiscriminator(_Module):
+    """PatchGANs on the image and on successively average-pooled copies.
+
+    ``forward(x)`` returns, per scale, the intermediate feature maps with the logits last.
+    """
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        self.scales = nn.ModuleList(PatchGan(config) for _ in range(config.discriminator_scales))
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: Tensor) -> list[list[Tensor]]:
+        outputs = []
+        for i, patch_gan in enumerate(self.scales):
+            if i:
+                x = self.downsample(x)
+            outputs.append(patch_gan(x))
+        return outputs
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def discriminator_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) -> Tensor:
+    """Least-squares GAN loss of D, averaged over scales: mean((D(x)-1)^2) + mean(D(x_hat)^2).
+
+    Pass ``fake`` computed on a detached ``x_hat``.
+    """
+    terms = [
+        ((r[-1] - 1) ** 2).mean() + (f[-1] ** 2).mean() for r, f in zip(real, fake, strict=True)
+    ]
+    return torch.stack(terms).mean()
+
+
+def feature_matching_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) -> Tensor:
+    """L1 between D's intermediate maps (logits excluded) on x and x_hat, averaged over layers
+    and scales; the real image's maps are detached."""
+    terms = [
+        (f - r.detach()).abs().mean()
+        for real_maps, fake_maps in zip(real, fake, strict=True)
+        for r, f in zip(real_maps[:-1], fake_maps[:-1], strict=True)
+    ]
+    return torch.stack(terms).mean()
+
+
+def generator_loss(
+    config: GanConfig,
+    x: Tensor,
+    x_hat: Tensor,
+    real: list[list[Tensor]],
+    fake: list[list[Tensor]],
+) -> dict[str, Tensor]:
+    """The generator's loss and its parts: ``gan`` (least squares, mean((D(x_hat)-1)^2) over
+    scales), ``feature_matching``, ``mse`` (on the [-1, 1] scale) and their weighted ``total``.
+
+    ``real`` is D on x, ``fake`` D on the (not detached) x_hat.
+    """
+    gan = torch.stack([((f[-1] - 1) ** 2).mean() for f in fake]).mean()
+    fm = feature_matching_loss(real, fake)
+    mse = F.mse_loss(x_hat, x)
+    total = config.gan_weight * gan + config.fm_weight * fm + config.mse_weight * mse
+    return {"total": total, "gan": gan, "feature_matching": fm, "mse": mse}
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameters of a module."""
+    return sum(p.numel() for p in module.parameters())
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def model_identity(config: GanConfig, generator: nn.Module) -> bytes:
+    """8 bytes naming a model: SHA-256 of the config JSON and the generator's tensors."""
+    digest = hashlib.sha256(config.to_json().encode())
+    for name, tensor in sorted(generator.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.digest()[:8]
+
+
+def save_generator_checkpoint(
+    path: str | os.PathLike[str],
+    config: GanConfig,
+    generator: nn.Module,
+    discriminator: nn.Module | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a ``bench-gan-1`` checkpoint atomically (temporary file, then ``os.replace``).
+
+    ``extra`` entries (epoch, optimizer states...) are stored beside ``format``, ``config``,
+    ``generator`` and ``discriminator``; they must be loadable with ``weights_only=True``.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = dict(extra or {})
+    payload.update(format=FORMAT, config=asdict(config), generator=generator.state_dict())
+    if discriminator is not None:
+        payload["discriminator"] = discriminator.state_dict()
+    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _read_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    from bench.tasks.base import WeightsError
+
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such GAN checkpoint")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path}: not a readable {FORMAT} checkpoint ({str(exc).splitlines()[0]}); bench "
+            "loads checkpoints with weights_only=True"
+        ) from exc
+    if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
+        found = loaded.get("format") if isinstance(loaded, dict) else type(loaded).__name__
+        raise WeightsError(f"{path}: not a {FORMAT} checkpoint (format {found!r})")
+    return loaded
+
+
+TRAINING_FILES = "training_files_sha256"
+"""Provenance key of the SHA-256 of the files a codec's checkpoints were trained on (the runner
+warns when they overlap the images it scores; ``bench.runner.TRAINING_FILES``)."""
+
+
+def checkpoint_training(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a checkpoint says about its training: step, epoch, seconds, options, dataset and
+    images ({id, sha256, file_sha256}); empty for a checkpoint without that record."""
+    loaded = _read_checkpoint(Path(path), mmap=True)
+    training = loaded.get("training")
+    if not isinstance(training, dict):
+        return {}
+    keep = ("step", "epoch", "seconds", "options", "dataset", "images")
+    return {k: training[k] for k in keep if k in training}
+
+
+def read_gan_config(path: str | os.PathLike[str]) -> GanConfig:
+    """The config of a checkpoint, without copying its tensors (memory-mapped)."""
+    from bench.tasks.base import WeightsError
+
+    loaded = _read_checkpoint(Path(path), mmap=True)
+    try:
+        return GanConfig.from_dict(loaded["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: bad GAN config in checkpoint: {exc}") from exc
+
+
+def load_gan_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    bottleneck: int | None = None,
+    levels: int | None = None,
+    width: float | None = None,
+) -> tuple[GanConfig, GanGenerator]:
+    """The config and generator (eval mode, on the CPU) of a ``bench-gan-1`` checkpoint.
+
+    The tensors are loaded with ``weights_only=True`` and strictly. ``bottleneck``, ``levels``
+    and ``width``, when given, must match the checkpoint's.
+
+    Raises:
+        WeightsError: unreadable file, another format, another F/L/width than requested, or
+            tensors that do not fit the config's architecture (named).
+    """
+    from bench.tasks.base import WeightsError, load_strict
+
+    source = Path(path)
+    loaded = _read_checkpoint(source)
+    try:
+        config = GanConfig.from_dict(loaded["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{source}: bad GAN config in checkpoint: {exc}") from exc
+    checks = (
+        ("bottleneck (F)", float(config.bottleneck), bottleneck),
+        ("levels (L)", float(config.levels), levels),
+        ("width", config.width, width),
+    )
+    wrong = [
+        f"{what} {have:g} (requested {float(value):g})"
+        for what, have, value in checks
+        if value is not None and not math.isclose(have, float(value), rel_tol=1e-9)
+    ]
+    if wrong:
+        raise WeightsError(f"{source}: checkpoint has " + ", ".join(wrong))
+    state = loaded.get("generator")
+    if not isinstance(state, dict):
+        raise WeightsError(f"{source}: no generator state_dict in checkpoint")
+    generator = GanGenerator(config)
+    what = f"GAN generator (F={config.bottleneck}, L={config.levels}, width={config.width:g})"
+    load_strict(generator, state, source, what)
+    return config, generator.eval()
+
+
+# --------------------------------------------------------------------------- bitstream
+
+
+@dataclass(frozen=True)
+class GanHeader:
+    """What a receiver needs besides the payload: image size, padding, latent shape, model."""
+
+    identity: bytes
+    height: int
+    width: int
+    padding: tuple[int, int, int, int]
+    bottleneck: int
+    levels: int
+    latent_height: int
+    latent_width: int
+
+    @property
+    def symbols(self) -> int:
+        return self.bottleneck * self.latent_height * self.latent_width
+
+
+def payload_bytes(count: int, levels: int) -> int:
+    """Bytes of ``count`` packed level indices: ceil(count * ld(L) / 8), exactly."""
+    if levels & (levels - 1) == 0:
+        return (count * (levels.bit_length() - 1) + 7) // 8
+    return ((levels**count - 1).bit_length() + 7) // 8
+
+
+def _to_int(symbols: list[int], levels: int) -> int:
+    """Base-L value of symbols (first most significant), by halves (fast big multiplies)."""
+    if len(symbols) <= 64:
+        value = 0
+        for s in symbols:
+            value = value * levels + s
+        return value
+    half = len(symbols) // 2
+    tail = symbols[half:]
+    return _to_int(symbols[:half], levels) * levels ** len(tail) + _to_int(tail, levels)
+
+
+def _from_int(value: int, count: int, levels: int, out: list[int]) -> None:
+    if count <= 64:
+        digits = []
+        for _ in range(count):
+            value, digit = divmod(value, levels)
+            digits.append(digit)
+        out.extend(reversed(digits))
+        return
+    tail = count - count // 2
+    high, low = divmod(value, levels**tail)
+    _from_int(high, count // 2, levels, out)
+    _from_int(low, tail, levels, out)
+
+
+def pack_symbols(symbols: npt.NDArray[np.integer[Any]], levels: int) -> bytes:
+    """Pack level indices 0..L-1 (any shape, C order): ld(L) bits each for a power of two,
+    else one base-L big integer; the first symbol is the most significant."""
+    flat = np.asarray(symbols).reshape(-1).astype(np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= levels):
+        raise CodecError(f"level indices outside 0..{levels - 1}")
+    size = payload_bytes(int(flat.size), levels)
+    if levels & (levels - 1) == 0:
+        bits = levels.bit_length() - 1
+        shifts = np.arange(bits - 1, -1, -1, dtype=np.int64)
+        planes = ((flat[:, None] >> shifts) & 1).astype(np.uint8)
+        return np.packbits(planes.reshape(-1)).tobytes()
+    return _to_int(flat.tolist(), levels).to_bytes(size, "big")
+
+
+def unpack_symbols(data: bytes, count: int, levels: int) -> npt.NDArray[np.int64]:
+    """Inverse of ``pack_symbols``: ``count`` indices, int64. CodecError on a bad payload."""
+    expected = payload_bytes(count, levels)
+    if len(data) != expected:
+        raise CodecError(
+            f"corrupt GAN bitstream: payload of {len(data)} bytes, {expected} expected"
+        )
+    if levels & (levels - 1) == 0:
+        bits = levels.bit_length() - 1
+        planes = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+        if planes[count * bits :].any():
+            raise CodecError("corrupt GAN bitstream: non-zero fill bits")
+        weights = (1 << np.arange(bits - 1, -1, -1, dtype=np.int64)).astype(np.int64)
+        return planes[: count * bits].reshape(count, bits).astype(np.int64) @ weights
+    value = int.from_bytes(data, "big")
+    if value >= levels**count:
+        raise CodecError(f"corrupt GAN bitstream: payload exceeds {count} base-{levels} digits")
+    out: list[int] = []
+    _from_int(value, count, levels, out)
+    return np.asarray(out, dtype=np.int64)
+
+
+def write_gan_bitstream(header: GanHeader, indices: npt.NDArray[np.integer[Any]]) -> bytes:
+    """Header then packed indices of shape (F, h, w)."""
+    shape = (header.bottleneck, header.latent_height, header.latent_width)
+    if tuple(indices.shape) != shape:
+        raise CodecError(f"indices of shape {tuple(indices.shape)}, header says {shape}")
+    if len(header.identity) != 8:
+        raise CodecError("model identity must be 8 bytes")
+    head = _HEADER.pack(
+        MAGIC,
+        VERSION,
+        header.identity,
+        header.height,
+        header.width,
+        *header.padding,
+        header.bottleneck,
+        header.levels,
+        header.latent_height,
+        header.latent_width,
+    )
+    return head + pack_symbols(indices, header.levels)
+
+
+def read_gan_bitstream(data: bytes) -> tuple[GanHeader, npt.NDArray[np.int64]]:
+    """Parse ``write_gan_bitstream``'s output: the header and the (F, h, w) int64 indices.
+
+    Raises:
+        CodecError: not a GAN bitstream, another version, inconsistent sizes, bad payload.
+    """
+    if len(data) < HEADER_BYTES or data[:4] != MAGIC:
+        raise CodecError("not a bench GAN bitstream (no BGAN header)")
+    _magic, version, ident, height, width, *rest = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise CodecError(f"GAN bitstream version {version}; this bench reads {VERSION}")
+    top, bottom, left, right, bottleneck, levels, lat_h, lat_w = rest
+    header = GanHeader(
+        ident, height, width, (top, bottom, left, right), bottleneck, levels, lat_h, lat_w
+    )
+    if (
+        levels < 2
+        or bottleneck < 1
+        or (height + top + bottom) != DOWNSAMPLING * lat_h
+        or (width + left + right) != DOWNSAMPLING * lat_w
+    ):
+        raise CodecError(
+            f"corrupt GAN bitstream: image {height}x{width} padded by {header.padding} does "
+            f"not give latent {lat_h}x{lat_w} (F={bottleneck}, L={levels})"
+        )
+    symbols = unpack_symbols(data[HEADER_BYTES:], header.symbols, levels)
+    return header, symbols.reshape(bottleneck, lat_h, lat_w)
+
+
+def gan_padding(height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) to a multiple of 16, centred; a 16x16 result is widened to
+    16x32 (instance norm needs more than one latent value per map)."""
+    top, bottom, left, right = pad_amounts(height, width, DOWNSAMPLING)
+    if height + top + bottom == DOWNSAMPLING and width + left + right == DOWNSAMPLING:
+        left = (2 * DOWNSAMPLING - width) // 2
+        right = 2 * DOWNSAMPLING - width - left
+    return top, bottom, left, right
+
+
+# --------------------------------------------------------------------------- the codec
+
+
+@dataclass
+class LoadedGan:
+    """A generator ready to code, with its identity and where it came from."""
+
+    config: GanConfig
+    generator: GanGenerator
+    identity: bytes
+    source: str
+
+
+@dataclass
+class _Entry:
+    path: Path
+    config: GanConfig
+    loaded: LoadedGan | None = field(default=None, repr=False)
+
+
+def _same_rate(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9)
+
+
+class GanCodec(Codec):
+    """The GAN autoencoder codec: the rate point is the nominal bpp F * ld(L) / 256.
+
+    Options:
+        weights: a ``bench-gan-1`` checkpoint file or a directory of them (indexed by their
+            config's nominal bpp); ``random`` or ``random:WIDTH`` for seeded stand-ins
+            (pipeline tests only: width 1/32 by default, F from ``bottleneck`` or 8).
+        bottleneck: use only checkpoints with this F (0: any; needed when two checkpoints
+            share a nominal bpp, e.g. F=8, L=4 and F=4, L=16).
+        device: cpu, cuda or cuda:N. max_megapixels: larger images fail with advice.
+        batch_size: same-shaped images per forward pass (the bytes do not change).
+    """
+
+    name = "gan"
+    description = "GAN autoencoder (Löhdefink et al. 2019 after Agustsson et al. 2018), bpp"
+    rate_scale = RateScale("bpp", 1 / 256, 1.0, quality_rises=True, integer=False)
+    ceiling = None
+    default_rates = tuple(8 * bits / 256 for bits in range(1, 7))  # F = 8, L = 2..64
+    contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
+    contract_rates: ClassVar[tuple[float, ...]] = (0.03125, 0.0625, 0.09375)
+
+    def __init__(
+        self,
+        *,
+        weights: str = "",
+        bottleneck: int = 0,
+        device: str = "cpu",
+        max_megapixels: float = MAX_MEGAPIXELS,
+        batch_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.weights = str(weights)
+        self.bottleneck = int(bottleneck)
+        if self.bottleneck < 0:
+            raise ValueError(f"bottleneck must be 0 (any) or positive, got {bottleneck}")
+        self.device = str(device)
+        if self.device != "cpu":
+            from bench.tasks.base import resolve_device
+
+            self.device = resolve_device(self.device)
+        self.max_megapixels = float(max_megapixels)
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.random_width = RANDOM_WIDTH
+        if self.weights.startswith("random:"):
+            try:
+                self.random_width = float(self.weights.partition(":")[2])
+            except ValueError:
+                raise ValueError(f"weights=random:WIDTH needs a number, got {weights!r}") from None
+        self._index: list[_Entry] | None = None
+        self._random: dict[tuple[int, int], LoadedGan] = {}
+        self.options = {
+            "weights": self.weights,
+            "bottleneck": self.bottleneck,
+            "device": self.device,
+            "max_megapixels": self.max_megapixels,
+            "batch_size": self.batch_size,
+        }
+
+    @classmethod
+    def availability(cls) -> Availability:
+        return torch_availability()
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights == "random" or self.weights.startswith("random:")
+
+    # ---- finding models
+
+    def index(self) -> list[_Entry]:
+        """The checkpoints ``weights`` names, with their configs (read once)."""
+        if self._index is not None:
+            return self._index
+        if not self.weights:
+            raise CodecUnavailable(
+                f"{self.name}: no weights; train a checkpoint per rate point ("
+                + TRAIN_COMMAND.format(F="F", L="L")
+                + f") and pass --codec-option {self.name}.weights=CHECKPOINT_OR_DIR"
+            )
+        root = Path(self.weights).expanduser()
+        if root.is_dir():
+            files = sorted(p for p in root.iterdir() if p.suffix in _CHECKPOINT_SUFFIXES)
+        elif root.is_file():
+            files = [root]
+        else:
+            raise CodecUnavailable(f"{self.name}: weights {root} is neither a file nor a directory")
+        self._index = [_Entry(path, read_gan_config(path)) for path in files]
+        return self._index
+
+    def _unavailable(self, rate: float, known: Iterable[_Entry]) -> CodecUnavailable:
+        f_value = self.bottleneck or 8
+        bits = rate * DOWNSAMPLING**2 / f_value
+        levels = round(2**bits) if bits < 17 else 0
+        if levels >= 2 and _same_rate(f_value * math.log2(levels) / 256, rate):
+            command = TRAIN_COMMAND.format(F=f_value, L=levels)
+        else:
+            command = TRAIN_COMMAND.format(F="F", L="L") + f" with F * log2(L) / 256 = {rate:g}"
+        have = ", ".join(
+            f"{e.config.nominal_bpp:.6g} (F={e.config.bottleneck}, L={e.config.levels})"
+            for e in known
+        )
+        return CodecUnavailable(
+            f"{self.name}: no checkpoint for {rate:g} bpp in {self.weights}"
+            + (f" (it has {have})" if have else "")
+            + f"; make one: {command}"
+        )
+
+    def _entry_for_rate(self, rate: float) -> _Entry:
+        entries = self.index()
+        matches = [
+            e
+            for e in entries
+            if _same_rate(e.config.nominal_bpp, rate)
+            and (not self.bottleneck or e.config.bottleneck == self.bottleneck)
+        ]
+        if not matches:
+            raise self._unavailable(rate, entries)
+        if len(matches) > 1:
+            names = ", ".join(
+                f"{e.path.name} (F={e.config.bottleneck}, L={e.config.levels}, "
+                f"width={e.config.width:g})"
+                for e in matches
+            )
+            raise UsageError(
+                f"{self.name}: several checkpoints give {rate:g} bpp: {names}; choose with "
+                f"--codec-option {self.name}.bottleneck=F or a weights file"
+            )
+        return matches[0]
+
+    def _load(self, entry: _Entry) -> LoadedGan:
+        if entry.loaded is None:
+            config, generator = load_gan_checkpoint(entry.path)
+            entry.loaded = LoadedGan(
+                config,
+                generator.to(self.device),
+                model_identity(config, generator),
+                str(entry.path),
+            )
+        return entry.loaded
+
+    def _random_model(self, bottleneck: int, levels: int) -> LoadedGan:
+        key = (bottleneck, levels)
+        if key not in self._random:
+            config = GanConfig(bottleneck=bottleneck, levels=levels, width=self.random_width)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1000 * bottleneck + levels)
+                generator = GanGenerator(config).eval()
+            self._random[key] = LoadedGan(
+                config,
+                generator.to(self.device),
+                model_identity(config, generator),
+                f"random (seeded, width {self.random_width:g}; pipeline tests only)",
+            )
+        return self._random[key]
+
+    def model(self, rate: float) -> LoadedGan:
+        """The generator coding at a nominal bpp (loaded once)."""
+        rate = self.scale.validate(rate, self.name)
+        if self.is_random:
+            f_value = self.bottleneck or 8
+            bits = rate * DOWNSAMPLING**2 / f_value
+            levels = round(2**bits) if bits < 17 else 0
+            if levels < 2 or not _same_rate(f_value * math.log2(levels) / 256, rate):
+                raise UsageError(
+                    f"{self.name}: {rate:g} bpp is not F * log2(L) / 256 for F={f_value} and "
+                    "a whole L >= 2"
+                )
+            return self._random_model(f_value, levels)
+        return self._load(self._entry_for_rate(rate))
+
+    def model_for_bitstream(self, header: GanHeader) -> LoadedGan:
+        """The generator that made a bitstream: same F, L and identity; CodecError if none."""
+        if self.is_random:
+            candidates = [self._random_model(header.bottleneck, header.levels)]
+        else:
+            candidates = [
+                self._load(e)
+                for e in self.index()
+                if (e.config.bottleneck, e.config.levels) == (header.bottleneck, header.levels)
+            ]
+        for loaded in candidates:
+            if loaded.identity == header.identity:
+                return loaded
+        ours = ", ".join(f"{c.identity.hex()} ({c.source})" for c in candidates) or "none"
+        raise CodecError(
+            f"{self.name}: bitstream made by model {header.identity.hex()} (F="
+            f"{header.bottleneck}, L={header.levels}); this codec's models for that F and L: "
+            f"{ours}. Decode with the weights that encoded it"
+        )
+
+    def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
+        if self.is_random:
+            return {
+                "weights": f"random (seeded, width {self.random_width:g}; pipeline tests only, "
+                "not a trained codec)"
+            }
+        from bench.download import sha256_of
+
+        weights: dict[str, dict[str, Any]] = {}
+        training_files: set[str] = set()
+        missing: list[str] = []
+        for rate in rates:
+            try:
+                entry = self._entry_for_rate(float(rate))
+            except CodecUnavailable as exc:  # costs that rate point's records only
+                weights[f"{rate:g}"] = {"missing": str(exc)}
+                missing.append(str(exc))
+                continue
+            training = checkpoint_training(entry.path)
+            weights[f"{rate:g}"] = {
+                "file": str(entry.path),
+                "sha256": sha256_of(entry.path),
+                "config": asdict(entry.config),
+                "note": "unverified: trained by bench",
+                "training": {k: v for k, v in training.items() if k != "images"},
+                "training_images": len(training.get("images", [])),
+            }
+            training_files |= {
+                str(i["file_sha256"]) for i in training.get("images", []) if i.get("file_sha256")
+            }
+        if missing and len(missing) == len(weights):
+            raise CodecUnavailable(missing[0])
+        return {"weights": weights, TRAINING_FILES: sorted(training_files)}
+
+    # ---- coding
+
+    def _check_size(self, height: int, width: int) -> None:
+        megapixels = height * width / 1e6
+        if megapixels > self.max_megapixels:
+            raise CodecError(
+                f"{self.name}: image of {width}x{height} ({megapixels:.1f} MP) is larger than "
+                f"max_megapixels={self.max_megapixels:g}: the network codes the whole image in "
+                "one pass. Crop or downscale it, or raise the limit "
+                f"(--codec-option {self.name}.max_megapixels=N) if memory allows"
+            )
+
+    def _synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+
+    def encode(self, image: Image, rate: float) -> bytes:
+        return self.encode_batch([image], rate)[0]
+
+    def decode(self, data: bytes) -> Image:
+        return self.decode_batch([data])[0]
+
+    def encode_batch(self, images: Sequence[Image], rate: float) -> list[bytes]:
+        checked = [check_image(image, self.name) for image in images]
+        height, width = checked[0].shape[:2]
+        if any(image.shape != checked[0].shape for image in checked):
+            raise CodecError(f"{self.name}: a batch needs images of one shape")
+        self._check_size(height, width)
+        loaded = self.model(rate)
+        config = loaded.config
+        padding = gan_padding(height, width)
+        top, bottom, left, right = padding
+        x = torch.from_numpy(np.stack(checked)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        x = F.pad(x.to(self.device), (left, right, top, bottom), mode="replicate")
+        with torch.inference_mode():
+            indices = loaded.generator.encode(x).to("cpu").numpy()
+        self._synchronize()
+        header = GanHeader(
+            loaded.identity,
+            height,
+            width,
+            padding,
+            config.bottleneck,
+            config.levels,
+            int(indices.shape[2]),
+            int(indices.shape[3]),
+        )
+        info = {
+            "bpp_estimated": config.nominal_bpp,
+            "header_bytes": HEADER_BYTES,
+            "padding": f"{top},{bottom},{left},{right}",
+        }
+        return [Bitstream(write_gan_bitstream(header, idx), info) for idx in indices]
+
+    def decode_batch(self, streams: Sequence[bytes]) -> list[Image]:
+        parsed = [read_gan_bitstream(bytes(data)) for data in streams]
+        if len({p[0] for p in parsed}) > 1:
+            return [image for data in streams for image in self.decode_batch([data])]
+        header = parsed[0][0]
+        loaded = self.model_for_bitstream(header)
+        indices = torch.from_numpy(np.stack([p[1] for p in parsed])).to(self.device)
+        with torch.inference_mode():
+            x_hat = loaded.generator.decode(indices)
+        top, _, left, _ = header.padding
+        x_hat = x_hat[:, :, top : top + header.height, left : left + header.width]
+        decoded = to_uint8(x_hat).permute(0, 2, 3, 1).to("cpu").numpy()
+        self._synchronize()
+        return [np.ascontiguousarray(image) for image in decoded]
+
+
+def to_uint8(x_hat: Tensor) -> Tensor:
+    """[-1, 1] floats to uint8, deterministically: ((x + 1) * 127.5).round().clamp(0, 255)."""
+    return ((x_hat + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def to_network(image: Image) -> Tensor:
+    """An (H, W, 3) uint8 image as a (1, 3, H, W) float tensor in [-1, 1] (x / 127.5 - 1)."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
