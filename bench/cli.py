@@ -468,16 +468,57 @@ def parse_crop(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bench.codecs.gan import GanConfig, parameter_count
+    from bench.codecs.gan import (
+        GanConfig,
+        GanGenerator,
+        add_entropy_model,
+        checkpoint_training,
+        fit_entropy_model,
+        load_gan_checkpoint,
+        parameter_count,
+    )
     from bench.codecs.gan_train import PAPER_EPOCHS, GanTrainable
     from bench.train import ImageSampler, Trainer, TrainingOptions
 
     if args.steps is not None and args.epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
+    if args.fit_entropy_model_only and args.resume:
+        raise UsageError("--fit-entropy-model-only trains nothing; drop --resume")
     options = dataset_options(args)
     if args.dataset == "cityscapes":
         options.setdefault("resolution", "half")  # the paper trains at half resolution
     dataset = open_dataset(args.dataset, options)
+
+    def fit(generator: GanGenerator, sampler: ImageSampler, checkpoint: Path, source: str) -> None:
+        # Whole images as the dataset gives them (no crops, no flips), padded as gan pads them.
+        print(
+            f"fitting the entropy model: level counts over {len(sampler)} whole images",
+            file=sys.stderr,
+        )
+        counts = fit_entropy_model(generator, (sampler.image(i) for i in range(len(sampler))))
+        add_entropy_model(checkpoint, counts, len(sampler), source)
+        p = (counts + 1).double() / (counts + 1).sum(dim=1, keepdim=True)
+        positions = max(int(counts[0].sum()), 1)  # latent positions seen, per map
+        ideal = float(-(counts * p.log2()).sum()) / positions / 256  # code length / 16**2
+        print(
+            f"entropy model ({source}) in {checkpoint}: about {ideal:.4g} bpp entropy-coded on "
+            f"them (nominal {generator.config.nominal_bpp:.4g}); code with --codec-option "
+            "gan.entropy_coding=true"
+        )
+
+    if args.fit_entropy_model_only:
+        out = Path(args.out)
+        _config, generator = load_gan_checkpoint(out)
+        sampler = ImageSampler(dataset, crop=None, batch_size=1, seed=args.seed, limit=args.limit)
+        trained_on = [i.get("sha256") for i in checkpoint_training(out).get("images", [])]
+        same = trained_on == [i["sha256"] for i in sampler.images]
+        fit(
+            generator.to(args.device),
+            sampler,
+            out,
+            "training images" if same else f"images of {dataset.tag} (not its training images)",
+        )
+        return EXIT_OK
     try:
         config = GanConfig(
             bottleneck=args.bottleneck,
@@ -517,6 +558,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     result = Trainer(trainable, sampler, training).run(resume=args.resume)
+    if result.checkpoint is not None:
+        fit(trainable.generator, sampler, result.checkpoint, "training images")
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
     print(
         f"trained to step {result.step} (epoch {result.epoch}) in {result.seconds / 60:.1f} min; "
@@ -735,6 +778,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50, help="steps per loss record")
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--out", required=True, help="the checkpoint file")
+    p.add_argument(
+        "--fit-entropy-model-only",
+        action="store_true",
+        help="train nothing: count the levels of the checkpoint --out over the (whole) images "
+        "and store them as its entropy_model, which gan.entropy_coding=true needs (training "
+        "does this at its end)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,14 +11,19 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bench.codecs.gan import (  # noqa: E402
+    ENTROPY_HEADER_BYTES,
     HEADER_BYTES,
+    VERSION_ENTROPY,
+    EntropyTables,
     GanCodec,
     GanConfig,
     GanGenerator,
     GanHeader,
     MultiScaleDiscriminator,
     Quantizer,
+    add_entropy_model,
     discriminator_loss,
+    fit_entropy_model,
     gan_padding,
     generator_loss,
     load_gan_checkpoint,
@@ -289,3 +295,120 @@ def test_codec_indexes_checkpoints_by_rate_and_refuses_other_models(tmp_path):
     manifest = codec_a.prepare([0.03125])["weights"]["0.03125"]
     assert manifest["file"].endswith("f4l4.pt") and len(manifest["sha256"]) == 64
     assert "unverified" in manifest["note"]
+
+
+# --------------------------------------------------------------------------- entropy coding
+
+
+def _checkpoint_with_counts(
+    path, config: GanConfig, seed: int, counts: np.ndarray | None
+) -> GanGenerator:
+    torch.manual_seed(seed)
+    generator = GanGenerator(config)
+    save_generator_checkpoint(path, config, generator)
+    if counts is not None:
+        add_entropy_model(path, torch.from_numpy(counts), 2, "training images")
+    return generator
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_entropy_coded_round_trip_is_bit_exact(tmp_path, levels):
+    config = GanConfig(bottleneck=4, levels=levels, width=TINY)
+    rate = config.nominal_bpp
+    images = [_smooth_image(48, 64, seed=s) for s in (1, 2)]
+    torch.manual_seed(3)
+    counts = fit_entropy_model(GanGenerator(config), images).numpy()
+    _checkpoint_with_counts(tmp_path / "g.pt", config, 3, counts)
+    coded = GanCodec(weights=str(tmp_path / "g.pt"), entropy_coding=True)
+    packed = GanCodec(weights=str(tmp_path / "g.pt"))
+    image = np.ascontiguousarray(_smooth_image(64, 64, seed=7)[:40, :50])
+    data, plain = coded.encode(image, rate), packed.encode(image, rate)
+    assert data == coded.encode(image, rate)  # deterministic
+    assert data[4] == VERSION_ENTROPY and plain[4] == 1
+    info = data.info  # type: ignore[attr-defined]
+    assert info["header_bytes"] == ENTROPY_HEADER_BYTES == HEADER_BYTES + 4
+    assert info["bpp_estimated"] == pytest.approx(rate)  # nominal, beside the measured bpp
+    tables = coded.model(rate).tables()
+    header, indices = read_gan_bitstream(data, tables)
+    assert header.entropy_model == tables.identity  # type: ignore[union-attr]
+    assert np.array_equal(indices, read_gan_bitstream(plain)[1])
+    assert np.array_equal(coded.decode(data), packed.decode(plain))
+    assert np.array_equal(packed.decode(data), coded.decode(plain))  # decoding needs no option
+    with pytest.raises(CodecError, match="needs the entropy model"):
+        read_gan_bitstream(data)
+    # rANS has no checksum: only payloads that cannot be a rANS string are caught for sure.
+    for bad in (data[:-1], data[: ENTROPY_HEADER_BYTES + 4], data[: ENTROPY_HEADER_BYTES - 1]):
+        with pytest.raises(CodecError, match="corrupt"):
+            coded.decode(bad)
+
+
+def _sizes(counts: np.ndarray, symbols: np.ndarray) -> tuple[int, int]:
+    f_maps, levels = counts.shape
+    header = GanHeader(b"12345678", 64, 96, (0, 0, 0, 0), f_maps, levels, 4, 6)
+    tables = EntropyTables(counts)
+    coded = write_gan_bitstream(replace(header, entropy_model=tables.identity), symbols, tables)
+    assert np.array_equal(read_gan_bitstream(coded, tables)[1], symbols)
+    packed = write_gan_bitstream(header, symbols)
+    return len(packed) - HEADER_BYTES, len(coded) - ENTROPY_HEADER_BYTES
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_entropy_coding_pays_off_on_peaked_counts_and_costs_little_on_uniform(levels):
+    rng = np.random.default_rng(levels)
+    peaked = np.full((8, levels), 10, dtype=np.int64)
+    peaked[:, levels // 2] = 1000  # a trained-like model: one level dominates every map
+    p = (peaked + 1) / (peaked + 1).sum(axis=1, keepdims=True)
+    symbols = np.stack([rng.choice(levels, size=24, p=row) for row in p]).reshape(8, 4, 6)
+    packed, coded = _sizes(peaked, symbols)
+    assert coded < packed / 2, (packed, coded)
+    uniform = rng.integers(0, levels, size=(8, 4, 6))
+    packed_u, coded_u = _sizes(np.zeros((8, levels), dtype=np.int64), uniform)
+    assert packed_u <= coded_u <= packed_u + 12, (packed_u, coded_u)  # rANS flush: 8 bytes
+    print(f"L={levels}: peaked {packed} -> {coded} bytes; uniform {packed_u} -> {coded_u}")
+
+
+def test_fitted_counts_are_a_per_map_bincount_of_the_indices():
+    generator = _generator(4, bottleneck=3, levels=5)
+    generator.train()
+    images = [_smooth_image(32, 48, seed=1), _smooth_image(48, 64, seed=2)[:37, :53]]
+    counts = fit_entropy_model(generator, images)
+    assert counts.dtype == torch.int64 and tuple(counts.shape) == (3, 5)
+    assert generator.training  # mode restored
+    generator.eval()
+    expected = np.zeros((3, 5), dtype=np.int64)
+    for image in images:
+        top, bottom, left, right = gan_padding(*image.shape[:2])
+        x = torch.nn.functional.pad(
+            to_network(np.ascontiguousarray(image)), (left, right, top, bottom), mode="replicate"
+        )
+        with torch.no_grad():
+            indices = generator.encode(x)[0].numpy()
+        for f in range(3):
+            expected[f] += np.bincount(indices[f].reshape(-1), minlength=5)
+    assert np.array_equal(counts.numpy(), expected)
+    assert counts.sum() == 3 * (2 * 3 + 3 * 4)
+
+
+def test_entropy_coding_needs_the_checkpoints_own_entropy_model(tmp_path):
+    config = GanConfig(bottleneck=4, levels=4, width=TINY)
+    rate = config.nominal_bpp
+    peaked = np.tile(np.array([5, 200, 300, 5]), (4, 1))
+    _checkpoint_with_counts(tmp_path / "a" / "g.pt", config, 0, peaked)
+    _checkpoint_with_counts(tmp_path / "b" / "g.pt", config, 0, peaked[:, ::-1].copy())
+    _checkpoint_with_counts(tmp_path / "c" / "g.pt", config, 0, None)
+    image = _smooth_image()
+    data = GanCodec(weights=str(tmp_path / "a"), entropy_coding=True).encode(image, rate)
+    loaded = torch.load(tmp_path / "a" / "g.pt", map_location="cpu", weights_only=True)
+    assert loaded["entropy_model"]["counts"].dtype == torch.int64
+    with pytest.raises(CodecError, match=r"entropy model \w+; .* has entropy model"):
+        GanCodec(weights=str(tmp_path / "b")).decode(data)
+    with pytest.raises(CodecError, match="has no entropy_model"):
+        GanCodec(weights=str(tmp_path / "c")).decode(data)
+    without = GanCodec(weights=str(tmp_path / "c"), entropy_coding=True)
+    for call in (lambda: without.encode(image, rate), lambda: without.prepare([rate])):
+        with pytest.raises(CodecUnavailable, match="bench train gan --fit-entropy-model-only"):
+            call()
+    plain = GanCodec(weights=str(tmp_path / "c"))
+    assert plain.decode(plain.encode(image, rate)).shape == image.shape  # packed: needs none
+    manifest = GanCodec(weights=str(tmp_path / "a"), entropy_coding=True).prepare([rate])
+    assert manifest["weights"][f"{rate:g}"]["entropy_model"]["images"] == 2

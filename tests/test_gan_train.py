@@ -18,7 +18,13 @@ from bench.codecs.gan import GanConfig, read_gan_bitstream  # noqa: E402
 from bench.codecs.gan_train import GanTrainable  # noqa: E402
 from bench.datasets import open_dataset  # noqa: E402
 from bench.records import read_csv  # noqa: E402
-from bench.train import ImageSampler, Trainer, TrainingOptions  # noqa: E402
+from bench.train import (  # noqa: E402
+    ImageSampler,
+    Trainer,
+    TrainingOptions,
+    load_checkpoint,
+    save_atomic,
+)
 
 TINY = GanConfig(bottleneck=4, levels=4, width=1 / 32)
 
@@ -86,6 +92,12 @@ def test_bench_train_gan_then_bench_run_uses_the_checkpoint_and_warns_of_the_lea
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert saved["format"] == "bench-gan-1" and saved["training"]["step"] == 4
     assert len(saved["training"]["images"]) == 3
+    # The level counts over the 3 whole 64x96 training images (latent 4x6), per map.
+    entropy = saved["entropy_model"]
+    assert entropy["images"] == 3 and entropy["source"] == "training images"
+    counts = entropy["counts"]
+    assert counts.dtype == torch.int64 and tuple(counts.shape) == (4, 4)
+    assert counts.sum(dim=1).tolist() == [3 * 4 * 6] * 4
     nominal = 4 * 2 / 256
     run_dir = tmp_path / "run"
     argv = ["run", "--codecs", "gan", "--dataset", "folder", "--data-dir", str(images),
@@ -99,10 +111,15 @@ def test_bench_train_gan_then_bench_run_uses_the_checkpoint_and_warns_of_the_lea
     header = int(coded.header_bytes or 0)
     assert coded.bytes == header + 64 * 96 * nominal / 8
     assert coded.bpp == pytest.approx(nominal + 8 * header / (64 * 96), rel=1e-12)
-    _, indices = read_gan_bitstream(
-        _recode(checkpoint, np.asarray(Image.open(images / "im0.png")), nominal)
-    )
+    pixels = np.asarray(Image.open(images / "im0.png"))
+    _, indices = read_gan_bitstream(_recode(checkpoint, pixels, nominal))
     assert indices.shape == (4, 4, 6) and set(np.unique(indices)) <= {0, 1, 2, 3}
+    # Entropy-coded with those counts: the same indices, so the same reconstruction.
+    coded = _recode(checkpoint, pixels, nominal, entropy_coding=True)
+    assert coded.info["bpp_estimated"] == nominal  # type: ignore[attr-defined]
+    assert np.array_equal(
+        _decode(checkpoint, coded), _decode(checkpoint, _recode(checkpoint, pixels, nominal))
+    )
     # A rate point without its checkpoint costs its records and says how to make one.
     missing = records[("im0", 0.125)]
     assert not missing.ok and "bench train gan" in missing.error and "--levels 16" in missing.error
@@ -112,7 +129,41 @@ def test_bench_train_gan_then_bench_run_uses_the_checkpoint_and_warns_of_the_lea
     assert manifest["codecs"]["gan"]["weights"][f"{nominal:g}"]["training"]["step"] == 4
 
 
-def _recode(checkpoint: Path, image: np.ndarray, rate: float) -> bytes:
+def _recode(checkpoint: Path, image: np.ndarray, rate: float, **options: object) -> bytes:
     from bench.codecs import create_codec
 
-    return create_codec("gan", {"weights": str(checkpoint)}).encode(image, rate)
+    return create_codec("gan", {"weights": str(checkpoint), **options}).encode(image, rate)
+
+
+def _decode(checkpoint: Path, data: bytes) -> np.ndarray:
+    from bench.codecs import create_codec
+
+    return create_codec("gan", {"weights": str(checkpoint)}).decode(data)
+
+
+def test_the_entropy_model_survives_resume_and_can_be_fitted_alone(images, tmp_path, capsys):
+    checkpoint = tmp_path / "g.pt"
+    argv = ["train", "gan", "--dataset", "folder", "--data-dir", str(images), "--bottleneck", "4",
+            "--levels", "4", "--width", "0.03125", "--crop", "32x64", "--log-every", "2",
+            "--out", str(checkpoint)]  # fmt: skip
+    assert main([*argv, "--steps", "2"]) == 0
+    first = load_checkpoint(checkpoint)  # the trainer's reader (weights_only=True)
+    assert "entropy_model" in first
+    # The trainer resumes from a checkpoint holding the extra key, then refits the counts.
+    resumed = trainer(images, tmp_path / "unused.pt", 4)
+    with pytest.warns(UserWarning, match="seed"):  # the CLI's seed is 0, the helper's 3
+        resumed.load_state_dict(first, checkpoint)
+    assert resumed.step == 2
+    assert main([*argv, "--steps", "4", "--resume"]) == 0
+    second = load_checkpoint(checkpoint)
+    assert second["training"]["step"] == 4 and second["entropy_model"]["images"] == 3
+    fitted = second["entropy_model"]["counts"]
+    # Fitting alone (e.g. for a checkpoint older than entropy models) gives the same counts.
+    del second["entropy_model"]
+    save_atomic(second, checkpoint)
+    assert main([*argv, "--fit-entropy-model-only"]) == 0
+    alone = load_checkpoint(checkpoint)
+    assert torch.equal(alone["entropy_model"]["counts"], fitted)
+    assert alone["entropy_model"]["source"] == "training images"
+    assert alone["training"]["step"] == 4
+    assert "gan.entropy_coding=true" in capsys.readouterr().out

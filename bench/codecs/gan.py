@@ -5,20 +5,31 @@ latent value is quantized to one of ``L`` fixed centres (soft-to-hard quantizati
 softmax assignment of the paper's eq. 1-2 for the gradient, the nearest centre in the forward
 pass); a decoder (nine residual blocks and four transposed convolutions) maps the centres back
 to an image; a multi-scale PatchGAN discriminator trains it with a least-squares GAN loss, a
-feature-matching loss and an MSE loss. There is no entropy coding: each symbol costs
-``ld(L)`` bits, so the rate is ``F * ld(L) / 256`` bpp (paper eq. 5) plus bench's header.
+feature-matching loss and an MSE loss. As in the paper, each symbol costs ``ld(L)`` bits by
+default, so the rate is ``F * ld(L) / 256`` bpp (paper eq. 5) plus bench's header.
+
+Beyond the paper, ``entropy_coding=true`` codes the indices with CompressAI's rANS coder under a
+static per-channel model: ``bench train gan`` counts, after training, how often each latent map
+``f`` takes each level over the training images and stores the counts (F x L, int64) in the
+checkpoint as ``entropy_model``; the coder uses the CDFs of ``(counts + 1) / sum`` (Laplace
+smoothing: every level stays codable) quantized to 16 bits by CompressAI.
 
 Bitstream (big-endian, 37 header bytes, then the payload)::
 
-    4s  magic b"BGAN"             B  version (1)          8s  model identity
+    4s  magic b"BGAN"             B  version (1 packed, 2 entropy-coded)     8s  model identity
     I   image height              I  image width          4H  padding top, bottom, left, right
     H   F (bottleneck maps)       H  L (levels)           2H  latent height, latent width
-    payload: the F x h x w level indices in C order, first symbol most significant; for L a
-    power of two, ld(L) bits each (the last byte zero-filled); otherwise one base-L integer
-    of ceil(n * ld(L) / 8) bytes (a Python int, exact).
+    version 1 payload: the F x h x w level indices in C order, first symbol most significant;
+    for L a power of two, ld(L) bits each (the last byte zero-filled); otherwise one base-L
+    integer of ceil(n * ld(L) / 8) bytes (a Python int, exact).
+    version 2: 4s entropy-model identity (so the header is 41 bytes), then the rANS string of
+    the same F x h x w indices in the same order, symbol f * h * w + i coded with map f's CDF
+    (CompressAI's ``RansEncoder.encode_with_indexes``; a multiple of 4 bytes, at least 8).
 
 The model identity is the first 8 bytes of the SHA-256 of the config JSON and the generator's
-tensors, so a decoder refuses a bitstream made by another model, even one of the same F and L.
+tensors, so a decoder refuses a bitstream made by another model, even one of the same F and L;
+the entropy-model identity is the first 4 bytes of the SHA-256 of the counts (``EntropyTables``),
+so it also refuses an entropy-coded one whose checkpoint has no or other counts.
 
 Design choices where the paper is silent (or where its reference code is defective):
 
@@ -61,7 +72,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.codecs.base import Availability, Bitstream, Codec, Image, RateScale, check_image
-from bench.codecs.learned import MAX_MEGAPIXELS, pad_amounts, torch_availability
+from bench.codecs.learned import MAX_MEGAPIXELS, TORCH_HINT, pad_amounts, torch_availability
 from bench.errors import CodecError, CodecUnavailable, UsageError
 
 if TYPE_CHECKING:
@@ -84,10 +95,24 @@ FORMAT = "bench-gan-1"
 """The ``format`` entry of checkpoints made by ``save_generator_checkpoint``."""
 MAGIC = b"BGAN"
 VERSION = 1
+"""Bitstream version of packed indices (the paper's ld(L) bits per symbol)."""
+VERSION_ENTROPY = 2
+"""Bitstream version of rANS-coded indices (``entropy_coding=true``)."""
+ENTROPY_PRECISION = 16
+"""Bits of CompressAI's quantized CDFs (its rANS coder's precision)."""
+ENTROPY_KEY = "entropy_model"
+"""Checkpoint key of the per-channel level counts ``bench train gan`` writes."""
+FIT_COMMAND = (
+    "bench train gan --fit-entropy-model-only --out {checkpoint} --dataset DATASET "
+    "--data-dir DIR (the training images)"
+)
 DOWNSAMPLING = 16
 """d = 2**4: four stride-2 convolutions (paper eq. 3)."""
 _HEADER = struct.Struct(">4sB8sII4HHHHH")
 HEADER_BYTES = _HEADER.size
+_ENTROPY_ID = struct.Struct(">4s")
+ENTROPY_HEADER_BYTES = HEADER_BYTES + _ENTROPY_ID.size
+"""Header bytes of an entropy-coded (version 2) bitstream: 41."""
 TRAIN_COMMAND = (
     "bench train gan --dataset cityscapes --data-dir DIR --split train "
     "--bottleneck {F} --levels {L} --out CHECKPOINT"
@@ -184,8 +209,18 @@ class GanConfig:
 # --------------------------------------------------------------------------- networks
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """Affine instance norm that, like TensorFlow's, also takes a 1x1 map (whose normalised
+    value is 0, so the output is the bias) instead of refusing it in training mode."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] * x.shape[-2] == 1:
+            return torch.zeros_like(x) + self.bias.view(1, -1, 1, 1)
+        return super().forward(x)
+
+
 def _norm(channels: int) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=True)
+    return InstanceNorm(channels, affine=True)
 
 
 class Quantizer(_Module):
@@ -227,7 +262,11 @@ class Quantizer(_Module):
 
 
 class Encoder(_Module):
-    """Six conv + instance-norm blocks (ReLU in the first five), down-sampling by 16."""
+    """Six conv + instance-norm blocks (ReLU in the first five), down-sampling by 16.
+
+    Padding as the reference code (generative-compression): reflection for the 7x7 and the
+    last 3x3 conv, TensorFlow's "same" (one zero row and column after) for the stride-2 convs.
+    """
 
     def __init__(self, config: GanConfig) -> None:
         super().__init__()
@@ -239,8 +278,17 @@ class Encoder(_Module):
             nn.ReLU(),
         ]
         for n_in, n_out in ((60, 120), (120, 240), (240, 480), (480, 960)):
-            layers += [nn.Conv2d(c(n_in), c(n_out), 3, 2, 1), _norm(c(n_out)), nn.ReLU()]
-        layers += [nn.Conv2d(c(960), config.bottleneck, 3, 1, 1), _norm(config.bottleneck)]
+            # TF "same" for a 3x3 stride-2 conv on an even size pads one row/column after
+            layers += [
+                nn.ZeroPad2d((0, 1, 0, 1)),
+                nn.Conv2d(c(n_in), c(n_out), 3, 2),
+                _norm(c(n_out)),
+                nn.ReLU(),
+            ]
+        layers += [
+            nn.Conv2d(c(960), config.bottleneck, 3, 1, 1, padding_mode="reflect"),
+            _norm(config.bottleneck),
+        ]
         if config.bottleneck_activation == "relu":
             layers.append(nn.ReLU())
         self.layers = nn.Sequential(*layers)
@@ -250,15 +298,15 @@ class Encoder(_Module):
 
 
 class ResidualBlock(_Module):
-    """x + IN(conv(ReLU(IN(conv(x)))))."""
+    """x + IN(conv(ReLU(IN(conv(x))))), 3x3 convs with reflection padding (reference code)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, 1, 1),
+            nn.Conv2d(channels, channels, 3, 1, 1, padding_mode="reflect"),
             _norm(channels),
             nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, 1, 1),
+            nn.Conv2d(channels, channels, 3, 1, 1, padding_mode="reflect"),
             _norm(channels),
         )
 
@@ -273,7 +321,7 @@ class Decoder(_Module):
         super().__init__()
         c = config.channels
         layers: list[nn.Module] = [
-            nn.Conv2d(config.bottleneck, c(960), 3, 1, 1),
+            nn.Conv2d(config.bottleneck, c(960), 3, 1, 1, padding_mode="reflect"),
             _norm(c(960)),
             nn.ReLU(),
         ]
@@ -318,22 +366,37 @@ class GanGenerator(_Module):
         return self.decoder(self.quantizer.dequantize(indices))  # type: ignore[no-any-return]
 
 
+class SameConv2d(nn.Conv2d):
+    """A convolution with TensorFlow's "same" padding: output size ceil(input / stride), the
+    odd pixel of padding after (as the reference code's ``tf.layers.conv2d(padding='same')``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        pads: list[int] = []
+        for size, kernel, stride in zip(
+            reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True
+        ):
+            total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
 class PatchGan(_Module):
-    """4x4 convs 64-128-256-512 (stride 2, 2, 2, 1; padding 2), LeakyReLU 0.2, instance norm
-    from the second conv on, then a 4x4 conv to one logit map."""
+    """4x4 stride-2 convs 64-128-256-512, LeakyReLU 0.2, instance norm from the second conv
+    on, then a 4x4 stride-1 conv to one logit map; TensorFlow "same" padding throughout, as
+    the reference code."""
 
     def __init__(self, config: GanConfig) -> None:
         super().__init__()
         c = config.channels
         chans = [3, c(64), c(128), c(256), c(512)]
         stages: list[nn.Module] = []
-        for i, stride in enumerate((2, 2, 2, 1)):
-            stage: list[nn.Module] = [nn.Conv2d(chans[i], chans[i + 1], 4, stride, 2)]
+        for i in range(4):
+            stage: list[nn.Module] = [SameConv2d(chans[i], chans[i + 1], 4, 2)]
             if i > 0:
                 stage.append(_norm(chans[i + 1]))
             stage.append(nn.LeakyReLU(0.2))
             stages.append(nn.Sequential(*stage))
-        stages.append(nn.Conv2d(chans[-1], 1, 4, 1, 2))
+        stages.append(SameConv2d(chans[-1], 1, 4, 1))
         self.stages = nn.ModuleList(stages)
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -560,10 +623,18 @@ class GanHeader:
     levels: int
     latent_height: int
     latent_width: int
+    entropy_model: bytes | None = None
+    """The 4-byte identity of the entropy model of an entropy-coded (version 2) bitstream;
+    None for packed indices (version 1)."""
 
     @property
     def symbols(self) -> int:
         return self.bottleneck * self.latent_height * self.latent_width
+
+    @property
+    def header_bytes(self) -> int:
+        """Bytes of this header in the bitstream: 37 packed, 41 entropy-coded."""
+        return HEADER_BYTES if self.entropy_model is None else ENTROPY_HEADER_BYTES
 
 
 def payload_bytes(count: int, levels: int) -> int:
@@ -636,16 +707,23 @@ def unpack_symbols(data: bytes, count: int, levels: int) -> npt.NDArray[np.int64
     return np.asarray(out, dtype=np.int64)
 
 
-def write_gan_bitstream(header: GanHeader, indices: npt.NDArray[np.integer[Any]]) -> bytes:
-    """Header then packed indices of shape (F, h, w)."""
+def write_gan_bitstream(
+    header: GanHeader,
+    indices: npt.NDArray[np.integer[Any]],
+    tables: EntropyTables | None = None,
+) -> bytes:
+    """Header then the indices of shape (F, h, w): packed (version 1) when
+    ``header.entropy_model`` is None, else rANS-coded with ``tables`` (version 2), whose
+    identity must be ``header.entropy_model``."""
     shape = (header.bottleneck, header.latent_height, header.latent_width)
     if tuple(indices.shape) != shape:
         raise CodecError(f"indices of shape {tuple(indices.shape)}, header says {shape}")
     if len(header.identity) != 8:
         raise CodecError("model identity must be 8 bytes")
+    coded = header.entropy_model is not None
     head = _HEADER.pack(
         MAGIC,
-        VERSION,
+        VERSION_ENTROPY if coded else VERSION,
         header.identity,
         header.height,
         header.width,
@@ -655,23 +733,49 @@ def write_gan_bitstream(header: GanHeader, indices: npt.NDArray[np.integer[Any]]
         header.latent_height,
         header.latent_width,
     )
-    return head + pack_symbols(indices, header.levels)
+    if header.entropy_model is None:
+        return head + pack_symbols(indices, header.levels)
+    if len(header.entropy_model) != _ENTROPY_ID.size:
+        raise CodecError(f"entropy-model identity must be {_ENTROPY_ID.size} bytes")
+    if tables is None or tables.identity != header.entropy_model:
+        raise CodecError(
+            f"the header names entropy model {header.entropy_model.hex()}; code it with those "
+            "tables"
+        )
+    tables.check_shape(header.bottleneck, header.levels)
+    return head + _ENTROPY_ID.pack(header.entropy_model) + tables.encode(indices)
 
 
-def read_gan_bitstream(data: bytes) -> tuple[GanHeader, npt.NDArray[np.int64]]:
-    """Parse ``write_gan_bitstream``'s output: the header and the (F, h, w) int64 indices.
+def parse_gan_bitstream(data: bytes) -> tuple[GanHeader, bytes]:
+    """The header of a GAN bitstream (either version) and its payload, unread.
 
     Raises:
-        CodecError: not a GAN bitstream, another version, inconsistent sizes, bad payload.
+        CodecError: not a GAN bitstream, an unknown version, inconsistent sizes.
     """
     if len(data) < HEADER_BYTES or data[:4] != MAGIC:
         raise CodecError("not a bench GAN bitstream (no BGAN header)")
     _magic, version, ident, height, width, *rest = _HEADER.unpack_from(data)
-    if version != VERSION:
-        raise CodecError(f"GAN bitstream version {version}; this bench reads {VERSION}")
+    if version not in (VERSION, VERSION_ENTROPY):
+        raise CodecError(
+            f"GAN bitstream version {version}; this bench reads {VERSION} (packed) and "
+            f"{VERSION_ENTROPY} (entropy-coded)"
+        )
+    entropy_model: bytes | None = None
+    if version == VERSION_ENTROPY:
+        if len(data) < ENTROPY_HEADER_BYTES:
+            raise CodecError("corrupt GAN bitstream: entropy-coded header cut short")
+        (entropy_model,) = _ENTROPY_ID.unpack_from(data, HEADER_BYTES)
     top, bottom, left, right, bottleneck, levels, lat_h, lat_w = rest
     header = GanHeader(
-        ident, height, width, (top, bottom, left, right), bottleneck, levels, lat_h, lat_w
+        ident,
+        height,
+        width,
+        (top, bottom, left, right),
+        bottleneck,
+        levels,
+        lat_h,
+        lat_w,
+        entropy_model,
     )
     if (
         levels < 2
@@ -683,8 +787,37 @@ def read_gan_bitstream(data: bytes) -> tuple[GanHeader, npt.NDArray[np.int64]]:
             f"corrupt GAN bitstream: image {height}x{width} padded by {header.padding} does "
             f"not give latent {lat_h}x{lat_w} (F={bottleneck}, L={levels})"
         )
-    symbols = unpack_symbols(data[HEADER_BYTES:], header.symbols, levels)
-    return header, symbols.reshape(bottleneck, lat_h, lat_w)
+    return header, data[header.header_bytes :]
+
+
+def read_gan_bitstream(
+    data: bytes, tables: EntropyTables | None = None
+) -> tuple[GanHeader, npt.NDArray[np.int64]]:
+    """Parse ``write_gan_bitstream``'s output: the header and the (F, h, w) int64 indices.
+
+    An entropy-coded bitstream needs ``tables`` (``EntropyTables`` of the entropy model the
+    header names; ``GanCodec.decode`` finds them in the checkpoint).
+
+    Raises:
+        CodecError: not a GAN bitstream, another version, inconsistent sizes, bad payload, an
+            entropy-coded bitstream without its entropy model's tables.
+    """
+    header, payload = parse_gan_bitstream(data)
+    shape = (header.bottleneck, header.latent_height, header.latent_width)
+    if header.entropy_model is None:
+        return header, unpack_symbols(payload, header.symbols, header.levels).reshape(shape)
+    if tables is None:
+        raise CodecError(
+            f"entropy-coded GAN bitstream (entropy model {header.entropy_model.hex()}): "
+            "decoding it needs the entropy model of the checkpoint that encoded it"
+        )
+    if tables.identity != header.entropy_model:
+        raise CodecError(
+            f"GAN bitstream entropy-coded with entropy model {header.entropy_model.hex()}, "
+            f"not {tables.identity.hex()}; decode with the checkpoint that encoded it"
+        )
+    tables.check_shape(header.bottleneck, header.levels)
+    return header, tables.decode(payload, shape)
 
 
 def gan_padding(height: int, width: int) -> tuple[int, int, int, int]:
@@ -695,6 +828,226 @@ def gan_padding(height: int, width: int) -> tuple[int, int, int, int]:
         left = (2 * DOWNSAMPLING - width) // 2
         right = 2 * DOWNSAMPLING - width - left
     return top, bottom, left, right
+
+
+# --------------------------------------------------------------------------- entropy model
+
+
+def entropy_identity(counts: npt.ArrayLike) -> bytes:
+    """4 bytes naming an entropy model: SHA-256 of its (F, L) counts (int64, little-endian),
+    with the smoothing and CDF precision, so tables built another way get another name."""
+    array = np.ascontiguousarray(np.asarray(counts, dtype="<i8"))
+    digest = hashlib.sha256(
+        f"bench-gan-entropy:laplace+1:precision{ENTROPY_PRECISION}:{array.shape};".encode()
+    )
+    digest.update(array.tobytes())
+    return digest.digest()[: _ENTROPY_ID.size]
+
+
+class EntropyTables:
+    """CompressAI rANS tables of a static per-channel model: one CDF per latent map.
+
+    Map ``f``'s probabilities are ``(counts[f] + 1) / sum(counts[f] + 1)`` (Laplace smoothing:
+    every level stays codable), laid out as CompressAI's ``EntropyModel._pmf_to_cdf`` does (the
+    L probabilities, then the tail mass of its escape symbol: 0 here, since indices never leave
+    0..L-1; the quantizer still gives the escape symbol the least frequency) and quantized to
+    16 bits by ``compressai._CXX.pmf_to_quantized_cdf``. Offsets are 0, CDF lengths L + 2.
+
+    Raises:
+        ValueError: counts that are not a non-negative integer (F, L) array.
+        CodecUnavailable: CompressAI is not importable.
+    """
+
+    def __init__(self, counts: npt.ArrayLike) -> None:
+        array = np.asarray(counts)
+        if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 2:
+            raise ValueError(f"entropy-model counts must be (F, L >= 2), got {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer) or (array.size and array.min() < 0):
+            raise ValueError("entropy-model counts must be non-negative integers")
+        self.counts: npt.NDArray[np.int64] = array.astype(np.int64)
+        self.bottleneck, self.levels = (int(v) for v in self.counts.shape)
+        self.identity = entropy_identity(self.counts)
+        try:
+            from compressai import ans
+            from compressai._CXX import pmf_to_quantized_cdf
+        except Exception as exc:  # compressai missing or broken
+            raise CodecUnavailable(
+                f"gan: entropy_coding needs CompressAI's rANS coder, which does not import "
+                f"({exc}); {TORCH_HINT}"
+            ) from None
+        self._ans = ans
+        smoothed = self.counts.astype(np.float64) + 1.0
+        pmfs = smoothed / smoothed.sum(axis=1, keepdims=True)
+        self.cdfs: list[list[int]] = [
+            [int(v) for v in pmf_to_quantized_cdf([*row.tolist(), 0.0], ENTROPY_PRECISION)]
+            for row in pmfs
+        ]
+        self.cdf_lengths = [self.levels + 2] * self.bottleneck
+        self.offsets = [0] * self.bottleneck
+
+    def check_shape(self, bottleneck: int, levels: int) -> None:
+        """CodecError unless these tables are for F maps of L levels."""
+        if (self.bottleneck, self.levels) != (bottleneck, levels):
+            raise CodecError(
+                f"entropy model for F={self.bottleneck}, L={self.levels}; the bitstream has "
+                f"F={bottleneck}, L={levels}"
+            )
+
+    def _channels(self, per_map: int) -> list[int]:
+        return np.repeat(np.arange(self.bottleneck), per_map).tolist()  # type: ignore[no-any-return]
+
+    def bits(self, indices: npt.NDArray[np.integer[Any]]) -> float:
+        """The ideal code length of (F, ...) indices under the quantized CDFs, in bits."""
+        flat = np.asarray(indices).reshape(self.bottleneck, -1)
+        cdf = np.asarray(self.cdfs, dtype=np.float64)
+        freq = np.take_along_axis(cdf[:, 1:] - cdf[:, :-1], flat, axis=1)
+        return float(-np.log2(freq / 2**ENTROPY_PRECISION).sum())
+
+    def encode(self, indices: npt.NDArray[np.integer[Any]]) -> bytes:
+        """The rANS string of (F, ...) level indices, in C order, map f coded with CDF f."""
+        flat = np.asarray(indices).reshape(self.bottleneck, -1).astype(np.int64)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.levels):
+            raise CodecError(f"level indices outside 0..{self.levels - 1}")
+        encoder = self._ans.RansEncoder()
+        data = encoder.encode_with_indexes(
+            flat.reshape(-1).tolist(),
+            self._channels(flat.shape[1]),
+            self.cdfs,
+            self.cdf_lengths,
+            self.offsets,
+        )
+        return bytes(data)
+
+    def decode(self, data: bytes, shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
+        """Inverse of ``encode``: indices of ``shape`` (F, ...). CodecError on a bad payload
+        (rANS has no checksum: a damaged string is caught only when it gives a count or a
+        level that cannot be)."""
+        count = math.prod(shape)
+        if shape[0] != self.bottleneck or len(data) < 8 or len(data) % 4:
+            raise CodecError(
+                f"corrupt GAN bitstream: rANS payload of {len(data)} bytes (a multiple of 4, "
+                "at least 8, expected)"
+            )
+        # The decoder reads 32-bit words forward without a bound; zeros after the string keep
+        # a damaged one from reading past the buffer.
+        padded = bytes(data) + bytes(4 * count + 16 * len(data) + 64)
+        decoder = self._ans.RansDecoder()
+        values = decoder.decode_with_indexes(
+            padded, self._channels(count // self.bottleneck), self.cdfs, self.cdf_lengths,
+            self.offsets,
+        )  # fmt: skip
+        out = np.asarray(values, dtype=np.int64)
+        if out.size != count or (out.size and (out.min() < 0 or out.max() >= self.levels)):
+            raise CodecError("corrupt GAN bitstream: rANS payload decodes to invalid levels")
+        return out.reshape(shape)
+
+
+def fit_entropy_model(generator: GanGenerator, images: Iterable[Image]) -> Tensor:
+    """Per-map level counts of ``generator``'s indices over ``images``: int64 (F, L).
+
+    Each image ((H, W, 3) uint8, whole) is coded as ``GanCodec`` codes it: scaled to [-1, 1],
+    edge-padded to a multiple of 16 (``gan_padding``), encoded in eval mode without gradients
+    on the generator's device; ``counts[f, l]`` is how often map ``f`` took level ``l``. The
+    generator's train/eval mode is restored afterwards.
+    """
+    config = generator.config
+    maps, levels = config.bottleneck, config.levels
+    device = next(generator.parameters()).device
+    offsets = (torch.arange(maps) * levels)[:, None]
+    counts = torch.zeros(maps * levels, dtype=torch.int64)
+    training = generator.training
+    generator.eval()
+    try:
+        with torch.no_grad():
+            for image in images:
+                pixels = check_image(image, "gan")
+                if not pixels.flags.writeable:  # torch.from_numpy warns on read-only arrays
+                    pixels = pixels.copy()
+                top, bottom, left, right = gan_padding(*pixels.shape[:2])
+                x = F.pad(
+                    to_network(pixels).to(device), (left, right, top, bottom), mode="replicate"
+                )
+                indices = generator.encode(x)[0].reshape(maps, -1).to("cpu")
+                counts += torch.bincount((indices + offsets).reshape(-1), minlength=maps * levels)
+    finally:
+        generator.train(training)
+    return counts.reshape(maps, levels)
+
+
+@dataclass(frozen=True)
+class EntropyModel:
+    """A checkpoint's ``entropy_model``: the counts, how many images they came from, which."""
+
+    counts: npt.NDArray[np.int64]
+    images: int
+    source: str
+
+    @property
+    def identity(self) -> bytes:
+        return entropy_identity(self.counts)
+
+    def describe(self) -> str:
+        return f"{self.identity.hex()} (counts of {self.images} {self.source})"
+
+
+def _entropy_model_of(
+    loaded: Mapping[str, Any], config: GanConfig, source: Path
+) -> EntropyModel | None:
+    from bench.tasks.base import WeightsError
+
+    entry = loaded.get(ENTROPY_KEY)
+    if entry is None:
+        return None
+    counts = entry.get("counts") if isinstance(entry, dict) else None
+    shape = (config.bottleneck, config.levels)
+    if (
+        not isinstance(counts, torch.Tensor)
+        or tuple(counts.shape) != shape
+        or counts.is_floating_point()
+        or counts.is_complex()
+        or (counts.numel() and int(counts.min()) < 0)
+    ):
+        raise WeightsError(
+            f"{source}: bad {ENTROPY_KEY} in checkpoint (expected 'counts', a non-negative "
+            f"integer tensor of shape {shape}); re-fit it: " + FIT_COMMAND.format(checkpoint=source)
+        )
+    return EntropyModel(
+        counts.to(torch.int64).numpy().copy(),
+        int(entry.get("images", 0)),
+        str(entry.get("source", "")),
+    )
+
+
+def read_entropy_model(path: str | os.PathLike[str]) -> EntropyModel | None:
+    """The ``entropy_model`` of a checkpoint (None when it has none; memory-mapped read).
+
+    Raises:
+        WeightsError: unreadable checkpoint, or an entropy model that does not fit its config.
+    """
+    source = Path(path)
+    loaded = _read_checkpoint(source, mmap=True)
+    return _entropy_model_of(loaded, GanConfig.from_dict(loaded["config"]), source)
+
+
+def add_entropy_model(
+    path: str | os.PathLike[str],
+    counts: Tensor,
+    images: int,
+    source: str = "training images",
+) -> Path:
+    """Store ``{"counts": int64 (F, L), "images": n, "source": ...}`` as the checkpoint's
+    ``entropy_model`` (replacing one it had) and re-save it atomically; everything else, the
+    trainer's state included, is kept, so ``--resume`` still works on it."""
+    from bench.train import save_atomic
+
+    target = Path(path)
+    state = _read_checkpoint(target)
+    config = GanConfig.from_dict(state["config"])
+    table = torch.as_tensor(counts).to("cpu", torch.int64).clone()
+    state[ENTROPY_KEY] = {"counts": table, "images": int(images), "source": str(source)}
+    _entropy_model_of(state, config, target)  # the same checks a reader makes
+    save_atomic(state, target)
+    return target
 
 
 # --------------------------------------------------------------------------- the codec
@@ -708,6 +1061,17 @@ class LoadedGan:
     generator: GanGenerator
     identity: bytes
     source: str
+    entropy: EntropyModel | None = None
+    """The checkpoint's ``entropy_model`` (None when it has none)."""
+    _tables: EntropyTables | None = field(default=None, repr=False)
+
+    def tables(self) -> EntropyTables | None:
+        """The rANS tables of ``entropy`` (built once; None without an entropy model)."""
+        if self.entropy is None:
+            return None
+        if self._tables is None:
+            self._tables = EntropyTables(self.entropy.counts)
+        return self._tables
 
 
 @dataclass
@@ -732,6 +1096,13 @@ class GanCodec(Codec):
             share a nominal bpp, e.g. F=8, L=4 and F=4, L=16).
         device: cpu, cuda or cuda:N. max_megapixels: larger images fail with advice.
         batch_size: same-shaped images per forward pass (the bytes do not change).
+        entropy_coding: code the level indices with CompressAI's rANS coder under the
+            checkpoint's ``entropy_model`` (per-map level counts that ``bench train gan``
+            writes) instead of ld(L) bits each (beyond the paper). A checkpoint without one
+            makes its rate point unavailable; ``weights=random`` uses uniform counts. The
+            rate point stays the nominal bpp; records' ``bpp`` is the measured rate of the
+            bytes, ``bpp_estimated`` the nominal F * ld(L) / 256. Decoding needs no option:
+            the bitstream says how it was coded.
     """
 
     name = "gan"
@@ -750,8 +1121,16 @@ class GanCodec(Codec):
         device: str = "cpu",
         max_megapixels: float = MAX_MEGAPIXELS,
         batch_size: int = 1,
+        entropy_coding: bool = False,
     ) -> None:
         super().__init__()
+        if isinstance(entropy_coding, str):
+            from bench.codecs.base import parse_option_value
+
+            entropy_coding = parse_option_value(entropy_coding)  # type: ignore[assignment]
+        if not isinstance(entropy_coding, bool | int) or entropy_coding not in (0, 1):
+            raise ValueError(f"entropy_coding must be true or false, got {entropy_coding!r}")
+        self.entropy_coding = bool(entropy_coding)
         self.weights = str(weights)
         self.bottleneck = int(bottleneck)
         if self.bottleneck < 0:
@@ -779,6 +1158,7 @@ class GanCodec(Codec):
             "device": self.device,
             "max_megapixels": self.max_megapixels,
             "batch_size": self.batch_size,
+            "entropy_coding": self.entropy_coding,
         }
 
     @classmethod
@@ -859,6 +1239,7 @@ class GanCodec(Codec):
                 generator.to(self.device),
                 model_identity(config, generator),
                 str(entry.path),
+                read_entropy_model(entry.path),
             )
         return entry.loaded
 
@@ -869,11 +1250,15 @@ class GanCodec(Codec):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(1000 * bottleneck + levels)
                 generator = GanGenerator(config).eval()
+            uniform = EntropyModel(
+                np.zeros((bottleneck, levels), dtype=np.int64), 0, "images (uniform stand-in)"
+            )
             self._random[key] = LoadedGan(
                 config,
                 generator.to(self.device),
                 model_identity(config, generator),
                 f"random (seeded, width {self.random_width:g}; pipeline tests only)",
+                uniform,
             )
         return self._random[key]
 
@@ -902,9 +1287,13 @@ class GanCodec(Codec):
                 for e in self.index()
                 if (e.config.bottleneck, e.config.levels) == (header.bottleneck, header.levels)
             ]
-        for loaded in candidates:
-            if loaded.identity == header.identity:
-                return loaded
+        matching = [c for c in candidates if c.identity == header.identity]
+        if header.entropy_model is not None:  # among equal generators, the one with its counts
+            matching.sort(
+                key=lambda c: c.entropy is None or c.entropy.identity != header.entropy_model
+            )
+        if matching:
+            return matching[0]
         ours = ", ".join(f"{c.identity.hex()} ({c.source})" for c in candidates) or "none"
         raise CodecError(
             f"{self.name}: bitstream made by model {header.identity.hex()} (F="
@@ -912,11 +1301,40 @@ class GanCodec(Codec):
             f"{ours}. Decode with the weights that encoded it"
         )
 
+    def _no_entropy_model(self, source: str) -> CodecUnavailable:
+        return CodecUnavailable(
+            f"{self.name}: entropy_coding=true needs the checkpoint's {ENTROPY_KEY} (per-map "
+            f"level counts), and {source} has none (it predates them, or its fit did not "
+            "finish). Re-run the bench train gan command that made it (with --resume it only "
+            "fits them: training is done), or add them: " + FIT_COMMAND.format(checkpoint=source)
+        )
+
+    def _entropy_tables(self, header: GanHeader, loaded: LoadedGan) -> EntropyTables:
+        """The tables of an entropy-coded bitstream's model; CodecError if ``loaded`` lacks them."""
+        assert header.entropy_model is not None
+        wanted = header.entropy_model.hex()
+        if loaded.entropy is None:
+            raise CodecError(
+                f"{self.name}: the bitstream is entropy-coded with entropy model {wanted}, but "
+                f"{loaded.source} has no {ENTROPY_KEY}. Decode with the checkpoint that "
+                "encoded it"
+            )
+        if loaded.entropy.identity != header.entropy_model:
+            raise CodecError(
+                f"{self.name}: the bitstream is entropy-coded with entropy model {wanted}; "
+                f"{loaded.source} has entropy model {loaded.entropy.describe()}. Decode with the "
+                "checkpoint that encoded it"
+            )
+        tables = loaded.tables()
+        assert tables is not None
+        return tables
+
     def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
         if self.is_random:
             return {
                 "weights": f"random (seeded, width {self.random_width:g}; pipeline tests only, "
                 "not a trained codec)"
+                + ("; entropy coding with uniform counts" if self.entropy_coding else "")
             }
         from bench.download import sha256_of
 
@@ -930,6 +1348,12 @@ class GanCodec(Codec):
                 weights[f"{rate:g}"] = {"missing": str(exc)}
                 missing.append(str(exc))
                 continue
+            entropy = read_entropy_model(entry.path)
+            if self.entropy_coding and entropy is None:
+                unavailable = self._no_entropy_model(str(entry.path))
+                weights[f"{rate:g}"] = {"missing": str(unavailable)}
+                missing.append(str(unavailable))
+                continue
             training = checkpoint_training(entry.path)
             weights[f"{rate:g}"] = {
                 "file": str(entry.path),
@@ -939,6 +1363,12 @@ class GanCodec(Codec):
                 "training": {k: v for k, v in training.items() if k != "images"},
                 "training_images": len(training.get("images", [])),
             }
+            if entropy is not None:
+                weights[f"{rate:g}"][ENTROPY_KEY] = {
+                    "identity": entropy.identity.hex(),
+                    "images": entropy.images,
+                    "source": entropy.source,
+                }
             training_files |= {
                 str(i["file_sha256"]) for i in training.get("images", []) if i.get("file_sha256")
             }
@@ -976,6 +1406,11 @@ class GanCodec(Codec):
         self._check_size(height, width)
         loaded = self.model(rate)
         config = loaded.config
+        tables = None
+        if self.entropy_coding:
+            tables = loaded.tables()
+            if tables is None:
+                raise self._no_entropy_model(loaded.source)
         padding = gan_padding(height, width)
         top, bottom, left, right = padding
         x = torch.from_numpy(np.stack(checked)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
@@ -992,21 +1427,24 @@ class GanCodec(Codec):
             config.levels,
             int(indices.shape[2]),
             int(indices.shape[3]),
+            tables.identity if tables is not None else None,
         )
-        info = {
+        info = {  # bpp_estimated: the nominal rate, beside the measured bpp of the bytes
             "bpp_estimated": config.nominal_bpp,
-            "header_bytes": HEADER_BYTES,
+            "header_bytes": header.header_bytes,
             "padding": f"{top},{bottom},{left},{right}",
         }
-        return [Bitstream(write_gan_bitstream(header, idx), info) for idx in indices]
+        return [Bitstream(write_gan_bitstream(header, idx, tables), info) for idx in indices]
 
     def decode_batch(self, streams: Sequence[bytes]) -> list[Image]:
-        parsed = [read_gan_bitstream(bytes(data)) for data in streams]
-        if len({p[0] for p in parsed}) > 1:
+        headers = [parse_gan_bitstream(bytes(data))[0] for data in streams]
+        if len(set(headers)) > 1:
             return [image for data in streams for image in self.decode_batch([data])]
-        header = parsed[0][0]
+        header = headers[0]
         loaded = self.model_for_bitstream(header)
-        indices = torch.from_numpy(np.stack([p[1] for p in parsed])).to(self.device)
+        tables = None if header.entropy_model is None else self._entropy_tables(header, loaded)
+        parsed = [read_gan_bitstream(bytes(data), tables)[1] for data in streams]
+        indices = torch.from_numpy(np.stack(parsed)).to(self.device)
         with torch.inference_mode():
             x_hat = loaded.generator.decode(indices)
         top, _, left, _ = header.padding
