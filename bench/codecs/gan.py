@@ -72,7 +72,14 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.codecs.base import Availability, Bitstream, Codec, Image, RateScale, check_image
-from bench.codecs.learned import MAX_MEGAPIXELS, TORCH_HINT, pad_amounts, torch_availability
+from bench.codecs.learned import (
+    MAX_MEGAPIXELS,
+    TORCH_HINT,
+    check_size,
+    pad_amounts,
+    synchronize,
+    torch_availability,
+)
 from bench.errors import CodecError, CodecUnavailable, UsageError
 
 if TYPE_CHECKING:
@@ -1379,18 +1386,10 @@ class GanCodec(Codec):
     # ---- coding
 
     def _check_size(self, height: int, width: int) -> None:
-        megapixels = height * width / 1e6
-        if megapixels > self.max_megapixels:
-            raise CodecError(
-                f"{self.name}: image of {width}x{height} ({megapixels:.1f} MP) is larger than "
-                f"max_megapixels={self.max_megapixels:g}: the network codes the whole image in "
-                "one pass. Crop or downscale it, or raise the limit "
-                f"(--codec-option {self.name}.max_megapixels=N) if memory allows"
-            )
+        check_size(self.name, height, width, self.max_megapixels)
 
     def _synchronize(self) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
 
     def encode(self, image: Image, rate: float) -> bytes:
         return self.encode_batch([image], rate)[0]

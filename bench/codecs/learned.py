@@ -150,6 +150,31 @@ def load_weights(
         raise WeightsError(f"{path}: cannot load into {what}: {exc}") from exc
 
 
+def synchronize(device: str) -> None:
+    """Wait for a CUDA device's queued work, so that timings include it (no-op on a CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def check_size(codec: str, height: int, width: int, max_megapixels: float) -> None:
+    """Refuse an image larger than ``max_megapixels`` with advice, before a network codes it
+    in one pass (its activations grow with the image's area).
+
+    Raises:
+        CodecError: naming the size, the limit and the option that raises it.
+    """
+    megapixels = height * width / 1e6
+    if megapixels > max_megapixels:
+        raise CodecError(
+            f"{codec}: image of {width}x{height} ({megapixels:.1f} MP) is larger than "
+            f"max_megapixels={max_megapixels:g}: learned codecs code the whole image in "
+            "one pass, whose activations grow with its area. Crop or downscale it, or raise "
+            f"the limit (--codec-option {codec}.max_megapixels=N) if memory allows"
+        )
+
+
 class LearnedCodec(Codec):
     """A codec made of one CompressAI-contract model per rate point.
 
@@ -213,20 +238,10 @@ class LearnedCodec(Codec):
         return self._models[rate]
 
     def _synchronize(self) -> None:
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
 
     def _check_size(self, height: int, width: int) -> None:
-        megapixels = height * width / 1e6
-        if megapixels > self.max_megapixels:
-            raise CodecError(
-                f"{self.name}: image of {width}x{height} ({megapixels:.1f} MP) is larger than "
-                f"max_megapixels={self.max_megapixels:g}: learned codecs code the whole image in "
-                "one pass, whose activations grow with its area. Crop or downscale it, or raise "
-                f"the limit (--codec-option {self.name}.max_megapixels=N) if memory allows"
-            )
+        check_size(self.name, height, width, self.max_megapixels)
 
     def encode(self, image: Image, rate: float) -> bytes:
         return self.encode_batch([image], rate)[0]
