@@ -32,6 +32,28 @@ EXIT_REGRESSION = 4  # `bench check`: a rule failed (bad input to it is EXIT_USA
 log = logging.getLogger("bench")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (``--limit``, ``--batch-size``, ``--steps``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0 (``--workers``: 0 codes in-process)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _split_assignment(text: str, flag: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or not value:
@@ -676,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolution", choices=["full", "half"], help="cityscapes: full or half (1024x512)"
     )
     p.add_argument("--label-dir", help="folder: a parallel directory of label maps")
-    p.add_argument("--num-classes", type=int, help="folder: number of label classes")
+    p.add_argument("--num-classes", type=positive_int, help="folder: number of label classes")
     p.add_argument(
         "--dataset-option",
         action="append",
@@ -687,9 +709,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-download", action="store_true", help="never download data or model weights"
     )
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--limit", type=positive_int, help="only the first N images")
     p.add_argument(
-        "--workers", type=int, help="worker processes (default: CPU count; 0 = in-process)"
+        "--workers",
+        type=non_negative_int,
+        help="worker processes (default: CPU count; 0 = in-process)",
     )
     p.add_argument(
         "--target-bpp",
@@ -724,7 +748,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="cpu, cuda or cuda:N for the segmenter and learned codecs (default cpu)",
     )
-    p.add_argument("--batch-size", type=int, default=4, help="images per segmentation batch")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=4, help="images per segmentation batch"
+    )
     p.add_argument(
         "--metrics",
         default="psnr,ssim,ms-ssim",
@@ -754,19 +780,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="dataset split (cityscapes: train)")
     p.add_argument("--resolution", choices=["full", "half"], help="cityscapes (default half)")
     p.add_argument("--label-dir", help=argparse.SUPPRESS)
-    p.add_argument("--num-classes", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--num-classes", type=positive_int, help=argparse.SUPPRESS)
     p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-download", action="store_true", help="never download data")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--limit", type=positive_int, help="only the first N images")
     p.add_argument("--bottleneck", type=int, default=8, help="F, latent maps (default 8)")
     p.add_argument("--levels", type=int, default=4, help="L, quantization levels (default 4)")
     p.add_argument(
         "--width", type=float, default=1.0, help="channel factor (1.0 = the paper; 0.125 on a CPU)"
     )
     p.add_argument("--crop", help="random crops HEIGHTxWIDTH (default: whole images)")
-    p.add_argument("--steps", type=int, help="training steps (default: --epochs)")
-    p.add_argument("--epochs", type=int, help="passes over the images (default 50, the paper)")
-    p.add_argument("--batch-size", type=int, default=1, help="images per step (paper: 1)")
+    p.add_argument("--steps", type=positive_int, help="training steps (default: --epochs)")
+    p.add_argument(
+        "--epochs", type=positive_int, help="passes over the images (default 50, the paper)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=1, help="images per step (1)")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (paper: 2e-4)")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (reference code: 0.5)")
     p.add_argument("--mse-weight", type=float, default=12.0, help="MSE weight (12)")
@@ -774,8 +802,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gan-weight", type=float, default=1.0, help="LSGAN weight (1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (mixed precision)")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
-    p.add_argument("--log-every", type=int, default=50, help="steps per loss record")
+    p.add_argument(
+        "--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints"
+    )
+    p.add_argument("--log-every", type=positive_int, default=50, help="steps per loss record")
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--out", required=True, help="the checkpoint file")
     p.add_argument(

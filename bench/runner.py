@@ -617,6 +617,10 @@ def run(
         dataset_options: the options ``dataset`` was opened with (kept in the manifest so
             that the report can reopen it).
     """
+    if limit is not None and limit < 1:
+        raise UsageError(f"limit must be at least 1 image, got {limit}")
+    if workers < 0:
+        raise UsageError(f"workers must be 0 (in-process) or more, got {workers}")
     chosen = tuple(metrics) if metrics is not None else tuple(create_metrics())
     if task is not None:
         task.check(dataset)
@@ -625,7 +629,7 @@ def run(
     for plan in plans:
         if plan.input_source is not None:
             plan.input_source.check(tuple(dataset.class_names), dataset.tag)
-    refs = dataset.refs()[:limit] if limit else dataset.refs()
+    refs = dataset.refs()[:limit] if limit is not None else dataset.refs()
     warnings = training_leaks(refs, plans)
     for warning in warnings:
         log.warning("%s", warning)

@@ -228,6 +228,23 @@ def parse_option_value(text: str) -> OptionValue:
     return text
 
 
+def flag(value: Any, option: str) -> bool:
+    """A boolean option: True/False, or their spellings on a command line (true/false, yes/no,
+    on/off, 1/0); anything else is a ValueError naming the option (a usage error).
+
+    >>> flag("off", "optimize"), flag(True, "optimize")
+    (False, True)
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"option {option}={value!r} must be true or false")
+
+
 def choice(value: Any, allowed: Iterable[Any], option: str) -> Any:
     """Return ``value`` if it is one of ``allowed`` (compared as strings) or raise ValueError."""
     allowed = list(allowed)

@@ -11,7 +11,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from bench.codecs.base import Availability, Ceiling, Codec, Image, RateScale, check_image, choice
+from bench.codecs.base import (
+    Availability,
+    Ceiling,
+    Codec,
+    Image,
+    RateScale,
+    check_image,
+    choice,
+    flag,
+)
 from bench.errors import CodecError, CodecUnavailable
 
 _HINT = (
@@ -78,7 +87,7 @@ class BpgCodec(Codec):
             raise ValueError(f"option level={level} must be in 1..9")
         self.level = int(level)
         self.encoder = choice(encoder, ("x265", "jctvc"), "encoder")
-        self.lossless = bool(lossless)
+        self.lossless = flag(lossless, "lossless")
         self.bpgenc = str(bpgenc)
         self.bpgdec = str(bpgdec)
         self.options = {

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench.codecs.base import Availability, RateScale, choice
+from bench.codecs.base import Availability, RateScale, choice, flag
 from bench.codecs.learned import (
     MAX_MEGAPIXELS,
     LearnedCodec,
@@ -76,7 +76,7 @@ class ZooCodec(LearnedCodec):
         super().__init__(device=device, max_megapixels=max_megapixels, batch_size=batch_size)
         self.metric = choice(metric, METRICS, "metric")
         self.weights = str(weights)
-        self.download = bool(download)
+        self.download = flag(download, "download")
         self.options = {
             "metric": self.metric,
             "weights": self.weights,

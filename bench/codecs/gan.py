@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from bench.codecs.base import Availability, Bitstream, Codec, Image, RateScale, check_image
+from bench.codecs.base import Availability, Bitstream, Codec, Image, RateScale, check_image, flag
 from bench.codecs.learned import (
     MAX_MEGAPIXELS,
     TORCH_HINT,
@@ -1137,7 +1137,7 @@ class GanCodec(Codec):
             entropy_coding = parse_option_value(entropy_coding)  # type: ignore[assignment]
         if not isinstance(entropy_coding, bool | int) or entropy_coding not in (0, 1):
             raise ValueError(f"entropy_coding must be true or false, got {entropy_coding!r}")
-        self.entropy_coding = bool(entropy_coding)
+        self.entropy_coding = flag(entropy_coding, "entropy_coding")
         self.weights = str(weights)
         self.bottleneck = int(bottleneck)
         if self.bottleneck < 0:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.codecs.base import Availability, Ceiling, Codec, Image, RateScale, check_image, choice
+from bench.codecs.base import (
+    Availability,
+    Ceiling,
+    Codec,
+    Image,
+    RateScale,
+    check_image,
+    choice,
+    flag,
+)
 from bench.errors import CodecError, CodecUnavailable
 
 _INSTALL_HINT = (
@@ -56,7 +65,7 @@ class Jpeg2000Codec(Codec):
     ) -> None:
         super().__init__()
         self.mode = choice(mode, ("cratio", "psnr"), "mode")
-        self.irreversible = bool(irreversible)
+        self.irreversible = flag(irreversible, "irreversible")
         if not 1 <= int(numres) <= 32:
             raise ValueError(f"option numres={numres} must be in 1..32")
         self.numres = int(numres)

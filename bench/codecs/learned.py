@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.codecs.base import Availability, Bitstream, Codec, Image, RateScale, check_image
+from bench.codecs.base import Availability, Bitstream, Codec, Image, RateScale, check_image, flag
 from bench.errors import BenchError, CodecError, CodecUnavailable, UsageError
 
 MAGIC = b"BLC1"
@@ -369,7 +369,7 @@ class CompressAIModelCodec(LearnedCodec):
         self.target = model
         self.checkpoint = str(checkpoint)
         self.checkpoint_sha256 = str(checkpoint_sha256)
-        self.quality_rises = bool(quality_rises)
+        self.quality_rises = flag(quality_rises, "quality_rises")
         self.pad_multiple = int(pad_multiple)  # type: ignore[misc]
         self.options.update(
             model=model,

@@ -17,6 +17,7 @@ from bench.codecs.base import (
     RateScale,
     check_image,
     choice,
+    flag,
 )
 from bench.errors import CodecError
 
@@ -46,8 +47,8 @@ class JpegCodec(Codec):
     ) -> None:
         super().__init__()
         self.subsampling = choice(subsampling, _JPEG_SUBSAMPLING, "subsampling")
-        self.optimize = bool(optimize)
-        self.progressive = bool(progressive)
+        self.optimize = flag(optimize, "optimize")
+        self.progressive = flag(progressive, "progressive")
         self.options = {
             "subsampling": self.subsampling,
             "optimize": self.optimize,
@@ -94,7 +95,7 @@ class WebpCodec(Codec):
         if not 0 <= int(method) <= 6:
             raise ValueError(f"option method={method} must be in 0..6")
         self.method = int(method)
-        self.lossless = bool(lossless)
+        self.lossless = flag(lossless, "lossless")
         self.options = {"method": self.method, "lossless": self.lossless}
 
     @classmethod
