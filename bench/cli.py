@@ -873,6 +873,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:  # the environment (a full disk, a lost mount): one line, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"bench: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

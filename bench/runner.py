@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -629,6 +630,7 @@ def run(
     for plan in plans:
         if plan.input_source is not None:
             plan.input_source.check(tuple(dataset.class_names), dataset.tag)
+    check_out_dir(out_dir)
     refs = dataset.refs()[:limit] if limit is not None else dataset.refs()
     warnings = training_leaks(refs, plans)
     for warning in warnings:
@@ -681,7 +683,6 @@ def run(
     for plan in plans:
         if not plan.usable:
             log.warning("%s is not usable here: %s", plan.name, plan.unusable_reason)
-    status = "finished"
     try:
         stream = runner.map(jobs, execute, crashed)
         for count, records in enumerate(stream, start=1):
@@ -689,11 +690,49 @@ def run(
             if progress:
                 progress(count, len(jobs), records)
     except KeyboardInterrupt:
-        status = "interrupted"
+        _finish_after_failure(store, manifest, "interrupted", refs, plans, chosen, task)
         raise
-    finally:
-        result = _finish(store, manifest, status, refs, plans, chosen, task)
-    return result
+    except BaseException:  # e.g. the disk filled up: keep what was written, say so, re-raise
+        _finish_after_failure(store, manifest, "failed", refs, plans, chosen, task)
+        raise
+    return _finish(store, manifest, "finished", refs, plans, chosen, task)
+
+
+def _finish_after_failure(
+    store: RunStore,
+    manifest: RunManifest,
+    status: str,
+    refs: list[SampleRef],
+    plans: Sequence[CodecPlan],
+    metrics: Sequence[Metric],
+    task: Task | None,
+) -> None:
+    """Close an interrupted or failed run as well as the machine allows: the records already
+    written stay, the manifest says ``status``; a failure here (a full disk) is logged, never
+    raised over the one that stopped the run."""
+    try:
+        _finish(store, manifest, status, refs, plans, metrics, task)
+    except Exception as exc:
+        log.error("could not finish the run directory %s (%s): %s", store.directory, status, exc)
+
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse a run directory that cannot be one, before anything is coded.
+
+    Raises:
+        UsageError: ``out_dir`` is a file, or cannot be created or written (naming why).
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file, not a directory; choose a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"--out {out_dir} cannot be created ({exc.strerror or exc}); choose a writable place"
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir} is not writable; choose a writable place")
 
 
 TRAINING_FILES = "training_files_sha256"
