@@ -1,11 +1,31 @@
-"""Any directory of images, optionally with a parallel directory of label maps."""
+"""Any directory of images, optionally with a parallel directory of label maps.
+
+Image ids are the path below ``data_dir`` without its suffix, as POSIX text (``a/b`` for
+``DIR/a/b.jpg``), so that committed baselines and label-map lookups keep working. Two rules
+keep every id valid text and unique:
+
+* Names that are not valid UTF-8 (Linux allows any bytes) are escaped reversibly: the
+  relative path's bytes are decoded with ``errors="backslashreplace"``, so ``a_<0xff>.png``
+  gets the id ``a_\\xff``. Valid names are unchanged, and the file is still read by its
+  real name.
+* Where files share an id once the suffix is dropped (``x.png`` and ``x.jpg``), each of them
+  keeps its suffix (``x.png``, ``x.jpg``); every other id is unchanged. If ids still collide
+  (only names that spell out backslash escapes can do that), the later ones in path order get
+  ``#2``, ``#3``, ...
+
+Colliding files share the label map of their stem (``LABELS/x.png`` for both). Errors that
+name an undecodable file (it cannot be read, its label map is wrong) name it escaped the same
+way, so that they can be written to records.csv.
+"""
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
 
-from bench.datasets.base import Dataset, DatasetStatus, SampleRef
-from bench.errors import DatasetError
+from bench.datasets.base import Dataset, DatasetStatus, Sample, SampleRef
+from bench.errors import DatasetError, ImageReadError
 from bench.images import IMAGE_SUFFIXES, list_images
 
 
@@ -43,7 +63,7 @@ class FolderDataset(Dataset):
 
     @property
     def tag(self) -> str:
-        return f"folder/{self.root.name}" if self.root else "folder"
+        return f"folder/{_text(self.root.name)}" if self.root else "folder"
 
     def _root(self) -> Path:
         if self.root is None:
@@ -65,19 +85,29 @@ class FolderDataset(Dataset):
 
     def refs(self) -> list[SampleRef]:
         root = self._root()
-        refs = []
-        for path in list_images(root):
-            relative = path.relative_to(root)
-            refs.append(
-                SampleRef(
-                    self.tag, relative.with_suffix("").as_posix(), path, self._label_for(relative)
-                )
+        paths = list_images(root)
+        relatives = [path.relative_to(root) for path in paths]
+        refs = [
+            SampleRef(self.tag, image_id, path, self._label_for(relative))
+            for path, relative, image_id in zip(
+                paths, relatives, _unique_ids(relatives), strict=True
             )
+        ]
         if not refs:
             raise DatasetError(
                 f"folder: no images in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
             )
         return refs
+
+    def load(self, ref: SampleRef, *, with_label: bool = True) -> Sample:
+        """As ``Dataset.load``; an error naming an undecodable file name names it as text."""
+        try:
+            return super().load(ref, with_label=with_label)
+        except (ImageReadError, DatasetError) as exc:
+            message = str(exc)
+            if _text(message) == message:
+                raise
+            raise type(exc)(_text(message)) from exc
 
     def status(self) -> DatasetStatus:
         if self.root is None:
@@ -102,3 +132,34 @@ class FolderDataset(Dataset):
             "images": len(refs),
             "labels": sum(1 for r in refs if r.label_path is not None),
         }
+
+
+def _text(name: str) -> str:
+    """``name`` as valid text: undecodable bytes (surrogate escapes) as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+
+
+def _unique_ids(relatives: list[Path]) -> list[str]:
+    """One id per file: the path without its suffix, with it only where that collides."""
+    short = [_text(r.with_suffix("").as_posix()) for r in relatives]
+    full = [_text(r.as_posix()) for r in relatives]
+    ids = list(short)
+    escalated = [False] * len(ids)
+    changed = True
+    while changed:  # a suffixed id may meet another file's stem (x.png vs x.png.png)
+        changed = False
+        counts = Counter(ids)
+        for i, image_id in enumerate(ids):
+            if counts[image_id] > 1 and not escalated[i]:
+                ids[i], escalated[i], changed = full[i], True, True
+    taken = set(ids)
+    seen: set[str] = set()
+    for i, image_id in enumerate(ids):
+        if image_id in seen:
+            n = 2
+            while f"{image_id}#{n}" in taken:
+                n += 1
+            ids[i] = f"{image_id}#{n}"
+            taken.add(ids[i])
+        seen.add(ids[i])
+    return ids
