@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,28 @@ class LoadedImage:
     conversion: str
 
 
-def _png_bit_depth(path: Path) -> int | None:
+MAX_PIXELS = int(os.environ.get("BENCH_MAX_IMAGE_PIXELS", "89478485"))
+"""Images with more pixels are refused before they are decoded (a decompression bomb: a small
+file that would decode to gigabytes). The default is Pillow's own limit (about 9459 x 9459);
+``BENCH_MAX_IMAGE_PIXELS`` or ``read_rgb8(..., max_pixels=N)`` changes it."""
+
+
+def _png_header(path: Path) -> tuple[int, int, int] | None:
+    """(width, height, bit depth) from a PNG's IHDR, or None for another kind of file."""
     with path.open("rb") as handle:
         head = handle.read(33)
-    if head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+    if len(head) < 25 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
         return None
-    return head[24]
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), head[24]
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageReadError(
+            f"{path}: {width}x{height} pixels is more than the limit of {max_pixels:,} "
+            "(a decompression bomb, or an image too large to code here); raise "
+            "BENCH_MAX_IMAGE_PIXELS if you trust the file"
+        )
 
 
 def _to_rgb8_from_16(pixels: np.ndarray) -> np.ndarray:
@@ -86,25 +103,31 @@ def _convert_pillow(image: PILImage.Image, path: Path) -> LoadedImage:
     return LoadedImage(np.asarray(image.convert("RGB"), dtype=np.uint8), note)
 
 
-def read_rgb8(path: str | Path) -> LoadedImage:
+def read_rgb8(path: str | Path, *, max_pixels: int | None = None) -> LoadedImage:
     """Read an image file as 8-bit RGB.
 
     Grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit files are converted and
     the conversion is reported; 16-bit samples are rounded to 8 bits (Pillow would truncate).
 
     Raises:
-        ImageReadError: the file is missing, truncated, corrupt or of an unsupported kind;
-            the message names the file.
+        ImageReadError: the file is missing, truncated, corrupt, of an unsupported kind or
+            larger than ``max_pixels`` (default ``MAX_PIXELS``, checked from the header before
+            anything is decoded); the message names the file.
     """
     path = Path(path)
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
-    if _png_bit_depth(path) == 16:
-        return _read_16bit_png(path)
+    header = _png_header(path)
+    if header is not None:
+        _check_pixels(path, header[0], header[1], limit)  # every PNG, before decoding
+        if header[2] == 16:
+            return _read_16bit_png(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(path) as image:
+                _check_pixels(path, image.size[0], image.size[1], limit)
                 image.load()
                 return _convert_pillow(image, path)
     except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombWarning) as exc:

@@ -72,3 +72,33 @@ def test_truncated_and_missing_files_name_the_file(kodak, tmp_path):
         read_rgb8(not_an_image)
     with pytest.raises(ImageReadError, match="no such file"):
         read_rgb8(tmp_path / "absent.png")
+
+
+def _png_header_only(path, width: int, height: int, bit_depth: int) -> None:
+    """A PNG whose IHDR claims ``width`` x ``height`` (a bomb's header) with an empty IDAT."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+@pytest.mark.parametrize("bit_depth", [16, 8])
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, bit_depth):
+    bomb = tmp_path / f"bomb{bit_depth}.png"
+    _png_header_only(bomb, 20000, 20000, bit_depth)
+    with pytest.raises(ImageReadError, match=r"bomb\d+\.png: 20000x20000 pixels is more than"):
+        read_rgb8(bomb)
+
+
+def test_the_pixel_limit_is_an_option(tmp_path):
+    path = tmp_path / "gray16.png"
+    path.write_bytes(imagecodecs.png_encode(np.full((30, 40), 1234, np.uint16)))
+    assert read_rgb8(path).pixels.shape == (30, 40, 3)
+    with pytest.raises(ImageReadError, match="40x30 pixels is more than the limit of 1,000"):
+        read_rgb8(path, max_pixels=1000)
