@@ -6,7 +6,9 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,15 @@ if TYPE_CHECKING:
     from bench.runner import RunResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED_RECORDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 143  # SIGTERM: stopped like Ctrl-C, records kept, resumable
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that a run stops the same way."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
 EXIT_REGRESSION = 4  # `bench check`: a rule failed (bad input to it is EXIT_USAGE)
 
 log = logging.getLogger("bench")
@@ -193,14 +204,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=bar,
             dataset_options=options_of_dataset,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         bar.close()
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(
-            f"\ninterrupted: finished records are in {out_dir}; "
+            f"\n{what}: finished records are in {out_dir}; "
             f"continue with --resume --out {out_dir}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     bar.close()
     print_summary(result)
     failed = sum(1 for r in result.records if not r.ok)
@@ -865,6 +877,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args))
     except UsageError as exc:
@@ -877,6 +892,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"bench: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from __future__ import annotations
 import abc
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -79,6 +82,21 @@ class LocalPool(Executor):
         return in_pool(list(jobs), self.workers, work, crashed)
 
 
+def _worker_start() -> None:
+    """Worker initializer: memory tuning, and exit when the main process is gone (a
+    ``kill -9`` of it would otherwise leave the workers running forever, re-parented)."""
+    keep_freed_arrays_mapped()
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="bench-parent-watch", daemon=True).start()
+
+
 def in_pool(
     jobs: list[Any],
     workers: int,
@@ -92,17 +110,13 @@ def in_pool(
     while queue or suspects:
         if suspects:
             job = suspects.pop()
-            with ProcessPoolExecutor(
-                1, mp_context=context, initializer=keep_freed_arrays_mapped
-            ) as solo:
+            with ProcessPoolExecutor(1, mp_context=context, initializer=_worker_start) as solo:
                 try:
                     yield solo.submit(work, job).result()
                 except BrokenProcessPool as exc:
                     yield crashed(job, str(exc) or "BrokenProcessPool")
             continue
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=keep_freed_arrays_mapped
-        ) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start) as pool:
             running: dict[Future[list[Any]], Any] = {}
             broken = False
             while (queue and not broken) or running:

@@ -27,6 +27,7 @@ from bench.curves import write_outputs
 from bench.datasets import Dataset, Sample, SampleRef
 from bench.errors import CodecError, CodecUnavailable, MetricUndefined, UsageError
 from bench.executors import Executor, local
+from bench.lock import RunLock
 from bench.manifest import CodecEntry, RunManifest, write_manifest
 from bench.metrics import Metric, create_metrics, metric_names
 from bench.provenance import git_state, machine, now, software
@@ -631,6 +632,28 @@ def run(
         if plan.input_source is not None:
             plan.input_source.check(tuple(dataset.class_names), dataset.tag)
     check_out_dir(out_dir)
+    with RunLock(out_dir):
+        return _run(
+            dataset, plans, out_dir, workers, executor, chosen, task, limit, resume, argv,
+            progress, dataset_options,
+        )  # fmt: skip
+
+
+def _run(
+    dataset: Dataset,
+    plans: Sequence[CodecPlan],
+    out_dir: Path,
+    workers: int,
+    executor: Executor | None,
+    chosen: tuple[Metric, ...],
+    task: Task | None,
+    limit: int | None,
+    resume: bool,
+    argv: Iterable[str] | None,
+    progress: Callable[[int, int, list[Record]], None] | None,
+    dataset_options: Mapping[str, Any] | None,
+) -> RunResult:
+    """``run`` with the checks done and the run directory locked."""
     refs = dataset.refs()[:limit] if limit is not None else dataset.refs()
     warnings = training_leaks(refs, plans)
     for warning in warnings:
