@@ -84,9 +84,9 @@ def records_table(path: Path) -> list[tuple[object, ...]]:
 
 
 def test_a_locked_run_directory_refuses_a_second_writer(tmp_path):
-    with RunLock(tmp_path):
-        with pytest.raises(UsageError, match=rf"another bench run \(process {os.getpid()}\)"):
-            RunLock(tmp_path).acquire()
+    held = rf"another bench run \(process {os.getpid()}\)"
+    with RunLock(tmp_path), pytest.raises(UsageError, match=held):
+        RunLock(tmp_path).acquire()
     RunLock(tmp_path).acquire()  # released: free again
 
 
