@@ -231,6 +231,22 @@ def read_baseline(path: Path) -> Snapshot:
     )
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def _digest(text: str, what: str) -> None:
+    """ValueError unless ``text`` is a SHA-256 hex digest (64 hex characters)."""
+    if len(text) != 64 or not _HEX.issuperset(text.lower()):
+        raise ValueError(f"{what} {text!r} is not a SHA-256 digest (64 hex characters)")
+
+
+def _number(column: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a number") from None
+
+
 def _read_points(path: Path, lines: list[str], start: int) -> dict[PointKey, Point]:
     reader = csv.DictReader(lines[start:])
     absent = [c for c in KEY_COLUMNS if c not in (reader.fieldnames or [])]
@@ -238,18 +254,33 @@ def _read_points(path: Path, lines: list[str], start: int) -> dict[PointKey, Poi
         raise UsageError(f"{path}: the table lacks the column(s) {', '.join(absent)}")
     metrics = [c for c in reader.fieldnames or [] if c not in KEY_COLUMNS]
     points: dict[PointKey, Point] = {}
+    width = len(reader.fieldnames or [])
+    truncated = bool(lines) and not path.read_text().endswith("\n")
     for offset, row in enumerate(reader):
-        where = f"{path}, line {start + offset + 2}"
+        number = start + offset + 2
+        where = f"{path}, line {number}"
         try:
+            extra = row.pop(None, None) or []  # type: ignore[call-overload, unused-ignore]
+            given = width + len(extra) - sum(1 for v in row.values() if v is None)
+            if given != width:
+                raise ValueError(
+                    f"{given} fields where the header has {width} (a partial or malformed row; "
+                    "is the file truncated?)"
+                )
+            if truncated and number == len(lines):
+                raise ValueError("the last row has no line end (is the file truncated?)")
             key = PointKey(row["codec"], row["rate_param"], float(row["rate"]))
             if row["kind"] == "point":
                 if key in points:
                     raise ValueError(f"{key.codec} {key.label} is given twice")
-                values = {m: float(row[m]) for m in metrics if row.get(m) not in (None, "")}
+                _digest(row["sha256"], "the point's digest")
+                values = {m: _number(m, row[m]) for m in metrics if row.get(m) not in (None, "")}
                 points[key] = Point(key, values, {})
             elif row["kind"] == "image":
                 if key not in points:
                     raise ValueError("an image row before its point row")
+                if row["sha256"]:  # "" where that image failed
+                    _digest(row["sha256"], f"the bitstream hash of {row['image_id']!r}")
                 points[key].hashes[row["image_id"]] = row["sha256"]
             else:
                 raise ValueError(f"unknown kind {row['kind']!r} (point or image)")

@@ -8,11 +8,15 @@ its ``key``, so that a resumed run never keeps a record made under other options
 from __future__ import annotations
 
 import csv
+import io
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 OK = "ok"
 ERROR = "error"
@@ -144,9 +148,26 @@ def as_dict(record: Record) -> dict[str, Any]:
     return flat
 
 
+def _text(value: Any) -> Any:
+    """A value as a CSV cell: None becomes empty, and text that cannot be written as UTF-8 (a
+    file name's undecodable bytes, kept by Python as surrogates) is escaped reversibly."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                raw = value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raw = value.encode("utf-8", "backslashreplace")
+            return raw.decode("utf-8", "backslashreplace")
+    return value
+
+
 def to_row(record: Record) -> dict[str, Any]:
     """A record as a CSV row (None becomes an empty cell; floats keep full precision)."""
-    return {k: ("" if v is None else v) for k, v in as_dict(record).items()}
+    return {k: _text(v) for k, v in as_dict(record).items()}
 
 
 def _parse_value(text: str) -> Value:
@@ -185,7 +206,106 @@ def latest_per_key(records: Iterable[Record]) -> list[Record]:
     return list({record.slot: record for record in records}.values())
 
 
-def read_csv(path: Path) -> list[Record]:
-    """All records of a records CSV."""
+@dataclass
+class DamagedRow:
+    """A row of a records CSV that cannot be a record: half-written (a disk filled up or the
+    run was killed mid-write), or with the wrong number of fields."""
+
+    line: int
+    """Line number in the file (1 is the header)."""
+    text: str
+    """The row as it stands in the file (without its line end)."""
+    why: str
+
+
+@dataclass
+class RecordsFile:
+    """A records CSV read back: its header, its records, and the rows that are damaged.
+
+    ``lines`` holds, per record, the raw text of its row (so that a rewrite without the
+    damaged rows leaves every good row byte for byte as it was).
+    """
+
+    header: list[str]
+    records: list[Record]
+    lines: list[str]
+    damaged: list[DamagedRow]
+    ends_with_newline: bool
+
+
+def _check_row(header: list[str], cells: list[str]) -> Record:
+    """The record of one CSV row; ValueError when it is not one (wrong number of fields,
+    a number that does not parse, a status that is neither ok nor error)."""
+    if len(cells) != len(header):
+        raise ValueError(f"{len(cells)} fields where the header has {len(header)}")
+    try:
+        record = from_row(dict(zip(header, cells, strict=True)))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"a value does not parse ({exc})") from None
+    if record.status not in (OK, ERROR):
+        raise ValueError(f"status {record.status!r} is neither {OK!r} nor {ERROR!r}")
+    return record
+
+
+def read_records(path: Path) -> RecordsFile:
+    """Read a records CSV, setting aside (not raising on) rows that cannot be records."""
     with path.open(newline="") as handle:
-        return [from_row(row) for row in csv.DictReader(handle)]
+        text = handle.read()
+    raw = io.StringIO(text, newline="").readlines()
+    header: list[str] = []
+    records: list[Record] = []
+    lines: list[str] = []
+    damaged: list[DamagedRow] = []
+    consumed = 0
+
+    def feed():  # type: ignore[no-untyped-def]
+        nonlocal consumed
+        for line in raw:
+            consumed += 1
+            yield line
+
+    reader = csv.reader(feed())
+    start = 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            rest = "".join(raw[start:]).rstrip("\r\n")
+            damaged.append(DamagedRow(start + 1, rest, f"not CSV ({exc})"))
+            break
+        row_text = "".join(raw[start:consumed]).rstrip("\r\n")
+        number, start = start + 1, consumed
+        if not header:
+            header = cells
+            continue
+        if not cells:
+            continue
+        try:
+            records.append(_check_row(header, cells))
+            lines.append(row_text)
+        except ValueError as exc:
+            damaged.append(DamagedRow(number, row_text, str(exc)))
+    return RecordsFile(header, records, lines, damaged, text == "" or text.endswith("\n"))
+
+
+def read_csv(path: Path) -> list[Record]:
+    """All records of a records CSV.
+
+    Rows that cannot be records (a half-written last row, the wrong number of fields) are
+    skipped with a warning; the file is not modified (``RunStore`` sets them aside on
+    ``--resume``).
+    """
+    read = read_records(path)
+    if read.damaged:
+        where = ", ".join(str(d.line) for d in read.damaged)
+        log.warning(
+            "%s: skipped %d damaged row(s) (line %s: %s); `bench run ... --resume` sets them "
+            "aside and redoes their records",
+            path,
+            len(read.damaged),
+            where,
+            read.damaged[0].why,
+        )
+    return read.records

@@ -6,6 +6,8 @@ Layout of ``RUN_DIR``:
     records.parquet    the same rows, rewritten at checkpoints and at the end
     records.superseded.csv  records a resumed run set aside: made under other codec
                        options, metrics, inputs, task, data or rate points
+    records.damaged.csv  rows of records.csv a resumed run set aside because they were
+                       half-written (a full disk, a kill mid-write) or malformed
     aggregates.csv     one row per (codec, rate point)
     per_class_iou.csv  per-class IoU per rate point (when segmentation ran)
     bd.csv             BD-rate and BD-quality of every ordered codec pair, per BD metric
@@ -16,6 +18,8 @@ Layout of ``RUN_DIR``:
 from __future__ import annotations
 
 import csv
+import io
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -26,11 +30,13 @@ from bench.errors import UsageError
 from bench.records import (
     INT_COLUMNS,
     TEXT_COLUMNS,
+    DamagedRow,
     Record,
     as_dict,
     columns,
     latest_per_key,
     read_csv,
+    read_records,
     to_row,
     value_columns,
 )
@@ -39,6 +45,8 @@ RECORDS_CSV = "records.csv"
 RECORDS_PARQUET = "records.parquet"
 SUPERSEDED_CSV = "records.superseded.csv"
 """Records a resumed run replaced or no longer covers (other options, data, rate points)."""
+DAMAGED_CSV = "records.damaged.csv"
+"""Rows of records.csv a resumed run set aside as damaged (half-written or malformed)."""
 MANIFEST = "manifest.json"  # written and read by bench.manifest
 AGGREGATES_CSV = "aggregates.csv"
 CLASS_TABLE_CSV = "per_class_iou.csv"
@@ -47,12 +55,19 @@ REPORT_HTML = "report.html"
 
 _PARQUET_EVERY_S = 30.0
 
+log = logging.getLogger(__name__)
+
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a text file so that readers see the old or the new content, never a mix."""
+    """Write a text file so that readers see the old or the new content, never a mix; a
+    failed write (a full disk) leaves the old file and no temporary file behind."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_parquet(records: list[Record], path: Path) -> None:
@@ -102,9 +117,23 @@ class RunStore:
                     f"{directory} already holds results; pass --resume to continue that run "
                     "or --out to write elsewhere"
                 )
-            self.records = read_csv(self.csv_path)
-            with self.csv_path.open(newline="") as handle:
-                header = next(csv.reader(handle), [])
+            read = read_records(self.csv_path)
+            self.records, header = read.records, read.header
+            if read.damaged:
+                # Set the damaged rows aside, then drop them (good rows stay byte for byte);
+                # their keys are not done, so this run does them again.
+                self._set_aside(read.damaged)
+                head = io.StringIO()
+                csv.writer(head).writerow(header)
+                tmp = self.csv_path.with_name(f".{RECORDS_CSV}.tmp")
+                with tmp.open("w", newline="") as handle:
+                    handle.write(head.getvalue())
+                    handle.writelines(f"{line}\r\n" for line in read.lines)
+                tmp.replace(self.csv_path)
+            elif not read.ends_with_newline:
+                # A complete last row without its line end: the next row starts a fresh line.
+                with self.csv_path.open("a", newline="") as handle:
+                    handle.write("\r\n")
             held = [c for c in header if c not in columns()]
             self.columns = columns(list(dict.fromkeys([*held, *wanted])))
             if header != self.columns:  # other metrics or another bench version: rewrite
@@ -124,6 +153,28 @@ class RunStore:
             self._writer.writeheader()
             self._handle.flush()
         self._last_parquet = time.monotonic()
+
+    def _set_aside(self, damaged: list[DamagedRow]) -> None:
+        """Append ``damaged`` rows to records.damaged.csv (line, what was wrong, the row as
+        it stood) and say so."""
+        aside = self.directory / DAMAGED_CSV
+        new = not aside.is_file() or aside.stat().st_size == 0
+        with aside.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["file", "line", "why", "row"])
+            writer.writerows([RECORDS_CSV, d.line, d.why, d.text] for d in damaged)
+            handle.flush()
+            os.fsync(handle.fileno())
+        log.warning(
+            "%s: %d damaged row(s) (half-written or malformed, e.g. line %d: %s) set aside "
+            "in %s; their records are done again",
+            self.csv_path,
+            len(damaged),
+            damaged[0].line,
+            damaged[0].why,
+            aside,
+        )
 
     def done_keys(self) -> set[tuple[object, ...]]:
         """Keys of the records that succeeded (failed ones, and those made under other

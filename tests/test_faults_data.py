@@ -151,3 +151,33 @@ def test_unreadable_file_with_undecodable_name_costs_only_its_records(tmp_path):
     assert sorted(records) == ["b", "bad_\\xff"]
     assert records["b"].ok
     assert not records["bad_\\xff"].ok and "bad_\\xff.png" in records["bad_\\xff"].error
+
+
+def test_an_error_message_naming_an_undecodable_file_is_written(tmp_path):
+    """A record whose error names a file by its raw (undecodable) path is still written."""
+    from bench.records import Record, read_csv
+    from bench.store import RunStore
+
+    store = RunStore(tmp_path / "run")
+    store.add([Record("d", "a", status="error", error="cannot read /data/a_\udcff.png")])
+    store.close()
+    (record,) = read_csv(tmp_path / "run" / "records.csv")
+    assert record.error == "cannot read /data/a_\\xff.png"
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from bench.store import write_atomic
+
+    target = tmp_path / "report.html"
+    target.write_text("old")
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
