@@ -139,3 +139,42 @@ def test_workers_exit_when_the_main_process_is_killed(images, tmp_path):
     while time.monotonic() < deadline and any(alive(pid) for pid in workers):
         time.sleep(0.2)
     assert not any(alive(pid) for pid in workers), "workers outlived their main process"
+
+
+def _mount_small_tmpfs(directory: Path, size: str) -> bool:
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+        capture_output=True,
+    )
+    return done.returncode == 0
+
+
+def test_a_disk_that_fills_up_mid_run_loses_nothing_and_resume_completes_it(images, tmp_path):
+    disk = tmp_path / "small-disk"
+    if not _mount_small_tmpfs(disk, "40k"):
+        pytest.skip("needs root and mount(8) for a size-limited tmpfs")
+    try:
+        out = disk / "run"
+        process = bench_run(images, out, "--workers", "1")
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 1, err
+        assert "No space left on device" in err and "Traceback" not in err
+        import shutil
+
+        moved = tmp_path / "run"
+        shutil.copytree(out, moved)
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+    kept = read_csv(moved / "records.csv")
+    assert 0 < len(kept) < 8 * 12 and len(kept) == len({r.slot for r in kept})
+    resumed = bench_run(images, moved, "--workers", "1", "--resume")
+    resumed.communicate(timeout=300)
+    clean = bench_run(images, tmp_path / "clean", "--workers", "1")
+    clean.communicate(timeout=300)
+    assert resumed.returncode == clean.returncode == 0
+    assert records_table(moved / "records.csv") == records_table(
+        tmp_path / "clean" / "records.csv"
+    )
