@@ -425,10 +425,10 @@ def write_bd_csv(
     if not lines:
         path.unlink(missing_ok=True)
         return None
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    from bench.store import replacing
+
+    with replacing(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=BD_CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(lines)
-    tmp.replace(path)
     return path

@@ -33,7 +33,7 @@ from bench.errors import UsageError
 from bench.manifest import read_manifest
 from bench.records import latest_per_key, read_csv
 from bench.rules import BETTER, FAIL, NOTE, OK, Rule, find_column, rules_for
-from bench.store import AGGREGATES_CSV, MANIFEST, RECORDS_CSV
+from bench.store import AGGREGATES_CSV, MANIFEST, RECORDS_CSV, write_atomic
 
 FORMAT = "bench-baseline 1"
 KEY_COLUMNS = ["kind", "codec", "rate_param", "rate", "image_id", "sha256"]
@@ -181,9 +181,7 @@ def write_baseline(snapshot: Snapshot, path: Path) -> None:
         for image, sha in sorted(point.hashes.items()):
             writer.writerow({"kind": "image", **common, "image_id": image, "sha256": sha})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(out.getvalue())
-    tmp.replace(path)
+    write_atomic(path, out.getvalue())
 
 
 def read_baseline(path: Path) -> Snapshot:

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.metrics.base import Column, Metric, mean
 from bench.records import TARGET_BPP, Record
-from bench.store import AGGREGATES_CSV, PLOTS
+from bench.store import AGGREGATES_CSV, PLOTS, replacing
 from bench.tasks.task import REFERENCE_CODEC, Task
 
 __all__ = [
@@ -153,13 +153,11 @@ def columns_of(metrics: Sequence[Metric], task: Task | None) -> list[Column]:
 
 def write_aggregates(rows: list[Aggregate], path: Path) -> None:
     """Write aggregates as CSV (full float precision)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with replacing(path) as tmp, tmp.open("w", newline="") as handle:
         extra = list(dict.fromkeys(k for row in rows for k in row.values))
         writer = csv.DictWriter(handle, fieldnames=AGGREGATE_COLUMNS + extra)
         writer.writeheader()
         writer.writerows(row.row() for row in rows)
-    tmp.replace(path)
 
 
 def read_aggregates(path: Path) -> list[Aggregate]:
@@ -249,10 +247,8 @@ def write_task_tables(rows: list[Aggregate], task: Task | None, directory: Path)
     labelled = [(f"{r.codec}@{r.rate:g}", r.values) for r in rows]
     for name, table in task.tables(labelled).items():
         path = directory / f"{name}.csv"
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as handle:
+        with replacing(path) as tmp, tmp.open("w", newline="") as handle:
             csv.writer(handle).writerows(table.rows)
-        tmp.replace(path)
         written.append(path)
     return written
 

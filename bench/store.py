@@ -17,12 +17,13 @@ Layout of ``RUN_DIR``:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,6 +59,20 @@ _PARQUET_EVERY_S = 30.0
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path to write ``path`` through: moved over ``path`` when the block ends,
+    removed when it fails, so a reader never sees a partial file and a full disk leaves no
+    temporary file behind."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write a text file so that readers see the old or the new content, never a mix; a
     failed write (a full disk) leaves the old file and no temporary file behind."""
@@ -77,9 +92,8 @@ def write_parquet(records: list[Record], path: Path) -> None:
 
     names = columns(value_columns(records))
     table = pa.Table.from_pylist([as_dict(r) for r in records], schema=_schema(names, records))
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _schema(names: list[str], records: list[Record]) -> Any:
