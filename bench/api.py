@@ -9,7 +9,8 @@ True
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from bench.executors import Executor
     from bench.manifest import RunManifest
+    from bench.records import Record
     from bench.runner import RunResult
 
 
@@ -46,6 +48,9 @@ def run(
     executor: Executor | None = None,
     resume: bool = False,
     download: bool = True,
+    progress: Callable[[int, int, list[Record]], None] | None = None,
+    on_start: Callable[[str, Path], None] | None = None,
+    argv: Sequence[str] | None = None,
 ) -> RunResult:
     """Sweep codecs over a dataset, as ``bench run`` does; returns the run's result.
 
@@ -64,6 +69,10 @@ def run(
         executor: runs the jobs instead of the local pool (``bench.executors``).
         resume: continue the run in ``out``.
         download: whether data and weights may be downloaded.
+        progress: called after each job with (jobs done, jobs total, its records).
+        on_start: called with (dataset tag, run directory) once everything is planned,
+            before anything is coded.
+        argv: the command recorded in the manifest (default: this call).
 
     Raises:
         UsageError: what ``bench run`` exits 2 for (unknown names, bad options).
@@ -79,11 +88,13 @@ def run(
     names = [c.strip() for c in (codecs.split(",") if isinstance(codecs, str) else codecs)]
     names = [n for n in names if n]
     if not names:
-        raise UsageError("codecs: name at least one codec (see `bench list codecs`)")
+        raise UsageError("--codecs needs at least one codec name (see `bench list codecs`)")
     options = {name: dict((codec_options or {}).get(name, {})) for name in names}
     for name in [*(rates or {}), *(codec_options or {})]:
         if name not in names:
-            raise UsageError(f"rates/codec_options name {name!r}, which is not in codecs")
+            raise UsageError(
+                f"rates or options are given for {name!r}, which is not in --codecs / codecs"
+            )
     for name in names:
         accepted = option_names(CODECS.load(name))
         if "device" in accepted:
@@ -121,23 +132,30 @@ def run(
     elif segmenter:
         raise UsageError("segmenter needs task='segmentation'")
     count = workers if workers is not None else (os.cpu_count() or 1)
-    if out is None:
-        from bench.cli import _default_out
-
-        out = _default_out(data.tag)
+    out_dir = Path(out) if out is not None else default_out(data.tag)
+    if on_start is not None:
+        on_start(data.tag, out_dir)
     return run_sweep(
         data,
         plans,
-        Path(out),
+        out_dir,
         workers=count,
         executor=executor or local(count),
         metrics=chosen,
         task=planned_task,
         limit=limit,
         resume=resume,
-        argv=["bench.run", f"codecs={','.join(names)}", f"dataset={dataset}"],
+        argv=argv or ["bench.run", f"codecs={','.join(names)}", f"dataset={dataset}"],
         dataset_options=opened_with,
     )
+
+
+def default_out(tag: str) -> Path:
+    """``results/TAG-YYYYmmdd-HHMMSS`` in the project (``/`` and ``@`` of the tag as ``-``)."""
+    from bench.config import project_root
+
+    stem = tag.replace("/", "-").replace("@", "-")
+    return project_root() / "results" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @dataclass

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from bench import __version__
 from bench.codecs import CODECS, default_rates
 from bench.codecs.base import OptionValue, option_names, parse_option_value
-from bench.config import project_root
 from bench.datasets import DATASETS, open_dataset
 from bench.errors import BenchError, UsageError
 from bench.records import Record
@@ -38,6 +35,8 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
+
+
 EXIT_REGRESSION = 4  # `bench check`: a rule failed (bad input to it is EXIT_USAGE)
 
 log = logging.getLogger("bench")
@@ -129,11 +128,6 @@ def dataset_options(args: argparse.Namespace) -> dict[str, object]:
     return options
 
 
-def _default_out(tag: str) -> Path:
-    stem = tag.replace("/", "-").replace("@", "-")
-    return project_root() / "results" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def _fmt(value: float, digits: int = 3) -> str:
     return (
         "-"
@@ -148,68 +142,46 @@ def parse_metrics(text: str) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.executors import local
-    from bench.metrics import create_metrics
-    from bench.runner import plan_codec, plan_segmenter, run
+    from bench.api import run
 
-    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
-    if not codecs:
-        raise UsageError("--codecs needs at least one codec name (see `bench list codecs`)")
-    rates = parse_rates(args.rates)
-    options = parse_codec_options(args.codec_option)
-    for name in [*rates, *options]:
-        if name not in codecs:
-            raise UsageError(f"--rates/--codec-option name {name!r}, which is not in --codecs")
-    for name in codecs:
-        accepted = option_names(CODECS.load(name))
-        given = options.setdefault(name, {})
-        if "device" in accepted:
-            given.setdefault("device", args.device)
-        if args.no_download and "download" in accepted:
-            given.setdefault("download", False)
-    targets = parse_targets(args.target_bpp) if args.target_bpp else None
-    plans = [
-        plan_codec(
-            name, options.get(name), rates.get(name), targets=targets, target_mode=args.target_mode
-        )
-        for name in codecs
-    ]
-    metrics = create_metrics(parse_metrics(args.metrics), device=args.device)
-    options_of_dataset = dataset_options(args)
-    dataset = open_dataset(args.dataset, options_of_dataset)
     seg_options = segmenter_options(args)
-    task = (
-        plan_segmenter(args.segmenter, seg_options, batch_size=args.batch_size)
-        if seg_options is not None
-        else None
-    )
-    out_dir = Path(args.out) if args.out else _default_out(dataset.tag)
-    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
-    print(
-        f"bench {__version__}: {', '.join(codecs)} on {dataset.tag} -> {out_dir}", file=sys.stderr
-    )
     bar = ProgressBar()
+    started: dict[str, Path] = {}
+
+    def announce(tag: str, out_dir: Path) -> None:
+        started["out"] = out_dir
+        print(f"bench {__version__}: {args.codecs} on {tag} -> {out_dir}", file=sys.stderr)
+
     try:
         result = run(
-            dataset,
-            plans,
-            out_dir,
-            executor=local(workers),
-            workers=workers,
-            metrics=metrics,
-            task=task,
+            [c.strip() for c in args.codecs.split(",") if c.strip()],
+            args.dataset,
+            out=args.out,
+            rates=parse_rates(args.rates),
+            target_bpp=parse_targets(args.target_bpp) if args.target_bpp else None,
+            target_mode=args.target_mode,
+            codec_options=parse_codec_options(args.codec_option),
+            dataset_options=dataset_options(args),
+            metrics=parse_metrics(args.metrics),
+            task="segmentation" if seg_options is not None else None,
+            segmenter=args.segmenter if seg_options is not None else None,
+            segmenter_options=seg_options,
+            device=args.device,
+            batch_size=args.batch_size,
             limit=args.limit,
+            workers=args.workers,
             resume=args.resume,
-            argv=args.argv,
+            download=not args.no_download,
             progress=bar,
-            dataset_options=options_of_dataset,
+            on_start=announce,
+            argv=args.argv,
         )
     except KeyboardInterrupt as exc:
         bar.close()
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        out_dir = started.get("out", args.out)
         print(
-            f"\n{what}: finished records are in {out_dir}; "
-            f"continue with --resume --out {out_dir}",
+            f"\n{what}: finished records are in {out_dir}; continue with --resume --out {out_dir}",
             file=sys.stderr,
         )
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED

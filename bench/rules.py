@@ -50,16 +50,11 @@ def _aggregate_columns() -> dict[str, Column]:
     """Every aggregate column with a direction: rate and time columns, every registered
     metric's and every registered task's (their objects say which way is better)."""
     from bench.curves import RATE_COLUMNS
-    from bench.metrics import METRICS
+    from bench.metrics import known_columns
     from bench.tasks import known_task_columns
 
     found = {c.name: c for c in RATE_COLUMNS}
-    for name in METRICS.names():
-        try:
-            cls = METRICS.load(name)
-        except Exception:  # a broken plugin costs its own columns only
-            continue
-        found.update({c.name: c for c in cls.aggregate_columns})
+    found.update(known_columns())
     found.update(known_task_columns())
     return {name: c for name, c in found.items() if c.higher_is_better is not None}
 

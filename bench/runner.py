@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from bench.codecs import CODECS, Codec, create_codec, default_rates
-from bench.codecs.base import OptionValue, RateScale, bitstream_info, instantiate
+from bench.codecs.base import (
+    TRAINING_FILES,
+    OptionValue,
+    RateScale,
+    bitstream_info,
+    instantiate,
+)
 from bench.codecs.inputs import QUALITY_MAP, QualityMapSource, map_sha256
 from bench.curves import write_outputs
 from bench.datasets import Dataset, Sample, SampleRef
@@ -369,16 +375,12 @@ def _measure_target(
     return record, decoded
 
 
-def _class_names(job: Job) -> tuple[str, ...]:
-    return tuple(job.dataset.class_names)
-
-
 def _inputs(job: Job, item: _Loaded, point: float, record: Record) -> dict[str, Any]:
     """The codec's per-image inputs at a rate point; their hash goes into the record."""
     source = job.plan.input_source
     if source is None:
         return {}
-    quality_map = source.build(item.sample, _class_names(job), point)
+    quality_map = source.build(item.sample, tuple(job.dataset.class_names), point)
     record.input_sha256 = map_sha256(quality_map)
     return {QUALITY_MAP: quality_map}
 
@@ -518,12 +520,6 @@ class RunResult:
     plots: list[Path] = field(default_factory=list)
 
 
-def _expected_key(
-    job_like: Job, ref: SampleRef, point: float, input_sha256: str
-) -> tuple[Any, ...]:
-    return job_like.record(ref, point, input_sha256=input_sha256).key
-
-
 def _input_hashes(
     dataset: Dataset, ref: SampleRef, plan: CodecPlan, with_label: bool
 ) -> dict[float, str]:
@@ -571,7 +567,7 @@ def _plan_jobs(
             todo = tuple(
                 p
                 for p in plan.points
-                if _expected_key(probe, ref, p, hashes.get(p, "")) not in done
+                if probe.record(ref, p, input_sha256=hashes.get(p, "")).key not in done
             )
             if not todo:
                 continue
@@ -739,7 +735,6 @@ def _finish_after_failure(
         log.error("could not finish the run directory %s (%s): %s", store.directory, status, exc)
 
 
-
 def check_out_dir(out_dir: Path) -> None:
     """Refuse a run directory that cannot be one, before anything is coded.
 
@@ -756,11 +751,6 @@ def check_out_dir(out_dir: Path) -> None:
         ) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out_dir} is not writable; choose a writable place")
-
-
-TRAINING_FILES = "training_files_sha256"
-"""Provenance key under which a learned codec lists the SHA-256 of the files its weights were
-trained on (see ``bench.codecs.gan``)."""
 
 
 def training_leaks(refs: Sequence[SampleRef], plans: Sequence[CodecPlan]) -> list[str]:

@@ -23,7 +23,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,13 +76,16 @@ def replacing(path: Path) -> Iterator[Path]:
 def write_atomic(path: Path, text: str) -> None:
     """Write a text file so that readers see the old or the new content, never a mix; a
     failed write (a full disk) leaves the old file and no temporary file behind."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+
+def write_records(path: Path, names: list[str], records: Iterable[Record]) -> None:
+    """Write ``records`` as a records CSV with the columns ``names``, atomically."""
+    with replacing(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(to_row(r) for r in records)
 
 
 def write_parquet(records: list[Record], path: Path) -> None:
@@ -139,11 +142,9 @@ class RunStore:
                 self._set_aside(read.damaged)
                 head = io.StringIO()
                 csv.writer(head).writerow(header)
-                tmp = self.csv_path.with_name(f".{RECORDS_CSV}.tmp")
-                with tmp.open("w", newline="") as handle:
+                with replacing(self.csv_path) as tmp, tmp.open("w", newline="") as handle:
                     handle.write(head.getvalue())
                     handle.writelines(f"{line}\r\n" for line in read.lines)
-                tmp.replace(self.csv_path)
             elif not read.ends_with_newline:
                 # A complete last row without its line end: the next row starts a fresh line.
                 with self.csv_path.open("a", newline="") as handle:
@@ -151,12 +152,7 @@ class RunStore:
             held = [c for c in header if c not in columns()]
             self.columns = columns(list(dict.fromkeys([*held, *wanted])))
             if header != self.columns:  # other metrics or another bench version: rewrite
-                tmp = self.csv_path.with_name(f".{RECORDS_CSV}.tmp")
-                with tmp.open("w", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=self.columns)
-                    writer.writeheader()
-                    writer.writerows(to_row(r) for r in self.records)
-                tmp.replace(self.csv_path)
+                write_records(self.csv_path, self.columns, self.records)
         else:
             self.columns = columns(wanted)
         directory.mkdir(parents=True, exist_ok=True)
@@ -222,26 +218,12 @@ class RunStore:
         if not moved:
             return 0
         aside = self.directory / SUPERSEDED_CSV
-        names = columns(value_columns([*moved, *self._superseded(aside)]))
-        old = self._superseded(aside)
-        tmp = aside.with_name(f".{aside.name}.tmp")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=names, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(to_row(r) for r in [*old, *moved])
-        tmp.replace(aside)
-        tmp = self.csv_path.with_name(f".{RECORDS_CSV}.tmp")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(to_row(r) for r in kept)
-        tmp.replace(self.csv_path)
+        earlier = read_csv(aside) if aside.is_file() else []
+        set_aside = [*earlier, *moved]
+        write_records(aside, columns(value_columns(set_aside)), set_aside)
+        write_records(self.csv_path, self.columns, kept)
         self.records = kept
         return len(moved)
-
-    @staticmethod
-    def _superseded(path: Path) -> list[Record]:
-        return read_csv(path) if path.is_file() else []
 
     def write_parquet(self) -> None:
         write_parquet(self.final_records(), self.directory / RECORDS_PARQUET)

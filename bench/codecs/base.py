@@ -22,6 +22,11 @@ CodecInputs = Mapping[str, npt.NDArray[Any]]
 """Per-image inputs besides the image, by name (e.g. ``quality_map``: (H, W) float32 in 0..1)."""
 
 
+TRAINING_FILES = "training_files_sha256"
+"""Key of ``Codec.prepare``'s result under which a learned codec lists the SHA-256 of the files
+its weights were trained on; the runner warns when they overlap the images it scores."""
+
+
 class Bitstream(bytes):
     """The bytes of an encoded image, with what the encoder measured beyond them.
 

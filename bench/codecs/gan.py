@@ -71,7 +71,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from bench.codecs.base import Availability, Bitstream, Codec, Image, RateScale, check_image, flag
+from bench.codecs.base import (
+    TRAINING_FILES,
+    Availability,
+    Bitstream,
+    Codec,
+    Image,
+    RateScale,
+    check_image,
+    flag,
+)
 from bench.codecs.learned import (
     MAX_MEGAPIXELS,
     TORCH_HINT,
@@ -541,11 +550,6 @@ def _read_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
         found = loaded.get("format") if isinstance(loaded, dict) else type(loaded).__name__
         raise WeightsError(f"{path}: not a {FORMAT} checkpoint (format {found!r})")
     return loaded
-
-
-TRAINING_FILES = "training_files_sha256"
-"""Provenance key of the SHA-256 of the files a codec's checkpoints were trained on (the runner
-warns when they overlap the images it scores; ``bench.runner.TRAINING_FILES``)."""
 
 
 def checkpoint_training(path: str | os.PathLike[str]) -> dict[str, Any]:

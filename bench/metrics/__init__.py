@@ -48,15 +48,15 @@ def create_metrics(names: Iterable[str] | None = None, device: str = "cpu") -> l
 
 
 def known_columns() -> dict[str, Column]:
-    """Every aggregate and record column of every registered metric, by name (a plugin that
-    cannot be imported here is left out)."""
+    """Every aggregate column of every registered metric, by name (a plugin that cannot be
+    imported here is left out)."""
     found: dict[str, Column] = {}
     for name in METRICS.names():
         try:
             cls = METRICS.load(name)
         except Exception:  # a broken plugin costs its own columns only
             continue
-        for column in (*cls.aggregate_columns, *cls.record_columns):
+        for column in cls.aggregate_columns:
             found.setdefault(column.name, column)
     return found
 
