@@ -473,7 +473,7 @@ def parse_crop(text: str | None) -> tuple[int, int] | None:
     return crop
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train_gan(args: argparse.Namespace) -> int:
     from bench.codecs.gan import (
         GanConfig,
         GanGenerator,
@@ -571,6 +571,67 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"trained to step {result.step} (epoch {result.epoch}) in {result.seconds / 60:.1f} min; "
         f"last step: {shown}\ncheckpoint: {result.checkpoint}\nuse it: bench run --codecs gan "
         f"--rates gan={config.nominal_bpp:g} --codec-option gan.weights={result.checkpoint}"
+    )
+    return EXIT_OK
+
+
+def cmd_train_tic(args: argparse.Namespace) -> int:
+    from bench.codecs.tic_model import TicConfig
+    from bench.codecs.tic_train import TicTrainable
+    from bench.train import ImageSampler, Trainer, TrainingOptions, seed_everything
+
+    if args.steps is None and args.epochs is None:
+        raise UsageError("bench train tic needs --steps or --epochs (the paper: 300,000 steps)")
+    init = None
+    if args.init:
+        name, sep, path = args.init.partition("=")
+        if name != "tic-hp" or not sep or not path:
+            raise UsageError(f"--init {args.init!r}: expected tic-hp=PATH")
+        if args.size != "paper":
+            raise UsageError("--init tic-hp=PATH needs --size paper (TransTIC's N=128, M=192)")
+        init = Path(path).expanduser()
+    try:
+        config = TicConfig.preset(args.size, lambda_curve=args.lambda_curve)
+    except ValueError as exc:
+        raise UsageError(f"bench train tic: {exc}") from None
+    dataset = open_dataset(args.dataset, dataset_options(args))
+    training = TrainingOptions(
+        steps=args.steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        crop=parse_crop(args.crop),
+        seed=args.seed,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        out=Path(args.out),
+    )
+    sampler = ImageSampler(
+        dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
+        limit=args.limit,
+    )
+    total = Trainer.length(training, sampler)
+    if training.crop is not None and (training.crop[0] % 256 or training.crop[1] % 256):
+        raise UsageError(f"--crop {args.crop}: TIC needs multiples of 256 (e.g. 256x256)")
+    perlin_from = total // 2 if args.perlin_from is None else args.perlin_from
+    seed_everything(args.seed)  # the initial weights too
+    trainable = TicTrainable(
+        config, total_steps=total, perlin_from=perlin_from, device=args.device,
+        learning_rate=args.lr, init=init,
+    )
+    params = sum(p.numel() for p in trainable.model.parameters())
+    print(
+        f"bench train tic: {config.describe()}, {params:,} parameters; lambda {config.lambda_curve}"
+        f"; {total} steps (Perlin maps from step {perlin_from}); {len(sampler.images)} images "
+        f"of {dataset.tag} -> {args.out}",
+        file=sys.stderr,
+    )
+    result = Trainer(trainable, sampler, training).run(resume=args.resume)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+    print(
+        f"trained to step {result.step} (epoch {result.epoch}) in {result.seconds / 60:.1f} min; "
+        f"last step: {shown}\ncheckpoint: {result.checkpoint}\nuse it: bench run --codecs tic "
+        f"--codec-option tic.weights={result.checkpoint}"
     )
     return EXIT_OK
 
@@ -750,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["codecs", "datasets", "segmenters", "metrics", "tasks"])
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("train", help="train a learned codec's weights (the gan codec)")
+    p = sub.add_parser("train", help="train a learned codec's weights (gan, tic)")
     train = p.add_subparsers(dest="model", required=True)
     p = train.add_parser(
         "gan",
@@ -799,7 +860,50 @@ def build_parser() -> argparse.ArgumentParser:
         "and store them as its entropy_model, which gan.entropy_coding=true needs (training "
         "does this at its end)",
     )
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train_gan)
+
+    p = train.add_parser(
+        "tic",
+        help="train the variable-rate TIC (one checkpoint for every q in 0..1)",
+        description="Trains the prompted variable-rate TIC of Chang & Yang: stage 1 on uniform "
+        "quality maps, stage 2 (from --perlin-from) on two-level Perlin maps; loss "
+        "lambda(q)-weighted MSE + bpp, AdamW (weight decay 0.05), polynomial schedule, "
+        "gradient clipping, aux loss. Resumable (--resume), checkpointed atomically, seeded.",
+    )
+    p.add_argument("--dataset", default="folder", help="any dataset (default folder)")
+    p.add_argument("--data-dir", help="directory that holds the dataset")
+    p.add_argument("--split", help="dataset split (cityscapes: train)")
+    p.add_argument("--resolution", choices=["full", "half"], help="cityscapes resolution")
+    p.add_argument("--label-dir", help=argparse.SUPPRESS)
+    p.add_argument("--num-classes", type=positive_int, help=argparse.SUPPRESS)
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-download", action="store_true", help="never download data")
+    p.add_argument("--limit", type=positive_int, help="only the first N images")
+    p.add_argument(
+        "--size",
+        choices=["paper", "small", "tiny"],
+        default="paper",
+        help="paper: N=128, M=192 (the paper's); small and tiny are narrower CPU models",
+    )
+    p.add_argument("--lambda-curve", choices=["chang", "kao"], default="chang",
+                   help="lambda(q): the paper's eq. 7 (chang) or Kao et al.'s eq. 4 (kao)")
+    p.add_argument("--init", metavar="tic-hp=PATH",
+                   help="start from TransTIC's base codec weights (paper size only)")
+    p.add_argument("--crop", default="256x256", help="random crops HEIGHTxWIDTH (256x256)")
+    p.add_argument("--steps", type=positive_int, help="training steps")
+    p.add_argument("--epochs", type=positive_int, help="passes over the images")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per step (8)")
+    p.add_argument("--perlin-from", type=int, help="step where Perlin maps start (default: half)")
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (1e-4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (mixed precision)")
+    p.add_argument(
+        "--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints"
+    )
+    p.add_argument("--log-every", type=positive_int, default=50, help="steps per loss record")
+    p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--out", required=True, help="the checkpoint file")
+    p.set_defaults(func=cmd_train_tic)
 
     p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")
     p.add_argument("run_dir")

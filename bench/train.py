@@ -658,11 +658,16 @@ class Trainer:
     @property
     def total_steps(self) -> int:
         """Where the run stops: ``steps``, or ``epochs`` passes, whichever comes first."""
+        return self.length(self.options, self.sampler)
+
+    @staticmethod
+    def length(options: TrainingOptions, sampler: ImageSampler) -> int:
+        """The steps a run of ``options`` over ``sampler`` makes (for schedules)."""
         limits = []
-        if self.options.steps is not None:
-            limits.append(self.options.steps)
-        if self.options.epochs is not None:
-            limits.append(self.options.epochs * self.sampler.batches_per_epoch)
+        if options.steps is not None:
+            limits.append(options.steps)
+        if options.epochs is not None:
+            limits.append(options.epochs * sampler.batches_per_epoch)
         return min(limits)
 
     def state_dict(self) -> dict[str, Any]:

@@ -37,6 +37,8 @@ for _name, _cls in (
     CODECS.add(_name, f"bench.codecs.compressai_codecs:{_cls}", "pip install compressai")
 CODECS.add("compressai-model", "bench.codecs.learned:CompressAIModelCodec", "pip install torch")
 CODECS.add("gan", "bench.codecs.gan:GanCodec", "pip install torch")
+CODECS.add("tic-hp", "bench.codecs.tic:TicHpCodec", "pip install compressai")
+CODECS.add("tic", "bench.codecs.tic:TicCodec", "pip install compressai")
 
 
 def create_codec(name: str, options: Mapping[str, OptionValue] | None = None) -> Codec:

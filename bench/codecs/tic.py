@@ -1,0 +1,626 @@
+"""The TIC codecs: ``tic-hp`` (TransTIC's fixed-rate TIC_hp) and ``tic`` (one prompted model
+for every rate, with regions of interest).
+
+Both entropy-code real bitstreams with CompressAI's coders: z under the factorized
+``EntropyBottleneck``, y under the ``GaussianConditional`` that the hyperprior predicts.
+Images are replicate-padded at the bottom and right to multiples of 256 and cropped back;
+bpp is over the original pixels. Records carry the measured bpp of the bytes and
+``bpp_estimated``, the bits the model's likelihoods give for the same latents.
+
+Bitstream (big-endian)::
+
+    "TIC1" | variant u8 (0 tic-hp, 1 tic) | quality u8 (tic-hp 1..8, tic 0) |
+    model identity 8 bytes | height u32 | width u32 | tile side u16 (0: whole image) |
+    per tile: z rows u16, z cols u16, y bytes u32, z bytes u32, y string, z string
+
+Tiles (``tile=T``, a multiple of 256) split images whose padded size exceeds
+``max_megapixels``; each tile is coded alone (no context crosses a tile border, which costs
+bits and, near borders, quality, as the paper notes). Without ``tile`` such images are
+refused with the option to use.
+
+The quality map of ``tic`` steers the encoder only (its prompts); the decoder has no
+prompts, so neither the map nor q travels in the bitstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from bench.codecs.base import (
+    TRAINING_FILES,
+    Availability,
+    Bitstream,
+    Codec,
+    CodecInputs,
+    Image,
+    RateScale,
+    check_image,
+)
+from bench.codecs.inputs import QUALITY_MAP, QualityMapSource
+from bench.codecs.learned import synchronize, torch_availability
+from bench.errors import CodecError, CodecUnavailable
+
+if TYPE_CHECKING:
+
+    from bench.codecs.tic_model import TicConfig, TicHyperprior
+
+MAGIC = b"TIC1"
+_HEADER = struct.Struct(">4sBB8sIIH")
+_TILE = struct.Struct(">HHII")
+HEADER_BYTES = _HEADER.size
+TILE_HEADER_BYTES = _TILE.size
+VARIANT_HP, VARIANT_PROMPTED = 0, 1
+FORMAT = "bench-tic-1"
+MAX_MEGAPIXELS = 4.5
+"""Default whole-image limit (padded): Cityscapes' 2048 x 1024 fits; more needs ``tile``."""
+TRAIN_COMMAND = (
+    "bench train tic --dataset folder --data-dir IMAGES --size tiny --steps N --out tic.pt"
+)
+HP_RELEASE = (
+    "TransTIC's release v1.0 (github.com/NYCU-MAPL/TransTIC/releases) publishes "
+    "base_codec_{1..4}.pth.tar"
+)
+RANDOM_HP_SIZE = (32, 48)
+"""(N, M) of the seeded stand-in ``tic-hp`` (pipeline tests only)."""
+
+
+def model_identity(model: Any) -> bytes:
+    """8 bytes naming a network: SHA-256 over its tensors' names, shapes and values."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+        if data.numel():
+            digest.update(data.view(-1).view(dtype=_uint8()).numpy().tobytes())
+    return digest.digest()[:8]
+
+
+def _uint8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+@dataclass(frozen=True)
+class TicHeader:
+    variant: int
+    quality: int
+    identity: bytes
+    height: int
+    width: int
+    tile: int
+
+
+def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, rows, cols) of the tiles covering an image, row-major (one box when
+    ``tile`` is 0).
+
+    >>> tile_boxes(600, 300, 256)[:3]
+    [(0, 0, 256, 256), (0, 256, 256, 44), (256, 0, 256, 256)]
+    """
+    if tile <= 0:
+        return [(0, 0, height, width)]
+    return [
+        (top, left, min(tile, height - top), min(tile, width - left))
+        for top in range(0, height, tile)
+        for left in range(0, width, tile)
+    ]
+
+
+def write_tic_bitstream(
+    header: TicHeader, tiles: list[tuple[tuple[int, int], bytes, bytes]]
+) -> bytes:
+    """Header, then each tile's z shape, string lengths and strings."""
+    parts = [
+        _HEADER.pack(
+            MAGIC,
+            header.variant,
+            header.quality,
+            header.identity,
+            header.height,
+            header.width,
+            header.tile,
+        )
+    ]
+    for (rows, cols), y_string, z_string in tiles:
+        parts += [_TILE.pack(rows, cols, len(y_string), len(z_string)), y_string, z_string]
+    return b"".join(parts)
+
+
+def read_tic_bitstream(data: bytes) -> tuple[TicHeader, list[tuple[tuple[int, int], bytes, bytes]]]:
+    """Parse a bitstream made by ``write_tic_bitstream``.
+
+    Raises:
+        CodecError: not a TIC bitstream, or truncated / with trailing bytes.
+    """
+    if len(data) < HEADER_BYTES or data[:4] != MAGIC:
+        raise CodecError("not a TIC bitstream (bad magic or too short)")
+    _, variant, quality, identity, height, width, tile = _HEADER.unpack_from(data)
+    header = TicHeader(variant, quality, identity, height, width, tile)
+    tiles = []
+    offset = HEADER_BYTES
+    for _ in tile_boxes(height, width, tile):
+        if offset + TILE_HEADER_BYTES > len(data):
+            raise CodecError("truncated TIC bitstream (tile header)")
+        rows, cols, y_len, z_len = _TILE.unpack_from(data, offset)
+        offset += TILE_HEADER_BYTES
+        end = offset + y_len + z_len
+        if end > len(data):
+            raise CodecError("truncated TIC bitstream (tile strings)")
+        tiles.append(((rows, cols), data[offset : offset + y_len], data[offset + y_len : end]))
+        offset = end
+    if offset != len(data):
+        raise CodecError(f"TIC bitstream has {len(data) - offset} trailing bytes")
+    return header, tiles
+
+
+@dataclass
+class LoadedTic:
+    """A network ready to code, with what names it."""
+
+    model: TicHyperprior
+    identity: bytes
+    source: str
+    config: dict[str, Any]
+
+
+def prepare_for_coding(model: TicHyperprior, device: str) -> TicHyperprior:
+    """Eval mode on ``device``, with the entropy coders' tables built where a checkpoint
+    left them empty (a training checkpoint) or lacks them."""
+    model = model.eval().to(device)
+    if model.entropy_tables_empty():
+        model.update(force=True)
+    return model
+
+
+class _TicCodec(Codec):
+    """What both TIC codecs share: padding, tiling, the bitstream and decoding."""
+
+    variant: ClassVar[int]
+    ceiling = None
+
+    def __init__(
+        self,
+        *,
+        weights: str = "",
+        device: str = "cpu",
+        max_megapixels: float = MAX_MEGAPIXELS,
+        tile: int = 0,
+    ) -> None:
+        super().__init__()
+        self.weights = str(weights)
+        self.device = str(device)
+        if self.device != "cpu":
+            from bench.tasks.base import resolve_device
+
+            self.device = resolve_device(self.device)
+        self.max_megapixels = float(max_megapixels)
+        if self.max_megapixels <= 0:
+            raise ValueError(f"max_megapixels must be positive, got {max_megapixels}")
+        self.tile = int(tile)
+        if self.tile < 0 or self.tile % 256:
+            raise ValueError(f"tile must be 0 (off) or a multiple of 256, got {tile}")
+        self._loaded: dict[int, LoadedTic] = {}
+        self.options = {
+            "weights": self.weights,
+            "device": self.device,
+            "max_megapixels": self.max_megapixels,
+            "tile": self.tile,
+        }
+
+    @classmethod
+    def availability(cls) -> Availability:
+        found = torch_availability()
+        if not found.usable:
+            return found
+        try:
+            import compressai
+        except Exception as exc:
+            return Availability(
+                False, f"compressai is not importable ({exc})", "pip install compressai"
+            )
+        return Availability(True, f"{found.detail}, compressai {compressai.__version__}")
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights == "random"
+
+    def model(self, rate: float) -> LoadedTic:
+        """The network that codes at ``rate`` (loaded once)."""
+        raise NotImplementedError
+
+    def model_for(self, header: TicHeader) -> LoadedTic:
+        """The network that made a bitstream, checked by identity."""
+        raise NotImplementedError
+
+    def _tiling(self, height: int, width: int) -> int:
+        from bench.codecs.tic_model import PAD_MULTIPLE
+
+        padded = (-(-height // PAD_MULTIPLE) * PAD_MULTIPLE) * (
+            -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
+        )
+        if padded / 1e6 <= self.max_megapixels:
+            return 0
+        if self.tile:
+            return self.tile
+        raise CodecError(
+            f"{self.name}: image of {width}x{height} pads to {padded / 1e6:.1f} MP, more than "
+            f"max_megapixels={self.max_megapixels:g} for one pass; code it in tiles "
+            f"(--codec-option {self.name}.tile=1024: each tile coded alone, which costs bits "
+            f"and some quality at tile borders) or raise the limit "
+            f"(--codec-option {self.name}.max_megapixels=N) if memory allows"
+        )
+
+    def _encode(self, image: Image, loaded: LoadedTic, quality: int, quality_map: Any) -> Bitstream:
+        import torch
+
+        from bench.codecs.tic_model import PAD_MULTIPLE, pad_to
+
+        image = check_image(image, self.name)
+        height, width = image.shape[:2]
+        tile = self._tiling(height, width)
+        x_all = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255.0)
+        q_all = None
+        if quality_map is not None:
+            q_all = torch.from_numpy(np.ascontiguousarray(quality_map, np.float32))[None, None]
+        tiles = []
+        bits = 0.0
+        for top, left, rows, cols in tile_boxes(height, width, tile):
+            x, _ = pad_to(x_all[..., top : top + rows, left : left + cols], PAD_MULTIPLE)
+            q = None
+            if q_all is not None:
+                q, _ = pad_to(q_all[..., top : top + rows, left : left + cols], PAD_MULTIPLE)
+                q = q.to(self.device)
+            with torch.inference_mode():
+                out = loaded.model.compress(x.to(self.device), q)
+            shape = out["shape"]
+            tiles.append(
+                ((int(shape[0]), int(shape[1])), out["strings"][0][0], out["strings"][1][0])
+            )
+            bits += out["bits"][0]
+        synchronize(self.device)
+        header = TicHeader(self.variant, quality, loaded.identity, height, width, tile)
+        data = write_tic_bitstream(header, tiles)
+        padded = [
+            (-(-r // PAD_MULTIPLE) * PAD_MULTIPLE - r, -(-c // PAD_MULTIPLE) * PAD_MULTIPLE - c)
+            for _, _, r, c in tile_boxes(height, width, tile)
+        ]
+        bottom, right = padded[-1]
+        info = {
+            "bpp_estimated": bits / (height * width),
+            "header_bytes": HEADER_BYTES + TILE_HEADER_BYTES * len(tiles),
+            "padding": f"0,{bottom},0,{right}" + (f" tiles={len(tiles)}x{tile}" if tile else ""),
+        }
+        return Bitstream(data, info)
+
+    def decode(self, data: bytes) -> Image:
+        import torch
+
+        header, tiles = read_tic_bitstream(bytes(data))
+        if header.variant != self.variant:
+            raise CodecError(f"{self.name}: the bitstream was made by another TIC variant")
+        loaded = self.model_for(header)
+        out = np.empty((header.height, header.width, 3), np.uint8)
+        boxes = tile_boxes(header.height, header.width, header.tile)
+        for (top, left, rows, cols), (shape, y_string, z_string) in zip(boxes, tiles, strict=True):
+            with torch.inference_mode():
+                x_hat = loaded.model.decompress([[y_string], [z_string]], shape)
+            x_hat = x_hat[0, :, :rows, :cols].clamp(0, 1).mul(255).round().to(torch.uint8)
+            out[top : top + rows, left : left + cols] = x_hat.permute(1, 2, 0).cpu().numpy()
+        synchronize(self.device)
+        return out
+
+
+class TicHpCodec(_TicCodec):
+    """TransTIC's fixed-rate TIC hyperprior: quality 1..8 (1-4: N=128, M=192; 5-8: N=192,
+    M=320), one checkpoint per quality.
+
+    Options:
+        weights: a checkpoint file (one quality: the only rate of the run), a directory
+            holding ``base_codec_{q}.pth.tar`` (TransTIC's release names) or ``q{q}.pth``,
+            or a pattern with ``{q}`` (``/w/base_codec_{q}.pth.tar``); ``random`` for a
+            seeded narrow stand-in (pipeline tests only). No checksum is published for
+            TransTIC's files: the manifest records the SHA-256 seen, marked unverified.
+        device, max_megapixels, tile: see the module docstring.
+    """
+
+    name = "tic-hp"
+    description = "TIC hyperprior of TransTIC (Lu et al. 2022; Chen et al. 2023), quality 1-8"
+    rate_scale = RateScale("quality", 1, 8, quality_rises=True)
+    variant = VARIANT_HP
+    default_rates = (1, 2, 3, 4)
+    contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
+    contract_rates: ClassVar[tuple[float, ...]] = (1, 2)
+
+    def checkpoint_path(self, quality: int, rates: Iterable[float] = ()) -> Path:
+        """The file that holds quality ``quality``'s weights."""
+        if not self.weights:
+            raise CodecUnavailable(
+                f"{self.name}: no weights; {HP_RELEASE}: download them and pass "
+                f"--codec-option {self.name}.weights=DIR"
+            )
+        text = os.path.expanduser(self.weights)
+        if "{q}" in text:
+            return Path(text.replace("{q}", str(quality)))
+        root = Path(text)
+        if root.is_dir():
+            for name in (f"base_codec_{quality}.pth.tar", f"q{quality}.pth", f"q{quality}.pt"):
+                if (root / name).is_file():
+                    return root / name
+            raise CodecUnavailable(
+                f"{self.name}: no base_codec_{quality}.pth.tar in {root}; {HP_RELEASE}"
+            )
+        return root
+
+    def _random(self, quality: int) -> LoadedTic:
+        import torch
+
+        from bench.codecs.tic_model import TicHyperprior
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(quality)
+            model = TicHyperprior(*RANDOM_HP_SIZE)
+        model = prepare_for_coding(model, self.device)
+        source = f"random (seeded, N={RANDOM_HP_SIZE[0]}; pipeline tests only)"
+        return LoadedTic(model, model_identity(model), source, {"n": RANDOM_HP_SIZE[0]})
+
+    def model(self, rate: float) -> LoadedTic:
+        quality = int(self.scale.validate(rate, self.name))
+        if quality in self._loaded:
+            return self._loaded[quality]
+        if self.is_random:
+            loaded = self._random(quality)
+        else:
+            loaded = self._load(quality, self.checkpoint_path(quality))
+        self._loaded[quality] = loaded
+        return loaded
+
+    def _load(self, quality: int, path: Path) -> LoadedTic:
+        from bench.codecs.learned import load_weights
+        from bench.codecs.tic_model import HP_QUALITIES, TicHyperprior
+
+        if not path.is_file():
+            raise CodecUnavailable(f"{self.name}: weights {path} do not exist; {HP_RELEASE}")
+        n, m = HP_QUALITIES[quality]
+        model = TicHyperprior(n, m)
+        load_weights(model, path, f"TIC_hp quality {quality} (N={n}, M={m})")
+        model = prepare_for_coding(model, self.device)
+        return LoadedTic(model, model_identity(model), str(path), {"n": n, "m": m})
+
+    def model_for(self, header: TicHeader) -> LoadedTic:
+        loaded = self.model(header.quality)
+        if loaded.identity != header.identity:
+            raise CodecError(
+                f"{self.name}: the bitstream was made by other weights for quality "
+                f"{header.quality} than {loaded.source}"
+            )
+        return loaded
+
+    def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
+        if self.is_random:
+            return {"weights": "random (seeded stand-in; pipeline tests only, not TransTIC's)"}
+        from bench.download import sha256_of
+
+        found: dict[str, Any] = {}
+        missing = []
+        for rate in rates:
+            quality = int(self.scale.validate(rate, self.name))
+            try:
+                path = self.checkpoint_path(quality)
+                if not path.is_file():
+                    raise CodecUnavailable(
+                        f"{self.name}: weights {path} do not exist; {HP_RELEASE}"
+                    )
+            except CodecUnavailable as exc:
+                found[str(quality)] = {"missing": str(exc)}
+                missing.append(str(exc))
+                continue
+            found[str(quality)] = {
+                "file": str(path),
+                "sha256": sha256_of(path),
+                "note": "unverified: TransTIC publishes no checksum for its weights",
+            }
+        if missing and len(missing) == len(found):
+            raise CodecUnavailable(missing[0])
+        return {"weights": found}
+
+    def encode(self, image: Image, rate: float) -> bytes:
+        quality = int(self.scale.validate(rate, self.name))
+        return self._encode(image, self.model(quality), quality, None)
+
+
+class TicCodec(_TicCodec):
+    """The variable-rate TIC of Chang & Yang (2024): one network for every rate, steered by
+    a quality map; the rate point q in [0, 1] is the map's value (uniform), or the ROI's
+    value with the rest at ``background`` (``roi=classes:person,rider,car`` from the
+    dataset's labels, or ``roi=DIR`` with one mask PNG per image).
+
+    Options:
+        weights: a ``bench-tic-1`` checkpoint (``bench train tic``); ``random`` for a seeded
+            tiny stand-in (pipeline tests only).
+        roi, background: the quality map's source and its value outside the ROI.
+        device, max_megapixels, tile: see the module docstring.
+    """
+
+    name = "tic"
+    description = "Variable-rate TIC with prompts and quality maps (Chang & Yang 2024), q in 0..1"
+    rate_scale = RateScale("q", 0.0, 1.0, quality_rises=True, integer=False)
+    variant = VARIANT_PROMPTED
+    inputs = (QUALITY_MAP,)
+    default_rates = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+    contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
+    contract_rates: ClassVar[tuple[float, ...]] = (0.0, 1.0)
+
+    def __init__(
+        self,
+        *,
+        weights: str = "",
+        roi: str = "uniform",
+        background: float = 0.0,
+        device: str = "cpu",
+        max_megapixels: float = MAX_MEGAPIXELS,
+        tile: int = 0,
+    ) -> None:
+        super().__init__(weights=weights, device=device, max_megapixels=max_megapixels, tile=tile)
+        self.source = QualityMapSource.parse(str(roi), float(background))
+        self.options.update(roi=str(roi), background=float(background))
+
+    def input_source(self) -> QualityMapSource:
+        return self.source
+
+    def _single(self) -> LoadedTic:
+        if 0 in self._loaded:
+            return self._loaded[0]
+        if self.is_random:
+            import torch
+
+            from bench.codecs.tic_model import TicConfig, build_model
+
+            config = TicConfig.preset("tiny")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = build_model(config)
+            model = prepare_for_coding(model, self.device)
+            loaded = LoadedTic(
+                model,
+                model_identity(model),
+                "random (seeded tiny stand-in; pipeline tests only)",
+                config.to_dict(),
+            )
+        else:
+            if not self.weights:
+                raise CodecUnavailable(
+                    f"{self.name}: no weights; train them ({TRAIN_COMMAND}) and pass "
+                    f"--codec-option {self.name}.weights=CHECKPOINT"
+                )
+            config, model = load_tic_checkpoint(Path(self.weights).expanduser())
+            model = prepare_for_coding(model, self.device)
+            loaded = LoadedTic(model, model_identity(model), self.weights, config.to_dict())
+        self._loaded[0] = loaded
+        return loaded
+
+    def model(self, rate: float) -> LoadedTic:
+        self.scale.validate(rate, self.name)
+        return self._single()
+
+    def model_for(self, header: TicHeader) -> LoadedTic:
+        loaded = self._single()
+        if loaded.identity != header.identity:
+            raise CodecError(
+                f"{self.name}: the bitstream was made by other weights than {loaded.source}"
+            )
+        return loaded
+
+    def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
+        for rate in rates:
+            self.scale.validate(rate, self.name)
+        if self.is_random:
+            return {"weights": "random (seeded tiny stand-in; pipeline tests only, not trained)"}
+        from bench.codecs.tic_model import TicConfig
+        from bench.download import sha256_of
+
+        loaded = self._single()
+        path = Path(self.weights).expanduser()
+        training = _training_record(path)
+        files = sorted(
+            str(i["file_sha256"]) for i in training.get("images", []) if i.get("file_sha256")
+        )
+        return {
+            "weights": {
+                "file": str(path),
+                "sha256": sha256_of(path),
+                "config": loaded.config,
+                "size": TicConfig.from_dict(loaded.config).describe(),
+                "note": "unverified: trained by bench",
+                "training": {k: v for k, v in training.items() if k != "images"},
+                "training_images": len(training.get("images", [])),
+            },
+            TRAINING_FILES: files,
+        }
+
+    def encode(self, image: Image, rate: float) -> bytes:
+        image = check_image(image, self.name)
+        value = float(self.scale.validate(rate, self.name))
+        uniform = np.full(image.shape[:2], value, np.float32)
+        return self._encode(image, self._single(), 0, uniform)
+
+    def encode_with(self, image: Image, rate: float, inputs: CodecInputs) -> bytes:
+        self.scale.validate(rate, self.name)
+        quality_map = inputs.get(QUALITY_MAP)
+        if quality_map is None:
+            return self.encode(image, rate)
+        image = check_image(image, self.name)
+        if quality_map.shape != image.shape[:2]:
+            raise CodecError(
+                f"{self.name}: quality map {quality_map.shape} differs from the image "
+                f"{image.shape[:2]}"
+            )
+        return self._encode(image, self._single(), 0, np.clip(quality_map, 0.0, 1.0))
+
+
+def _training_record(path: Path) -> dict[str, Any]:
+    import torch
+
+    loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    training = loaded.get("training") if isinstance(loaded, dict) else None
+    if not isinstance(training, dict):
+        return {}
+    keep = ("step", "epoch", "seconds", "options", "dataset", "images")
+    return {k: training[k] for k in keep if k in training}
+
+
+def load_tic_checkpoint(path: Path) -> tuple[TicConfig, TicHyperprior]:
+    """The config and network (eval mode, CPU) of a ``bench-tic-1`` checkpoint, loaded with
+    ``weights_only=True`` and strictly.
+
+    Raises:
+        WeightsError: unreadable, another format, or tensors that do not fit (named).
+    """
+    import torch
+
+    from bench.codecs.learned import load_weights
+    from bench.codecs.tic_model import TicConfig, build_model
+    from bench.tasks.base import WeightsError
+
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such TIC checkpoint; make one: {TRAIN_COMMAND}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path}: not a readable {FORMAT} checkpoint ({str(exc).splitlines()[0]}); bench "
+            "loads checkpoints with weights_only=True"
+        ) from exc
+    if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
+        found = loaded.get("format") if isinstance(loaded, dict) else type(loaded).__name__
+        raise WeightsError(
+            f"{path}: not a {FORMAT} checkpoint (format {found!r}); TransTIC's base codecs "
+            "are tic-hp weights"
+        )
+    try:
+        config = TicConfig.from_dict(loaded["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: bad TIC config in checkpoint: {exc}") from exc
+    if not isinstance(loaded.get("model"), dict):
+        raise WeightsError(f"{path}: no model state_dict in checkpoint")
+    model = build_model(config)
+    load_weights(model, path, f"TIC ({config.describe()})")
+    return config, model.eval()
+
+
+__all__ = [
+    "TicCodec",
+    "TicHpCodec",
+    "load_tic_checkpoint",
+    "read_tic_bitstream",
+    "tile_boxes",
+    "write_tic_bitstream",
+]
