@@ -226,6 +226,8 @@ class _Loaded:
     sample: Sample
     prepared: dict[str, Any]
     size: dict[str, Any]
+    region: np.ndarray | None = None
+    """The codec input's region of interest, for metrics that score with it (``roi``)."""
 
 
 class _Scorer:
@@ -275,9 +277,12 @@ class _Scorer:
             for metric in self.metrics:
                 for column in metric.record_columns:
                     record.values[column.name] = None
+                prepared = item.prepared[metric.preparation_key]
                 try:
                     record.values.update(
-                        metric.score(item.prepared[metric.preparation_key], decoded)
+                        metric.score_with(prepared, decoded, {"roi": item.region})
+                        if metric.inputs
+                        else metric.score(prepared, decoded)
                     )
                 except MetricUndefined as exc:
                     if str(exc) not in notes:
@@ -398,7 +403,10 @@ def _load(job: Job, ref: SampleRef) -> _Loaded:
         "width": sample.image.shape[1],
         "conversion": sample.conversion,
     }
-    return _Loaded(sample, prepared, size)
+    region = None
+    if source is not None and any("roi" in metric.inputs for metric in job.metrics):
+        region = source.region(sample, tuple(job.dataset.class_names))
+    return _Loaded(sample, prepared, size, region)
 
 
 def execute(job: Job) -> list[Record]:

@@ -134,6 +134,47 @@ def test_a_roi_mask_directory_gives_each_image_its_map(fakes, labelled, tmp_path
     assert not by_image["im2"].ok and "im2.png" in by_image["im2"].error
 
 
+def test_psnr_inside_and_outside_the_roi_reads_the_codec_inputs_region(fakes, labelled, tmp_path):
+    """psnr-roi scores the ROI of the codec input (class 1 here), computed independently."""
+    from bench.metrics.fidelity import psnr_from_mse
+
+    dataset, _ = folder(labelled)
+    plan = plan_codec("qmap", {"roi": "classes:class 1", "background": 0.1}, rates=[0.3, 0.9])
+    metrics = create_metrics(["psnr", "psnr-roi"])
+    result = run(dataset, [plan], tmp_path / "run", workers=2, metrics=metrics)
+    assert all(r.ok for r in result.records), [r.error for r in result.records]
+    label = np.asarray(Image.open(labelled / "labels" / "im1.png"))
+    original = np.asarray(Image.open(labelled / "images" / "im1.png")).astype(np.float64)
+    codec = CODECS.load("qmap")(roi="classes:class 1", background=0.1)
+    for rate in (0.3, 0.9):
+        quality_map = np.where(label == 1, rate, 0.1).astype(np.float32)
+        decoded = codec.decode(
+            codec.encode_with(original.astype(np.uint8), rate, {"quality_map": quality_map})
+        )
+        error = (decoded.astype(np.float64) - original) ** 2
+        record = next(r for r in result.records if r.image_id == "im1" and r.rate == rate)
+        assert record.values["psnr_roi"] == pytest.approx(psnr_from_mse(error[label == 1].mean()))
+        assert record.values["psnr_non_roi"] == pytest.approx(
+            psnr_from_mse(error[label != 1].mean())
+        )
+        assert record.values["roi_fraction"] == pytest.approx((label == 1).mean())
+    low, high = ([r for r in result.records if r.rate == rate] for rate in (0.3, 0.9))
+    assert min(r.values["psnr_roi"] for r in high) > max(r.values["psnr_roi"] for r in low)
+    assert all(r.values["psnr_roi"] > r.values["psnr_non_roi"] for r in high)
+    aggregates = rows(tmp_path / "run" / "aggregates.csv")
+    assert {"psnr_roi_mean", "psnr_non_roi_mean"} <= set(aggregates[0])
+    # Without an ROI the columns stay empty and the record says why.
+    uniform = run(
+        dataset,
+        [plan_codec("qmap", {}, rates=[0.5])],
+        tmp_path / "flat",
+        workers=0,
+        metrics=metrics,
+    )
+    assert all(r.ok and r.values["psnr_roi"] is None for r in uniform.records)
+    assert "needs a region of interest" in uniform.records[0].note
+
+
 # --- record identity on resume ---------------------------------------------------------------
 
 

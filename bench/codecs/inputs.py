@@ -123,6 +123,22 @@ class QualityMapSource:
             return self.from_label(sample.label, class_names, value)
         return self._from_mask(sample.id, (height, width), value)
 
+    def region(self, sample: Sample, class_names: tuple[str, ...]) -> npt.NDArray[np.bool_] | None:
+        """The boolean region of interest of an image (None for a uniform map).
+
+        Raises:
+            DatasetError: as ``build``.
+        """
+        if self.kind == "uniform":
+            return None
+        if self.kind == "classes":
+            if sample.label is None:
+                raise DatasetError(f"{sample.id} has no label map for roi=classes:...")
+            indices = [class_names.index(c) for c in self.classes]
+            return np.isin(sample.label, np.asarray(indices, dtype=sample.label.dtype))
+        height, width = sample.image.shape[:2]
+        return self._mask(sample.id, (height, width))
+
     def from_label(
         self, label: npt.NDArray[np.uint8], class_names: tuple[str, ...], value: float
     ) -> QualityMap:
@@ -132,6 +148,10 @@ class QualityMapSource:
         return np.where(inside, np.float32(value), np.float32(self.background)).astype(np.float32)
 
     def _from_mask(self, image_id: str, shape: tuple[int, int], value: float) -> QualityMap:
+        inside = self._mask(image_id, shape)
+        return np.where(inside, np.float32(value), np.float32(self.background)).astype(np.float32)
+
+    def _mask(self, image_id: str, shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
         from PIL import Image as PILImage
 
         path = Path(self.directory) / f"{image_id}.png"
@@ -146,4 +166,4 @@ class QualityMapSource:
                 f"{path}: the mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                 f"{shape[1]}x{shape[0]}"
             )
-        return np.where(mask > 0, np.float32(value), np.float32(self.background)).astype(np.float32)
+        return np.asarray(mask > 0)

@@ -18,6 +18,7 @@ METRICS.add("psnr", "bench.metrics.fidelity:Psnr")
 METRICS.add("ssim", "bench.metrics.fidelity:Ssim")
 METRICS.add("ms-ssim", "bench.metrics.fidelity:MsSsim")
 METRICS.add("psnr-yuv", "bench.metrics.psnr_yuv:PsnrYuv")
+METRICS.add("psnr-roi", "bench.metrics.roi:RoiPsnr")
 
 DEFAULT_METRICS = ("psnr", "ssim", "ms-ssim")
 """What ``bench run`` scores unless ``--metrics`` says otherwise."""

@@ -108,6 +108,10 @@ class Metric(abc.ABC):
     option ``device`` (``--device``), and reports its weights and their SHA-256 through
     ``provenance`` (they go into the run manifest)."""
 
+    inputs: ClassVar[tuple[str, ...]] = ()
+    """Per-image inputs the metric scores with besides the pair (``roi``: the boolean region
+    of interest of the codec's quality map); such a metric implements ``score_with``."""
+
     @property
     def preparation_key(self) -> str:
         return self.preparation or self.name
@@ -124,6 +128,12 @@ class Metric(abc.ABC):
             MetricUndefined: the metric has no value for this image (the record keeps the
                 others and notes why).
         """
+
+    def score_with(
+        self, prepared: Any, reconstruction: np.ndarray, inputs: Mapping[str, Any]
+    ) -> dict[str, Value]:
+        """``score`` with the inputs named in ``inputs`` (missing ones are absent or None)."""
+        return self.score(prepared, reconstruction)
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, float]:
         """The aggregate columns over the successful records of one rate point.
