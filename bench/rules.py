@@ -81,15 +81,34 @@ def higher_is_better(metric: str) -> bool:
     """
     found = find_column(metric)
     if found is None or found.higher_is_better is None:
-        raise UsageError(_unknown("metric", metric, sorted(_aggregate_columns())))
+        raise UsageError(
+            _unknown("metric", metric, sorted(_aggregate_columns()), _column_of_metric(metric))
+        )
     return found.higher_is_better
 
 
-def _unknown(what: str, name: str, known: Iterable[str]) -> str:
+def _column_of_metric(name: str) -> str | None:
+    """The main aggregate column of the metric whose ``--metrics`` token is ``name`` (its
+    first BD column, else its first column), for a hint; None for other names."""
+    from bench.metrics import METRICS
+
+    if name not in METRICS.names():
+        return None
+    try:
+        columns = METRICS.load(name).aggregate_columns
+    except Exception:  # a broken plugin gives no hint
+        return None
+    preferred = [c for c in columns if c.bd] or list(columns)
+    return preferred[0].name if preferred else None
+
+
+def _unknown(what: str, name: str, known: Iterable[str], suggestion: str | None = None) -> str:
     known = list(known)
-    close = difflib.get_close_matches(name, known, n=1) or [
-        k for k in known if name and k.startswith(name)
-    ]
+    close = (
+        ([suggestion] if suggestion else [])
+        or difflib.get_close_matches(name, known, n=1)
+        or [k for k in known if name and k.startswith(name)]
+    )
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {what} {name!r}{hint}; known: {', '.join(known)}"
 
@@ -254,7 +273,9 @@ def _metrics(kind: str, metric: Any, where: str) -> list[str]:
         return defaults.get(kind, list(TIMINGS))
     if not isinstance(metric, str) or not is_metric(metric):
         known = sorted(_aggregate_columns())
-        raise UsageError(f"{where}: {_unknown('metric', str(metric), known)}")
+        raise UsageError(
+            f"{where}: {_unknown('metric', str(metric), known, _column_of_metric(str(metric)))}"
+        )
     if kind == "timing" and metric not in TIMINGS:
         raise UsageError(f"{where}: a timing rule takes metric {' or '.join(TIMINGS)}")
     if kind == "tolerance" and metric in TIMINGS:
@@ -285,7 +306,9 @@ def parse_rule_option(text: str) -> list[Rule]:
         data = {"kind": "tolerance", "metric": head}
     else:
         known = [*KINDS, *sorted(_aggregate_columns())]
-        raise UsageError(f"{where}: {_unknown('rule kind or metric', head, known)}")
+        raise UsageError(
+            f"{where}: {_unknown('rule kind or metric', head, known, _column_of_metric(head))}"
+        )
     for item in (i for i in rest.split(",") if i.strip()) if rest.strip() else ():
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not key or not value:
