@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from bench.check import CheckResult, Finding
     from bench.metrics.base import Column
     from bench.runner import RunResult
+    from bench.train import ImageSampler, TrainingOptions
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED_RECORDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 143  # SIGTERM: stopped like Ctrl-C, records kept, resumable
@@ -473,6 +474,55 @@ def parse_crop(text: str | None) -> tuple[int, int] | None:
     return crop
 
 
+def _add_training_data(p: argparse.ArgumentParser, dataset: str, resolution: str) -> None:
+    """The training data options of every ``bench train`` command."""
+    p.add_argument("--dataset", default=dataset, help=f"any dataset (default {dataset})")
+    p.add_argument("--data-dir", help="directory that holds the dataset")
+    p.add_argument("--split", help="dataset split (cityscapes: train)")
+    p.add_argument("--resolution", choices=["full", "half"], help=resolution)
+    p.add_argument("--label-dir", help=argparse.SUPPRESS)
+    p.add_argument("--num-classes", type=positive_int, help=argparse.SUPPRESS)
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-download", action="store_true", help="never download data")
+    p.add_argument("--limit", type=positive_int, help="only the first N images")
+
+
+def _add_training_loop(p: argparse.ArgumentParser) -> None:
+    """The seed, device, checkpoint and resume options of every ``bench train`` command."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (mixed precision)")
+    p.add_argument(
+        "--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints"
+    )
+    p.add_argument("--log-every", type=positive_int, default=50, help="steps per loss record")
+    p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--out", required=True, help="the checkpoint file")
+
+
+def _training_setup(
+    args: argparse.Namespace, dataset: Any, epochs: int | None
+) -> tuple[TrainingOptions, ImageSampler]:
+    """The training options and the seeded sampler of a ``bench train`` command."""
+    from bench.train import ImageSampler, TrainingOptions
+
+    training = TrainingOptions(
+        steps=args.steps,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        crop=parse_crop(args.crop),
+        seed=args.seed,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        out=Path(args.out),
+    )
+    sampler = ImageSampler(
+        dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
+        limit=args.limit,
+    )  # fmt: skip
+    return training, sampler
+
+
 def cmd_train_gan(args: argparse.Namespace) -> int:
     from bench.codecs.gan import (
         GanConfig,
@@ -484,7 +534,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         parameter_count,
     )
     from bench.codecs.gan_train import PAPER_EPOCHS, GanTrainable
-    from bench.train import ImageSampler, Trainer, TrainingOptions
+    from bench.train import ImageSampler, Trainer
 
     if args.steps is not None and args.epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
@@ -539,21 +589,8 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     trainable = GanTrainable(
         config, device=args.device, learning_rate=args.lr, betas=(args.beta1, 0.999)
     )
-    training = TrainingOptions(
-        steps=args.steps,
-        epochs=args.epochs if args.epochs is not None or args.steps else PAPER_EPOCHS,
-        batch_size=args.batch_size,
-        crop=parse_crop(args.crop),
-        seed=args.seed,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every,
-        out=Path(args.out),
-    )
-    sampler = ImageSampler(
-        dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
-        limit=args.limit,
-    )  # fmt: skip
+    epochs = args.epochs if args.epochs is not None or args.steps else PAPER_EPOCHS
+    training, sampler = _training_setup(args, dataset, epochs)
     label = "" if config.width == 1.0 else f", width {config.width:g} (narrower than the paper)"
     print(
         f"bench train gan: F={config.bottleneck}, L={config.levels} "
@@ -578,7 +615,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
 def cmd_train_tic(args: argparse.Namespace) -> int:
     from bench.codecs.tic_model import TicConfig
     from bench.codecs.tic_train import TicTrainable
-    from bench.train import ImageSampler, Trainer, TrainingOptions, seed_everything
+    from bench.train import Trainer, seed_everything
 
     if args.steps is None and args.epochs is None:
         raise UsageError("bench train tic needs --steps or --epochs (the paper: 300,000 steps)")
@@ -595,24 +632,11 @@ def cmd_train_tic(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"bench train tic: {exc}") from None
     dataset = open_dataset(args.dataset, dataset_options(args))
-    training = TrainingOptions(
-        steps=args.steps,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        crop=parse_crop(args.crop),
-        seed=args.seed,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every,
-        out=Path(args.out),
-    )
-    sampler = ImageSampler(
-        dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
-        limit=args.limit,
-    )
-    total = Trainer.length(training, sampler)
-    if training.crop is not None and (training.crop[0] % 256 or training.crop[1] % 256):
+    crop = parse_crop(args.crop)
+    if crop is not None and (crop[0] % 256 or crop[1] % 256):
         raise UsageError(f"--crop {args.crop}: TIC needs multiples of 256 (e.g. 256x256)")
+    training, sampler = _training_setup(args, dataset, args.epochs)
+    total = Trainer.length(training, sampler)
     perlin_from = total // 2 if args.perlin_from is None else args.perlin_from
     seed_everything(args.seed)  # the initial weights too
     trainable = TicTrainable(
@@ -820,15 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default (Adam 2e-4, beta1 0.5, batch 1, Cityscapes train at half resolution, 50 "
         "epochs). Resumable (--resume), checkpointed atomically, seeded.",
     )
-    p.add_argument("--dataset", default="cityscapes", help="any dataset (default cityscapes)")
-    p.add_argument("--data-dir", help="directory that holds the dataset")
-    p.add_argument("--split", help="dataset split (cityscapes: train)")
-    p.add_argument("--resolution", choices=["full", "half"], help="cityscapes (default half)")
-    p.add_argument("--label-dir", help=argparse.SUPPRESS)
-    p.add_argument("--num-classes", type=positive_int, help=argparse.SUPPRESS)
-    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-download", action="store_true", help="never download data")
-    p.add_argument("--limit", type=positive_int, help="only the first N images")
+    _add_training_data(p, "cityscapes", "cityscapes (default half)")
     p.add_argument("--bottleneck", type=int, default=8, help="F, latent maps (default 8)")
     p.add_argument("--levels", type=int, default=4, help="L, quantization levels (default 4)")
     p.add_argument(
@@ -845,14 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mse-weight", type=float, default=12.0, help="MSE weight (12)")
     p.add_argument("--fm-weight", type=float, default=10.0, help="feature matching weight (10)")
     p.add_argument("--gan-weight", type=float, default=1.0, help="LSGAN weight (1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (mixed precision)")
-    p.add_argument(
-        "--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints"
-    )
-    p.add_argument("--log-every", type=positive_int, default=50, help="steps per loss record")
-    p.add_argument("--resume", action="store_true", help="continue from --out")
-    p.add_argument("--out", required=True, help="the checkpoint file")
+    _add_training_loop(p)
     p.add_argument(
         "--fit-entropy-model-only",
         action="store_true",
@@ -870,15 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
         "lambda(q)-weighted MSE + bpp, AdamW (weight decay 0.05), polynomial schedule, "
         "gradient clipping, aux loss. Resumable (--resume), checkpointed atomically, seeded.",
     )
-    p.add_argument("--dataset", default="folder", help="any dataset (default folder)")
-    p.add_argument("--data-dir", help="directory that holds the dataset")
-    p.add_argument("--split", help="dataset split (cityscapes: train)")
-    p.add_argument("--resolution", choices=["full", "half"], help="cityscapes resolution")
-    p.add_argument("--label-dir", help=argparse.SUPPRESS)
-    p.add_argument("--num-classes", type=positive_int, help=argparse.SUPPRESS)
-    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-download", action="store_true", help="never download data")
-    p.add_argument("--limit", type=positive_int, help="only the first N images")
+    _add_training_data(p, "folder", "cityscapes resolution")
     p.add_argument(
         "--size",
         choices=["paper", "small", "tiny"],
@@ -895,14 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per step (8)")
     p.add_argument("--perlin-from", type=int, help="step where Perlin maps start (default: half)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (1e-4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (mixed precision)")
-    p.add_argument(
-        "--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints"
-    )
-    p.add_argument("--log-every", type=positive_int, default=50, help="steps per loss record")
-    p.add_argument("--resume", action="store_true", help="continue from --out")
-    p.add_argument("--out", required=True, help="the checkpoint file")
+    _add_training_loop(p)
     p.set_defaults(func=cmd_train_tic)
 
     p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")

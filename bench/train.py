@@ -484,6 +484,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return dict(loaded)
 
 
+def read_model_checkpoint(
+    path: Path, fmt: str, *, what: str, hint: str = "", mmap: bool = False
+) -> dict[str, Any]:
+    """Read a codec's ``bench-NAME-1`` checkpoint (``weights_only=True``, onto the CPU;
+    ``mmap`` reads its tensors lazily, for configs and records).
+
+    Raises:
+        WeightsError: no such file, an unreadable file, or another format (``hint`` appended).
+    """
+    import torch
+
+    from bench.tasks.base import WeightsError
+
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such {what} checkpoint" + (f"; {hint}" if hint else ""))
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path}: not a readable {fmt} checkpoint ({str(exc).splitlines()[0]}); bench "
+            "loads checkpoints with weights_only=True"
+        ) from exc
+    if not isinstance(loaded, dict) or loaded.get("format") != fmt:
+        found = loaded.get("format") if isinstance(loaded, dict) else type(loaded).__name__
+        raise WeightsError(
+            f"{path}: not a {fmt} checkpoint (format {found!r})" + (f"; {hint}" if hint else "")
+        )
+    return dict(loaded)
+
+
+def training_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint says about its training: step, epoch, seconds, options, dataset and
+    images ({id, sha256, file_sha256}); empty for a checkpoint without that record."""
+    training = checkpoint.get("training")
+    if not isinstance(training, dict):
+        return {}
+    keep = ("step", "epoch", "seconds", "options", "dataset", "images")
+    return {k: training[k] for k in keep if k in training}
+
+
 def save_atomic(state: Mapping[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it."""
     import torch
@@ -997,8 +1037,10 @@ __all__ = [
     "config_differences",
     "load_checkpoint",
     "pixel_sha256",
+    "read_model_checkpoint",
     "save_atomic",
     "seed_everything",
     "to_signed",
     "train",
+    "training_record",
 ]

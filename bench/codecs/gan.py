@@ -88,6 +88,7 @@ from bench.codecs.learned import (
     pad_amounts,
     synchronize,
     torch_availability,
+    weights_identity,
 )
 from bench.errors import CodecError, CodecUnavailable, UsageError
 
@@ -497,12 +498,7 @@ def parameter_count(module: nn.Module) -> int:
 
 def model_identity(config: GanConfig, generator: nn.Module) -> bytes:
     """8 bytes naming a model: SHA-256 of the config JSON and the generator's tensors."""
-    digest = hashlib.sha256(config.to_json().encode())
-    for name, tensor in sorted(generator.state_dict().items()):
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.digest()[:8]
+    return weights_identity(generator, config.to_json().encode())
 
 
 def save_generator_checkpoint(
@@ -535,32 +531,16 @@ def save_generator_checkpoint(
 
 
 def _read_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
-    from bench.tasks.base import WeightsError
+    from bench.train import read_model_checkpoint
 
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such GAN checkpoint")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:
-        raise WeightsError(
-            f"{path}: not a readable {FORMAT} checkpoint ({str(exc).splitlines()[0]}); bench "
-            "loads checkpoints with weights_only=True"
-        ) from exc
-    if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
-        found = loaded.get("format") if isinstance(loaded, dict) else type(loaded).__name__
-        raise WeightsError(f"{path}: not a {FORMAT} checkpoint (format {found!r})")
-    return loaded
+    return read_model_checkpoint(path, FORMAT, what="GAN", mmap=mmap)
 
 
 def checkpoint_training(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a checkpoint says about its training: step, epoch, seconds, options, dataset and
-    images ({id, sha256, file_sha256}); empty for a checkpoint without that record."""
-    loaded = _read_checkpoint(Path(path), mmap=True)
-    training = loaded.get("training")
-    if not isinstance(training, dict):
-        return {}
-    keep = ("step", "epoch", "seconds", "options", "dataset", "images")
-    return {k: training[k] for k in keep if k in training}
+    """What a checkpoint says about its training (``bench.train.training_record``)."""
+    from bench.train import training_record
+
+    return training_record(_read_checkpoint(Path(path), mmap=True))
 
 
 def read_gan_config(path: str | os.PathLike[str]) -> GanConfig:

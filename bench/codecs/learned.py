@@ -150,6 +150,21 @@ def load_weights(
         raise WeightsError(f"{path}: cannot load into {what}: {exc}") from exc
 
 
+def weights_identity(model: Any, prefix: bytes = b"") -> bytes:
+    """8 bytes naming a network: SHA-256 of ``prefix`` (e.g. its config) and its tensors'
+    names, dtypes, shapes and bytes, in name order."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256(prefix)
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.digest()[:8]
+
+
 def synchronize(device: str) -> None:
     """Wait for a CUDA device's queued work, so that timings include it (no-op on a CPU)."""
     if device.startswith("cuda"):

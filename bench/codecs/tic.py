@@ -24,7 +24,6 @@ prompts, so neither the map nor q travels in the bitstream.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from collections.abc import Iterable
@@ -45,11 +44,10 @@ from bench.codecs.base import (
     check_image,
 )
 from bench.codecs.inputs import QUALITY_MAP, QualityMapSource
-from bench.codecs.learned import synchronize, torch_availability
+from bench.codecs.learned import synchronize, torch_availability, weights_identity
 from bench.errors import CodecError, CodecUnavailable
 
 if TYPE_CHECKING:
-
     from bench.codecs.tic_model import TicConfig, TicHyperprior
 
 MAGIC = b"TIC1"
@@ -70,23 +68,6 @@ HP_RELEASE = (
 )
 RANDOM_HP_SIZE = (32, 48)
 """(N, M) of the seeded stand-in ``tic-hp`` (pipeline tests only)."""
-
-
-def model_identity(model: Any) -> bytes:
-    """8 bytes naming a network: SHA-256 over its tensors' names, shapes and values."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
-        if data.numel():
-            digest.update(data.view(-1).view(dtype=_uint8()).numpy().tobytes())
-    return digest.digest()[:8]
-
-
-def _uint8() -> Any:
-    import torch
-
-    return torch.uint8
 
 
 @dataclass(frozen=True)
@@ -340,17 +321,19 @@ class TicHpCodec(_TicCodec):
     contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
     contract_rates: ClassVar[tuple[float, ...]] = (1, 2)
 
-    def checkpoint_path(self, quality: int, rates: Iterable[float] = ()) -> Path:
-        """The file that holds quality ``quality``'s weights."""
+    def checkpoint_path(self, quality: int) -> Path:
+        """The file that holds quality ``quality``'s weights.
+
+        Raises:
+            CodecUnavailable: no weights given, or no such file (with where to get them).
+        """
         if not self.weights:
             raise CodecUnavailable(
                 f"{self.name}: no weights; {HP_RELEASE}: download them and pass "
                 f"--codec-option {self.name}.weights=DIR"
             )
         text = os.path.expanduser(self.weights)
-        if "{q}" in text:
-            return Path(text.replace("{q}", str(quality)))
-        root = Path(text)
+        root = Path(text.replace("{q}", str(quality)))
         if root.is_dir():
             for name in (f"base_codec_{quality}.pth.tar", f"q{quality}.pth", f"q{quality}.pt"):
                 if (root / name).is_file():
@@ -358,6 +341,8 @@ class TicHpCodec(_TicCodec):
             raise CodecUnavailable(
                 f"{self.name}: no base_codec_{quality}.pth.tar in {root}; {HP_RELEASE}"
             )
+        if not root.is_file():
+            raise CodecUnavailable(f"{self.name}: weights {root} do not exist; {HP_RELEASE}")
         return root
 
     def _random(self, quality: int) -> LoadedTic:
@@ -370,7 +355,7 @@ class TicHpCodec(_TicCodec):
             model = TicHyperprior(*RANDOM_HP_SIZE)
         model = prepare_for_coding(model, self.device)
         source = f"random (seeded, N={RANDOM_HP_SIZE[0]}; pipeline tests only)"
-        return LoadedTic(model, model_identity(model), source, {"n": RANDOM_HP_SIZE[0]})
+        return LoadedTic(model, weights_identity(model), source, {"n": RANDOM_HP_SIZE[0]})
 
     def model(self, rate: float) -> LoadedTic:
         quality = int(self.scale.validate(rate, self.name))
@@ -387,13 +372,11 @@ class TicHpCodec(_TicCodec):
         from bench.codecs.learned import load_weights
         from bench.codecs.tic_model import HP_QUALITIES, TicHyperprior
 
-        if not path.is_file():
-            raise CodecUnavailable(f"{self.name}: weights {path} do not exist; {HP_RELEASE}")
         n, m = HP_QUALITIES[quality]
         model = TicHyperprior(n, m)
         load_weights(model, path, f"TIC_hp quality {quality} (N={n}, M={m})")
         model = prepare_for_coding(model, self.device)
-        return LoadedTic(model, model_identity(model), str(path), {"n": n, "m": m})
+        return LoadedTic(model, weights_identity(model), str(path), {"n": n, "m": m})
 
     def model_for(self, header: TicHeader) -> LoadedTic:
         loaded = self.model(header.quality)
@@ -415,10 +398,6 @@ class TicHpCodec(_TicCodec):
             quality = int(self.scale.validate(rate, self.name))
             try:
                 path = self.checkpoint_path(quality)
-                if not path.is_file():
-                    raise CodecUnavailable(
-                        f"{self.name}: weights {path} do not exist; {HP_RELEASE}"
-                    )
             except CodecUnavailable as exc:
                 found[str(quality)] = {"missing": str(exc)}
                 missing.append(str(exc))
@@ -491,7 +470,7 @@ class TicCodec(_TicCodec):
             model = prepare_for_coding(model, self.device)
             loaded = LoadedTic(
                 model,
-                model_identity(model),
+                weights_identity(model),
                 "random (seeded tiny stand-in; pipeline tests only)",
                 config.to_dict(),
             )
@@ -503,7 +482,7 @@ class TicCodec(_TicCodec):
                 )
             config, model = load_tic_checkpoint(Path(self.weights).expanduser())
             model = prepare_for_coding(model, self.device)
-            loaded = LoadedTic(model, model_identity(model), self.weights, config.to_dict())
+            loaded = LoadedTic(model, weights_identity(model), self.weights, config.to_dict())
         self._loaded[0] = loaded
         return loaded
 
@@ -526,10 +505,11 @@ class TicCodec(_TicCodec):
             return {"weights": "random (seeded tiny stand-in; pipeline tests only, not trained)"}
         from bench.codecs.tic_model import TicConfig
         from bench.download import sha256_of
+        from bench.train import training_record
 
         loaded = self._single()
         path = Path(self.weights).expanduser()
-        training = _training_record(path)
+        training = training_record(read_tic_checkpoint(path, mmap=True))
         files = sorted(
             str(i["file_sha256"]) for i in training.get("images", []) if i.get("file_sha256")
         )
@@ -566,15 +546,18 @@ class TicCodec(_TicCodec):
         return self._encode(image, self._single(), 0, np.clip(quality_map, 0.0, 1.0))
 
 
-def _training_record(path: Path) -> dict[str, Any]:
-    import torch
+def read_tic_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """A ``bench-tic-1`` checkpoint, read with ``weights_only=True``.
 
-    loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    training = loaded.get("training") if isinstance(loaded, dict) else None
-    if not isinstance(training, dict):
-        return {}
-    keep = ("step", "epoch", "seconds", "options", "dataset", "images")
-    return {k: training[k] for k in keep if k in training}
+    Raises:
+        WeightsError: no such file, unreadable, or another format.
+    """
+    from bench.train import read_model_checkpoint
+
+    return read_model_checkpoint(
+        path, FORMAT, what="TIC", mmap=mmap,
+        hint=f"make one: {TRAIN_COMMAND} (TransTIC's base codecs are tic-hp weights)",
+    )  # fmt: skip
 
 
 def load_tic_checkpoint(path: Path) -> tuple[TicConfig, TicHyperprior]:
@@ -584,27 +567,11 @@ def load_tic_checkpoint(path: Path) -> tuple[TicConfig, TicHyperprior]:
     Raises:
         WeightsError: unreadable, another format, or tensors that do not fit (named).
     """
-    import torch
-
     from bench.codecs.learned import load_weights
     from bench.codecs.tic_model import TicConfig, build_model
     from bench.tasks.base import WeightsError
 
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such TIC checkpoint; make one: {TRAIN_COMMAND}")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"{path}: not a readable {FORMAT} checkpoint ({str(exc).splitlines()[0]}); bench "
-            "loads checkpoints with weights_only=True"
-        ) from exc
-    if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
-        found = loaded.get("format") if isinstance(loaded, dict) else type(loaded).__name__
-        raise WeightsError(
-            f"{path}: not a {FORMAT} checkpoint (format {found!r}); TransTIC's base codecs "
-            "are tic-hp weights"
-        )
+    loaded = read_tic_checkpoint(path, mmap=True)
     try:
         config = TicConfig.from_dict(loaded["config"])
     except (KeyError, TypeError, ValueError) as exc:
