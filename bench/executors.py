@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from bench.memory import keep_freed_arrays_mapped
+from bench.memory import keep_freed_arrays_mapped, single_threaded_filters
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,11 @@ class LocalPool(Executor):
 
 
 def _worker_start() -> None:
-    """Worker initializer: memory tuning, and exit when the main process is gone (a
-    ``kill -9`` of it would otherwise leave the workers running forever, re-parented)."""
+    """Worker initializer: memory tuning, one OpenCV thread (the pool is the parallelism),
+    and exit when the main process is gone (a ``kill -9`` of it would otherwise leave the
+    workers running forever, re-parented)."""
     keep_freed_arrays_mapped()
+    single_threaded_filters()
     parent = os.getppid()
 
     def watch() -> None:

@@ -1,4 +1,4 @@
-"""Process-level memory tuning for sweep workers."""
+"""Process-level tuning for sweep workers: memory and threads."""
 
 from __future__ import annotations
 
@@ -26,3 +26,11 @@ def keep_freed_arrays_mapped() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 256 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
+def single_threaded_filters() -> None:
+    """One OpenCV thread in this process: a pool of worker processes already uses every core,
+    and OpenCV's own threads would only contend with it."""
+    import cv2
+
+    cv2.setNumThreads(1)

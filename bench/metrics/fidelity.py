@@ -5,7 +5,14 @@ data range 255, an 11-tap Gaussian window with sigma 1.5 applied without padding
 K1 = 0.01, K2 = 0.03, statistics per RGB channel then the mean over the three channels;
 MS-SSIM over 5 scales with the weights of Wang et al. (2003), 2x2 average pooling between
 scales (a zero-padded row/column when a side is odd, as ``avg_pool2d(padding=side % 2)``).
-PSNR is over all H*W*3 samples with peak 255. Everything is computed in float64.
+PSNR is over all H*W*3 samples with peak 255, from the exact integer sum of squared errors.
+
+SSIM and MS-SSIM are computed in float32, as pytorch-msssim computes them, with OpenCV's
+separable filter on the colour planes and every mean accumulated in float64; the original's
+statistics at each scale are computed once per image and reused for every rate point. On the
+216 JPEG decodings of Kodak at quality 10..90 they differ from pytorch-msssim by at most
+1.5e-5 (SSIM) and 6.9e-6 (MS-SSIM) per image and by 2.4e-6 and 8.1e-7 in the mean of a
+quality (the float64 computation bench used before: 2.6e-5, 1.6e-5, 2.7e-6 and 1.6e-6).
 
 >>> import numpy as np
 >>> a = np.zeros((4, 4, 3), np.uint8); b = a.copy(); b[0, 0, 0] = 255
@@ -20,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import correlate1d
 
 from bench.errors import MetricUndefined
 from bench.metrics.base import Column, Metric, Plot, Value, count_defined, mean
@@ -38,6 +45,9 @@ SIGMA = 1.5
 K1, K2 = 0.01, 0.03
 C1, C2 = (K1 * PEAK) ** 2, (K2 * PEAK) ** 2
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+COMPUTE_DTYPE = np.float32
+"""The precision SSIM and MS-SSIM are computed in (``FidelityReference(dtype=...)`` for
+another; float64 agrees with scikit-image to rounding)."""
 MS_SSIM_MIN_SIDE = (WINDOW_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1  # 161
 
 
@@ -59,10 +69,15 @@ def _check_pair(original: np.ndarray, decoded: np.ndarray) -> None:
 
 
 def mse_rgb(original: np.ndarray, decoded: np.ndarray) -> float:
-    """Mean squared error over all H*W*3 samples."""
+    """Mean squared error over all H*W*3 samples (exact for 8-bit images: the squared
+    differences are summed as integers)."""
     _check_pair(original, decoded)
-    diff = original.astype(np.float64) - decoded.astype(np.float64)
-    return float(np.mean(diff * diff))
+    if original.dtype == np.uint8 and decoded.dtype == np.uint8:
+        diff = np.subtract(original, decoded, dtype=np.int16)
+        total = int(np.square(diff, dtype=np.int32).sum(dtype=np.int64))
+        return total / diff.size
+    wide = original.astype(np.float64) - decoded.astype(np.float64)
+    return float(np.mean(wide * wide))
 
 
 def psnr_from_mse(mse: float, peak: float = PEAK) -> float:
@@ -80,47 +95,95 @@ def ms_ssim_db(value: float) -> float:
     return math.inf if value >= 1.0 else -10.0 * math.log10(1.0 - value)
 
 
-def _blur(x: FloatArray) -> FloatArray:
-    """Separable Gaussian filter over the two spatial axes, keeping only the valid region."""
+def _blur(planes: np.ndarray) -> np.ndarray:
+    """Separable Gaussian filter of each (H, W) plane of (planes, H, W), at full size: only
+    the valid region (``_valid``) is meaningful, the margins are computed and ignored so
+    that every array stays contiguous (numpy is several times slower on cropped views).
+    The planes are filtered as one tall image: a window that straddles two planes lies in
+    the margins, so every valid value sees its own plane only (OpenCV's SIMD filter, in the
+    array's own precision)."""
+    count, height, width = planes.shape
+    window = _WINDOW.astype(planes.dtype)
+    tall = np.ascontiguousarray(planes).reshape(count * height, width)
+    out = cv2.sepFilter2D(tall, -1, window, window, borderType=cv2.BORDER_REPLICATE)
+    return out.reshape(count, height, width)  # type: ignore[no-any-return]
+
+
+def _valid(x: np.ndarray) -> np.ndarray:
+    """The region of a ``_blur`` output whose windows lie inside the image ("valid")."""
     pad = WINDOW_SIZE // 2
-    out = correlate1d(x, _WINDOW, axis=0, mode="nearest")
-    out = correlate1d(out, _WINDOW, axis=1, mode="nearest")
-    return out[pad:-pad, pad:-pad]
+    return x[:, pad:-pad, pad:-pad]
 
 
-def _downsample(x: FloatArray) -> FloatArray:
-    """2x2 average pooling; an odd side gets a zero row/column on both ends (count included)."""
-    pad_h, pad_w = x.shape[0] % 2, x.shape[1] % 2
+def _downsample(x: np.ndarray) -> np.ndarray:
+    """2x2 average pooling of (planes, H, W); an odd side gets a zero row/column on both ends
+    (counted in the average). OpenCV's area resize of the planes stacked as one tall image
+    (each pair of rows lies within a plane, the sides being even)."""
+    pad_h, pad_w = x.shape[1] % 2, x.shape[2] % 2
     if pad_h or pad_w:
-        x = np.pad(x, ((pad_h, pad_h), (pad_w, pad_w), (0, 0)))
-    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
-    x = x[:h, :w]
-    return 0.25 * (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2])
+        x = np.pad(x, ((0, 0), (pad_h, pad_h), (pad_w, pad_w)))
+        x = x[:, : x.shape[1] // 2 * 2, : x.shape[2] // 2 * 2]
+    count, height, width = x.shape
+    tall = np.ascontiguousarray(x).reshape(count * height, width)
+    pooled = cv2.resize(tall, (width // 2, count * height // 2), interpolation=cv2.INTER_AREA)
+    return pooled.reshape(count, height // 2, width // 2)  # type: ignore[no-any-return]
+
+
+def _valid_means(x: np.ndarray) -> FloatArray:
+    """The mean of the valid region of each plane of (planes, H, W), accumulated in
+    float64."""
+    return _valid(x).mean(axis=(1, 2), dtype=np.float64)  # type: ignore[no-any-return]
 
 
 @dataclass
 class _Level:
-    """An image and its Gaussian statistics at one scale."""
+    """The original at one scale, as RGB planes, with the terms of every SSIM against it
+    that depend on it alone: its Gaussian mean, mean^2 + C1 and variance + C2."""
 
-    x: FloatArray
-    mu: FloatArray
-    mu_sq: FloatArray
-    sigma_sq: FloatArray
+    x: np.ndarray
+    mu: np.ndarray
+    mu_sq_c1: np.ndarray
+    sigma_sq_c2: np.ndarray
 
     @classmethod
-    def of(cls, x: FloatArray) -> _Level:
-        mu = _blur(x)
+    def of(cls, x: np.ndarray) -> _Level:
+        moments = _blur(np.concatenate([x, x * x]))
+        mu = moments[:3]
         mu_sq = mu * mu
-        return cls(x, mu, mu_sq, _blur(x * x) - mu_sq)
+        return cls(x, mu, mu_sq + C1, moments[3:] - mu_sq + C2)
 
 
-def _ssim_cs(ref: _Level, dec: _Level) -> tuple[FloatArray, FloatArray]:
-    """Per-channel mean SSIM and contrast-structure term between two levels."""
-    mu_xy = ref.mu * dec.mu
-    sigma_xy = _blur(ref.x * dec.x) - mu_xy
-    cs_map = (2.0 * sigma_xy + C2) / (ref.sigma_sq + dec.sigma_sq + C2)
-    luminance = (2.0 * mu_xy + C1) / (ref.mu_sq + dec.mu_sq + C1)
-    return (luminance * cs_map).mean(axis=(0, 1)), cs_map.mean(axis=(0, 1))
+def _ssim_cs(ref: _Level, y: np.ndarray) -> tuple[FloatArray, FloatArray]:
+    """Per-channel mean SSIM and contrast-structure term of the planes ``y`` against one
+    level: one filter pass over (y, y^2, x*y) stacked, then the SSIM formula in place, over
+    whole planes (the margins' values are finite: every denominator is at least C1 or C2)."""
+    stack = np.empty((9, *y.shape[1:]), dtype=y.dtype)
+    stack[:3] = y
+    np.multiply(y, y, out=stack[3:6])
+    np.multiply(ref.x, y, out=stack[6:])
+    moments = _blur(stack)
+    mu_y, e_yy, e_xy = moments[:3], moments[3:6], moments[6:]
+    mu_xy = ref.mu * mu_y
+    mu_y_sq = mu_y * mu_y
+    # Each numerator is summed in the order of its denominator, (a + C) + b, so that an
+    # image against itself gives exactly 1.
+    sigma_xy = np.subtract(e_xy, mu_xy, out=e_xy)
+    cs_map = np.add(sigma_xy, C2)
+    cs_map += sigma_xy
+    denominator = np.subtract(e_yy, mu_y_sq, out=e_yy)  # sigma_y^2
+    denominator += ref.sigma_sq_c2
+    cs_map /= denominator
+    luminance = np.add(mu_xy, C1)
+    luminance += mu_xy
+    mu_y_sq += ref.mu_sq_c1
+    luminance /= mu_y_sq
+    luminance *= cs_map
+    return _valid_means(luminance), _valid_means(cs_map)
+
+
+def _planes(image: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
+    """(H, W, 3) uint8 as (3, H, W) in the compute precision."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=dtype)
 
 
 class FidelityReference:
@@ -131,9 +194,10 @@ class FidelityReference:
 
     Args:
         original: (H, W, 3) uint8 RGB.
+        dtype: the precision of the filtering and the SSIM maps (``COMPUTE_DTYPE``).
     """
 
-    def __init__(self, original: np.ndarray) -> None:
+    def __init__(self, original: np.ndarray, dtype: npt.DTypeLike = COMPUTE_DTYPE) -> None:
         if original.ndim != 3 or original.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) image, got {original.shape}")
         self.original = original
@@ -141,7 +205,8 @@ class FidelityReference:
         self.ms_ssim_defined = min(original.shape[:2]) >= MS_SSIM_MIN_SIDE
         self._levels: list[_Level] = []
         self._last: tuple[np.ndarray, tuple[float, float] | MetricUndefined] | None = None
-        x = original.astype(np.float64)
+        self.dtype = np.dtype(dtype)
+        x = _planes(original, self.dtype)
         if min(original.shape[:2]) < WINDOW_SIZE:
             return
         for scale in range(len(MS_SSIM_WEIGHTS) if self.ms_ssim_defined else 1):
@@ -184,8 +249,8 @@ class FidelityReference:
                 f"image {self.shape[1]}x{self.shape[0]} is smaller than the "
                 f"{WINDOW_SIZE}x{WINDOW_SIZE} SSIM window"
             )
-        y = decoded.astype(np.float64)
-        ssim_channels, cs = _ssim_cs(self._levels[0], _Level.of(y))
+        y = _planes(decoded, self.dtype)
+        ssim_channels, cs = _ssim_cs(self._levels[0], y)
         ssim = float(ssim_channels.mean())
         if not self.ms_ssim_defined:
             error = MetricUndefined(
@@ -197,7 +262,7 @@ class FidelityReference:
         factors = [np.maximum(cs, 0.0)]
         for level in self._levels[1:]:
             y = _downsample(y)
-            ssim_channels, cs = _ssim_cs(level, _Level.of(y))
+            ssim_channels, cs = _ssim_cs(level, y)
             factors.append(np.maximum(cs, 0.0))
         factors[-1] = np.maximum(ssim_channels, 0.0)
         weights = np.asarray(MS_SSIM_WEIGHTS)[:, None]
