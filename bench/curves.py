@@ -186,10 +186,7 @@ def plot_rd(
 ) -> list[Path]:
     """Draw bpp against every column that declares a plot (one line per codec, the
     reference codec as a horizontal line), as PNG and SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, 0.4 s less to import
 
     directory.mkdir(parents=True, exist_ok=True)
     codecs = [c for c in dict.fromkeys(r.codec for r in rows) if c != REFERENCE_CODEC]
@@ -201,7 +198,8 @@ def plot_rd(
         name, scale = column.name, column.scale
         if not any(math.isfinite(r.get(name)) for r in rows if r.codec != REFERENCE_CODEC):
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
+        fig = Figure(figsize=(7, 4.8), dpi=120)
+        ax = fig.subplots()
         for codec in codecs:
             points = sorted(
                 (r.bpp_mean, scale * r.get(name))
@@ -234,7 +232,6 @@ def plot_rd(
             path = directory / f"{plot.stem}.{suffix}"
             fig.savefig(path, metadata={"Date": None} if suffix == "svg" else None)
             written.append(path)
-        plt.close(fig)
     return written
 
 

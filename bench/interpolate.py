@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.interpolate import Akima1DInterpolator, PchipInterpolator
 
 from bench.errors import UsageError
 
@@ -103,6 +102,8 @@ def interpolant(x: npt.ArrayLike, y: npt.ArrayLike, method: str = "pchip") -> An
     Returns a SciPy ``PPoly`` (callable, with an exact ``integrate``). Akima uses SciPy's
     original Akima (1970) slopes; with 2 points both methods give the straight line.
     """
+    from scipy.interpolate import Akima1DInterpolator, PchipInterpolator  # 0.4 s to import
+
     check_method(method)
     xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if method == "akima" and len(xs) > MIN_POINTS:

@@ -6,12 +6,14 @@ back; aggregates, tables, plots and the report are exporters run after it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from bench.codecs.inputs import QUALITY_MAP, QualityMapSource, map_sha256
 from bench.curves import write_outputs
 from bench.datasets import Dataset, Sample, SampleRef
 from bench.errors import CodecError, CodecUnavailable, MetricUndefined, UsageError
-from bench.executors import Executor, local
+from bench.executors import Executor, InProcess, local
 from bench.lock import RunLock
 from bench.manifest import CodecEntry, RunManifest, write_manifest
 from bench.metrics import Metric, create_metrics, metric_names
@@ -710,6 +712,12 @@ def _run(
     for plan in plans:
         if not plan.usable:
             log.warning("%s is not usable here: %s", plan.name, plan.unusable_reason)
+    if jobs and not isinstance(runner, InProcess):
+        # The sweep runs in other processes; this one waits. Import what the outputs need
+        # meanwhile (matplotlib, pyarrow and pandas: about a second), not after the last job.
+        threading.Thread(
+            target=_import_output_libraries, name="bench-prefetch", daemon=True
+        ).start()
     try:
         stream = runner.map(jobs, execute, crashed)
         for count, records in enumerate(stream, start=1):
@@ -723,6 +731,19 @@ def _run(
         _finish_after_failure(store, manifest, "failed", refs, plans, chosen, task)
         raise
     return _finish(store, manifest, "finished", refs, plans, chosen, task)
+
+
+def _import_output_libraries() -> None:
+    """Import the libraries that ``_finish`` writes the outputs with (a failure is left for
+    ``_finish`` to report)."""
+    with contextlib.suppress(Exception):
+        import matplotlib.backends.backend_agg
+        import matplotlib.backends.backend_svg
+        import matplotlib.figure  # noqa: F401
+        import pyarrow
+        import pyarrow.parquet
+
+        pyarrow.array([0.0])  # pyarrow imports pandas on first use
 
 
 def _finish_after_failure(
