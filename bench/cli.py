@@ -353,7 +353,7 @@ def list_codecs(verbose: bool) -> int:
         try:
             cls = CODECS.load(name)
             codec = cls()
-            availability = cls.availability()
+            availability = cls.installed()
         except Exception as exc:  # a broken plugin is listed, not fatal
             print(f"{name:<{width}} {'no':<6} {'-':<34} cannot load: {exc}. {entry.install_hint}")
             continue
@@ -526,11 +526,13 @@ def _training_setup(
 def cmd_train_gan(args: argparse.Namespace) -> int:
     from bench.codecs.gan import (
         GanConfig,
-        GanGenerator,
         add_entropy_model,
         checkpoint_training,
         fit_entropy_model,
         load_gan_checkpoint,
+    )
+    from bench.codecs.gan_model import (
+        GanGenerator,
         parameter_count,
     )
     from bench.codecs.gan_train import PAPER_EPOCHS, GanTrainable
@@ -640,8 +642,12 @@ def cmd_train_tic(args: argparse.Namespace) -> int:
     perlin_from = total // 2 if args.perlin_from is None else args.perlin_from
     seed_everything(args.seed)  # the initial weights too
     trainable = TicTrainable(
-        config, total_steps=total, perlin_from=perlin_from, device=args.device,
-        learning_rate=args.lr, init=init,
+        config,
+        total_steps=total,
+        perlin_from=perlin_from,
+        device=args.device,
+        learning_rate=args.lr,
+        init=init,
     )
     params = sum(p.numel() for p in trainable.model.parameters())
     print(
@@ -886,10 +892,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="paper",
         help="paper: N=128, M=192 (the paper's); small and tiny are narrower CPU models",
     )
-    p.add_argument("--lambda-curve", choices=["chang", "kao"], default="chang",
-                   help="lambda(q): the paper's eq. 7 (chang) or Kao et al.'s eq. 4 (kao)")
-    p.add_argument("--init", metavar="tic-hp=PATH",
-                   help="start from TransTIC's base codec weights (paper size only)")
+    p.add_argument(
+        "--lambda-curve",
+        choices=["chang", "kao"],
+        default="chang",
+        help="lambda(q): the paper's eq. 7 (chang) or Kao et al.'s eq. 4 (kao)",
+    )
+    p.add_argument(
+        "--init",
+        metavar="tic-hp=PATH",
+        help="start from TransTIC's base codec weights (paper size only)",
+    )
     p.add_argument("--crop", default="256x256", help="random crops HEIGHTxWIDTH (256x256)")
     p.add_argument("--steps", type=positive_int, help="training steps")
     p.add_argument("--epochs", type=positive_int, help="passes over the images")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -22,6 +24,21 @@ def test_list_codecs_shows_every_codec_and_how_to_use_it(capsys):
         assert usable in {"yes", "no"}
         if usable == "no":
             assert "To use:" in lines[name]
+
+
+def test_list_codecs_imports_neither_torch_nor_compressai():
+    """Listing says whether the learned codecs' packages are installed from their metadata;
+    loading torch and CompressAI to find out took most of its time."""
+    script = (
+        "import sys\n"
+        "from bench.cli import main\n"
+        "assert main(['list', 'codecs']) == 0\n"
+        "print(sorted(m for m in ('torch', 'compressai', 'torchvision') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_list_datasets(capsys, kodak, monkeypatch):

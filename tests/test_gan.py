@@ -17,24 +17,26 @@ from bench.codecs.gan import (  # noqa: E402
     EntropyTables,
     GanCodec,
     GanConfig,
-    GanGenerator,
     GanHeader,
-    MultiScaleDiscriminator,
-    Quantizer,
     add_entropy_model,
-    discriminator_loss,
     fit_entropy_model,
     gan_padding,
-    generator_loss,
     load_gan_checkpoint,
     pack_symbols,
     payload_bytes,
     read_gan_bitstream,
-    save_generator_checkpoint,
     to_network,
     to_uint8,
     unpack_symbols,
     write_gan_bitstream,
+)
+from bench.codecs.gan_model import (  # noqa: E402
+    GanGenerator,
+    MultiScaleDiscriminator,
+    Quantizer,
+    discriminator_loss,
+    generator_loss,
+    save_generator_checkpoint,
 )
 from bench.errors import CodecError, CodecUnavailable  # noqa: E402
 from bench.tasks.base import WeightsError  # noqa: E402

@@ -139,6 +139,13 @@ class Codec(abc.ABC):
     def availability(cls) -> Availability:
         """Whether the codec can run here, and how to make it so if not."""
 
+    @classmethod
+    def installed(cls) -> Availability:
+        """What ``bench list codecs`` shows: whether the codec's libraries are installed,
+        decided without importing heavy ones (a codec on torch checks the package metadata;
+        ``availability`` imports them when a run starts). Default: ``availability``."""
+        return cls.availability()
+
     @property
     def scale(self) -> RateScale:
         """The rate scale of this instance (options may change it, e.g. JPEG 2000 in dB)."""

@@ -15,6 +15,7 @@ from bench.codecs.base import Availability, RateScale, choice, flag
 from bench.codecs.learned import (
     MAX_MEGAPIXELS,
     LearnedCodec,
+    distributions_installed,
     load_weights,
     pad_amounts,
     read_bitstream,
@@ -91,6 +92,10 @@ class ZooCodec(LearnedCodec):
         except CodecUnavailable as exc:
             return Availability(False, str(exc), _HINT)
         return Availability(True, f"compressai {compressai.__version__}")
+
+    @classmethod
+    def installed(cls) -> Availability:
+        return distributions_installed("torch", "compressai", hint=_HINT)
 
     def model_id(self, rate: float) -> str:
         return f"{self.architecture}/{self.metric}/{int(rate)}"

@@ -17,6 +17,8 @@ import torch
 
 from bench.codecs.gan import (
     GanConfig,
+)
+from bench.codecs.gan_model import (
     GanGenerator,
     MultiScaleDiscriminator,
     discriminator_loss,

@@ -115,6 +115,20 @@ def torch_availability() -> Availability:
     return Availability(True, f"torch {torch.__version__}")
 
 
+def distributions_installed(*names: str, hint: str = TORCH_HINT) -> Availability:
+    """Whether the named distributions are installed (their versions), from package metadata
+    only: nothing is imported, so ``bench list codecs`` does not load torch."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            return Availability(False, f"{name} is not installed", hint)
+    return Availability(True, ", ".join(found))
+
+
 _ENTROPY_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")
 """Buffers whose size ``update()`` sets; CompressAI's ``load_state_dict`` resizes them."""
 
@@ -401,6 +415,10 @@ class CompressAIModelCodec(LearnedCodec):
     @classmethod
     def availability(cls) -> Availability:
         return torch_availability()
+
+    @classmethod
+    def installed(cls) -> Availability:
+        return distributions_installed("torch")
 
     def model_id(self, rate: float) -> str:
         return f"{self.target}/{rate:g}"

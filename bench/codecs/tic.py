@@ -44,7 +44,13 @@ from bench.codecs.base import (
     check_image,
 )
 from bench.codecs.inputs import QUALITY_MAP, QualityMapSource
-from bench.codecs.learned import synchronize, torch_availability, weights_identity
+from bench.codecs.learned import (
+    TORCH_HINT,
+    distributions_installed,
+    synchronize,
+    torch_availability,
+    weights_identity,
+)
 from bench.errors import CodecError, CodecUnavailable
 
 if TYPE_CHECKING:
@@ -205,10 +211,12 @@ class _TicCodec(Codec):
         try:
             import compressai
         except Exception as exc:
-            return Availability(
-                False, f"compressai is not importable ({exc})", "pip install compressai"
-            )
+            return Availability(False, f"compressai is not importable ({exc})", TORCH_HINT)
         return Availability(True, f"{found.detail}, compressai {compressai.__version__}")
+
+    @classmethod
+    def installed(cls) -> Availability:
+        return distributions_installed("torch", "compressai", hint=TORCH_HINT)
 
     @property
     def is_random(self) -> bool:

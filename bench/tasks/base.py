@@ -141,12 +141,13 @@ def load_strict(model: Any, state: Mapping[str, Any], source: Path, architecture
 
 
 def resolve_device(device: str) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N``; CUDA must be available."""
-    import torch
-
+    """``cpu``, ``cuda`` or ``cuda:N``; CUDA must be available (torch is imported only to
+    check a CUDA device)."""
     if device == "cpu":
         return device
     if device.startswith("cuda"):
+        import torch
+
         if not torch.cuda.is_available():
             raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu")
         return device
