@@ -22,7 +22,7 @@ $(VENV)/.stamp-base: pyproject.toml constraints.txt scripts/setup.sh
 	@touch $@
 
 $(VENV)/.stamp-test: pyproject.toml constraints.txt scripts/setup.sh
-	scripts/setup.sh test dev learned mmseg
+	scripts/setup.sh test dev learned mmseg ray
 	@touch $@ $(VENV)/.stamp-base
 
 setup: $(VENV)/.stamp-base ## install bench into .venv

@@ -22,6 +22,7 @@ from bench.search import MODES
 
 if TYPE_CHECKING:
     from bench.check import CheckResult, Finding
+    from bench.executors import Executor
     from bench.metrics.base import Column
     from bench.runner import RunResult
     from bench.train import ImageSampler, TrainingOptions
@@ -171,6 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             limit=args.limit,
             workers=args.workers,
+            executor=executor_of(args),
             resume=args.resume,
             download=not args.no_download,
             progress=bar,
@@ -301,6 +303,17 @@ def print_summary(result: RunResult) -> None:
     print("  manifest.json                  command, versions, machine, git commit, times")
     if (result.directory / "report.html").is_file():
         print("  report.html                    everything above in one page (opens offline)")
+
+
+def executor_of(args: argparse.Namespace) -> Executor | None:
+    """The executor ``--executor`` names (None: the local pool of ``--workers``)."""
+    if args.executor == "ray":
+        from bench.ray_executor import RayExecutor
+
+        return RayExecutor(args.ray_address, num_cpus=args.workers or None)
+    if args.ray_address:
+        raise UsageError("--ray-address needs --executor ray")
+    return None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -789,6 +802,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=non_negative_int,
         help="worker processes (default: CPU count; 0 = in-process)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where jobs run: local processes (default) or Ray tasks (the ray extra)",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="--executor ray: the cluster (ray://HOST:10001, HOST:6379 or auto; "
+        "default: a local Ray instance with --workers CPUs)",
     )
     p.add_argument(
         "--target-bpp",

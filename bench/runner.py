@@ -195,6 +195,16 @@ class Job:
             **extra,
         )
 
+    def resources(self) -> dict[str, float]:
+        """What the job needs of a machine (Ray's task options): a GPU when its codec or its
+        task runs on CUDA, else one CPU."""
+        devices = [str(self.plan.options.get("device", "cpu"))]
+        if self.task is not None:
+            devices.append(str(dict(getattr(self.task, "options", {})).get("device", "cpu")))
+        if any(d.startswith("cuda") for d in devices):
+            return {"num_cpus": 1.0, "num_gpus": 1.0}
+        return {"num_cpus": 1.0}
+
     def failed(self, ref: SampleRef, message: str, **extra: Any) -> list[Record]:
         """Error records of one image at every rate point of the job."""
         return [
