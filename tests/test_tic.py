@@ -337,3 +337,25 @@ def test_the_base_codec_initialises_a_prompted_model_of_the_papers_size(tmp_path
     small = build_model(TicConfig.preset("tiny"))
     with pytest.raises(Exception, match="not a TIC_hp of this model's size"):
         load_base_codec(small, path)
+
+
+def test_narrower_presets_keep_the_papers_head_width():
+    """TIC's heads at N = 128 are 16 channels wide (8 channels in the 16-head stages); the
+    narrower presets divide the heads, not the head width, and say so; the paper's preset and
+    TIC_hp keep TIC's heads."""
+    assert TicConfig.preset("paper").heads == (8, 8, 8, 16, 16, 16) == TicConfig().heads
+    assert TicConfig.preset("paper").is_paper_size
+    tiny = TicConfig.preset("tiny")
+    assert tiny.heads == (2, 2, 2, 4, 4, 4)
+    assert TicConfig.preset("small").heads == (4, 4, 4, 8, 8, 8)
+    assert (
+        "heads [2, 2, 2, 4, 4, 4]" in tiny.describe() and "NOT the paper's size" in tiny.describe()
+    )
+    model = build_model(tiny)
+    assert model.g_a1.residual_group.blocks[0].attn.num_heads == 2
+    assert model.g_a7.residual_group.blocks[0].attn.num_heads == 4  # M = 48: 12 per head
+    assert model.g_s6.residual_group.blocks[0].attn.num_heads == 2  # the decoder mirrors
+    assert TicConfig.from_dict(tiny.to_dict()) == tiny  # through a checkpoint's JSON
+    assert TicConfig.from_dict({"n": 32, "m": 48}).heads == (8, 8, 8, 16, 16, 16)  # older files
+    with pytest.raises(ValueError, match="does not split into"):
+        TicConfig(n=32, m=48, heads=(3, 2, 2, 4, 4, 4))

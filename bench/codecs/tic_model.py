@@ -53,6 +53,17 @@ SIZES: dict[str, tuple[int, int, int]] = {
 """``--size`` presets: (N, M, prompt-generator width). ``paper`` is the paper's (TransTIC's
 qualities 1-4); the others are narrower models that train on a CPU, not the paper's size."""
 
+
+def scaled_heads(n: int) -> tuple[int, ...]:
+    """Attention heads for a model of width N: TIC's heads at N = 128 (and above, as TransTIC's
+    N = 192 keeps them), fewer in proportion below, so a narrow model keeps the paper's head
+    width (16 channels per head at N = 128) instead of heads of 2 to 4 channels, which learn
+    poorly and cost as much softmax as the paper's model."""
+    if n >= SIZES["paper"][0]:
+        return HEADS
+    return tuple(max(1, h * n // SIZES["paper"][0]) for h in HEADS)
+
+
 HP_QUALITIES: dict[int, tuple[int, int]] = {
     **{q: (128, 192) for q in (1, 2, 3, 4)},
     **{q: (192, 320) for q in (5, 6, 7, 8)},
@@ -94,6 +105,8 @@ class TicConfig:
         prompt_channels: the prompt generator's width (TransTIC: 32).
         size: the preset name, or ``custom``; only ``paper`` is the paper's size.
         lambda_curve: ``chang`` (eq. 7) or ``kao`` (eq. 4) for training.
+        heads: attention heads per stage (g_a1, g_a3, g_a5, g_a7, h_a1, h_a3; the decoder
+            mirrors them); TIC's by default, ``scaled_heads(n)`` in the presets.
     """
 
     n: int = 128
@@ -102,11 +115,13 @@ class TicConfig:
     prompt_channels: int = 32
     size: str = "paper"
     lambda_curve: str = "chang"
+    heads: tuple[int, ...] = HEADS
 
     def __post_init__(self) -> None:
-        for value, heads, what in ((self.n, 16, "N"), (self.m, 16, "M")):
-            if value < heads or value % heads:
-                raise ValueError(f"{what}={value} must be a positive multiple of 16 (heads)")
+        object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
+        if len(self.heads) != len(HEADS) or min(self.heads) < 1:
+            raise ValueError(f"heads {self.heads}: expected {len(HEADS)} positive counts")
+        check_heads(self.n, self.m, self.heads)
         if self.lambda_curve not in LAMBDA_CURVES:
             raise ValueError(f"lambda_curve must be one of {', '.join(LAMBDA_CURVES)}")
 
@@ -115,7 +130,8 @@ class TicConfig:
         if size not in SIZES:
             raise ValueError(f"size {size!r}: expected one of {', '.join(SIZES)}")
         n, m, prompt = SIZES[size]
-        return cls(n=n, m=m, prompt_channels=prompt, size=size, **changes)
+        fields = {"heads": scaled_heads(n), **changes}
+        return cls(n=n, m=m, prompt_channels=prompt, size=size, **fields)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TicConfig:
@@ -127,14 +143,23 @@ class TicConfig:
 
     @property
     def is_paper_size(self) -> bool:
-        return (self.n, self.m, self.prompt_channels) == SIZES["paper"]
+        return (self.n, self.m, self.prompt_channels) == SIZES["paper"] and self.heads == HEADS
 
     def describe(self) -> str:
         label = "the paper's size" if self.is_paper_size else "NOT the paper's size"
-        return f"N={self.n}, M={self.m}, prompt width {self.prompt_channels} ({label})"
+        heads = "" if self.heads == HEADS else f", heads {list(self.heads)}"
+        return f"N={self.n}, M={self.m}, prompt width {self.prompt_channels}{heads} ({label})"
 
     def lambdas(self, q: Tensor) -> Tensor:
         return LAMBDA_CURVES[self.lambda_curve](q)
+
+
+def check_heads(n: int, m: int, heads: tuple[int, ...]) -> None:
+    """Every stage's width must split evenly into its heads (g_a7 and g_s0 are M wide)."""
+    for index, count in enumerate(heads):
+        width, what = (m, "M") if index == 3 else (n, "N")
+        if width % count:
+            raise ValueError(f"{what}={width} does not split into {count} heads (stage {index})")
 
 
 def _stage(
@@ -167,29 +192,36 @@ class TicHyperprior(CompressionModel):
     Args:
         n, m: channels (128, 192 for qualities 1-4; 192, 320 for 5-8).
         input_resolution: the size the shifted-window masks are built for (TransTIC: 256).
+        heads: attention heads per stage (TIC's by default; see ``TicConfig.heads``).
     """
 
     def __init__(
-        self, n: int = 128, m: int = 192, input_resolution: tuple[int, int] = (256, 256)
+        self,
+        n: int = 128,
+        m: int = 192,
+        input_resolution: tuple[int, int] = (256, 256),
+        heads: tuple[int, ...] = HEADS,
     ) -> None:
         super().__init__()
+        check_heads(n, m, heads)
         self.n, self.m = n, m
+        heads = tuple(heads)
         h, w = input_resolution
         dpr = stochastic_depth(DROP_PATH, DEPTHS)
         res = [(h // 2**k, w // 2**k) for k in range(7)]
         self.g_a0 = conv(3, n, 5, 2)
-        self.g_a1 = _stage(n, res[1], 0, dpr, DEPTHS, HEADS, WINDOW, self._prompt_down(0))
+        self.g_a1 = _stage(n, res[1], 0, dpr, DEPTHS, heads, WINDOW, self._prompt_down(0))
         self.g_a2 = conv(n, n, 3, 2)
-        self.g_a3 = _stage(n, res[2], 1, dpr, DEPTHS, HEADS, WINDOW, self._prompt_down(1))
+        self.g_a3 = _stage(n, res[2], 1, dpr, DEPTHS, heads, WINDOW, self._prompt_down(1))
         self.g_a4 = conv(n, n, 3, 2)
-        self.g_a5 = _stage(n, res[3], 2, dpr, DEPTHS, HEADS, WINDOW)
+        self.g_a5 = _stage(n, res[3], 2, dpr, DEPTHS, heads, WINDOW)
         self.g_a6 = conv(n, m, 3, 2)
-        self.g_a7 = _stage(m, res[4], 3, dpr, DEPTHS, HEADS, WINDOW)
+        self.g_a7 = _stage(m, res[4], 3, dpr, DEPTHS, heads, WINDOW)
         self.h_a0 = conv(m, n, 3, 2)
-        self.h_a1 = _stage(n, res[5], 4, dpr, DEPTHS, HEADS, WINDOW // 2)
+        self.h_a1 = _stage(n, res[5], 4, dpr, DEPTHS, heads, WINDOW // 2)
         self.h_a2 = conv(n, n, 3, 2)
-        self.h_a3 = _stage(n, res[6], 5, dpr, DEPTHS, HEADS, WINDOW // 2)
-        back, back_heads = DEPTHS[::-1], HEADS[::-1]  # TransTIC indexes the decoder this way
+        self.h_a3 = _stage(n, res[6], 5, dpr, DEPTHS, heads, WINDOW // 2)
+        back, back_heads = DEPTHS[::-1], heads[::-1]  # TransTIC indexes the decoder this way
         self.h_s0 = _stage(n, res[6], 0, dpr, back, back_heads, WINDOW // 2)
         self.h_s1 = deconv(n, n, 3, 2)
         self.h_s2 = _stage(n, res[5], 1, dpr, back, back_heads, WINDOW // 2)
@@ -344,8 +376,9 @@ class TicPrompted(TicHyperprior):
         m: int = 192,
         prompt_channels: int = 32,
         input_resolution: tuple[int, int] = (256, 256),
+        heads: tuple[int, ...] = HEADS,
     ) -> None:
-        super().__init__(n, m, input_resolution)
+        super().__init__(n, m, input_resolution, heads)
         self.g_a0_prompt = PromptGenerator(4, n, prompt_channels)
         self.g_a0_prompt_layers = nn.ModuleList(
             conv(n, n, 3, PROMPT_DOWN) for _ in range(DEPTHS[0])
@@ -388,8 +421,8 @@ def _init_weights(module: nn.Module) -> None:
 def build_model(config: TicConfig) -> TicHyperprior:
     """The network a config describes."""
     if config.prompted:
-        return TicPrompted(config.n, config.m, config.prompt_channels)
-    return TicHyperprior(config.n, config.m)
+        return TicPrompted(config.n, config.m, config.prompt_channels, heads=config.heads)
+    return TicHyperprior(config.n, config.m, heads=config.heads)
 
 
 def rate_distortion_loss(
@@ -421,4 +454,5 @@ __all__ = [
     "lambda_kao",
     "pad_to",
     "rate_distortion_loss",
+    "scaled_heads",
 ]
