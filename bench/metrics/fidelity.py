@@ -153,10 +153,14 @@ class _Level:
         return cls(x, mu, mu_sq + C1, moments[3:] - mu_sq + C2)
 
 
-def _ssim_cs(ref: _Level, y: np.ndarray) -> tuple[FloatArray, FloatArray]:
-    """Per-channel mean SSIM and contrast-structure term of the planes ``y`` against one
-    level: one filter pass over (y, y^2, x*y) stacked, then the SSIM formula in place, over
-    whole planes (the margins' values are finite: every denominator is at least C1 or C2)."""
+def _ssim_cs(
+    ref: _Level, y: np.ndarray, luminance_too: bool = True
+) -> tuple[FloatArray | None, FloatArray]:
+    """Per-channel mean SSIM (None unless ``luminance_too``: MS-SSIM's middle scales use the
+    contrast-structure term alone) and contrast-structure term of the planes ``y`` against
+    one level: one filter pass over (y, y^2, x*y) stacked, then the SSIM formula in place,
+    over whole planes (the margins' values are finite: every denominator is at least C1 or
+    C2)."""
     stack = np.empty((9, *y.shape[1:]), dtype=y.dtype)
     stack[:3] = y
     np.multiply(y, y, out=stack[3:6])
@@ -173,6 +177,8 @@ def _ssim_cs(ref: _Level, y: np.ndarray) -> tuple[FloatArray, FloatArray]:
     denominator = np.subtract(e_yy, mu_y_sq, out=e_yy)  # sigma_y^2
     denominator += ref.sigma_sq_c2
     cs_map /= denominator
+    if not luminance_too:
+        return None, _valid_means(cs_map)
     luminance = np.add(mu_xy, C1)
     luminance += mu_xy
     mu_y_sq += ref.mu_sq_c1
@@ -251,6 +257,7 @@ class FidelityReference:
             )
         y = _planes(decoded, self.dtype)
         ssim_channels, cs = _ssim_cs(self._levels[0], y)
+        assert ssim_channels is not None
         ssim = float(ssim_channels.mean())
         if not self.ms_ssim_defined:
             error = MetricUndefined(
@@ -260,10 +267,12 @@ class FidelityReference:
             error.ssim = ssim  # type: ignore[attr-defined]
             raise error
         factors = [np.maximum(cs, 0.0)]
-        for level in self._levels[1:]:
+        last = len(self._levels) - 1
+        for scale, level in enumerate(self._levels[1:], start=1):
             y = _downsample(y)
-            ssim_channels, cs = _ssim_cs(level, y)
+            ssim_channels, cs = _ssim_cs(level, y, luminance_too=scale == last)
             factors.append(np.maximum(cs, 0.0))
+        assert ssim_channels is not None
         factors[-1] = np.maximum(ssim_channels, 0.0)
         weights = np.asarray(MS_SSIM_WEIGHTS)[:, None]
         per_channel = np.prod(np.stack(factors) ** weights, axis=0)
