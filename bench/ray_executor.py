@@ -16,6 +16,7 @@ bench installed and must read the data and checkpoints at the same paths as the 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -63,6 +64,8 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         self.address = address or None
         self.num_cpus = num_cpus
+        if self.address:
+            check_reachable(self.address)  # before the run directory is made
 
     def _ray(self) -> Any:
         try:
@@ -108,6 +111,27 @@ class RayExecutor(Executor):
                     yield crashed(job, reason)
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a cluster address nothing answers on (Ray itself retries for minutes).
+
+    Raises:
+        UsageError: ``HOST:PORT`` (or ``ray://HOST:PORT``) refuses or ignores a connection.
+    """
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(
+            f"--ray-address {address}: nothing answers there ({exc}); start the cluster "
+            "(ray start --head) or check the address"
+        ) from None
+
+
 def _reason(exc: BaseException) -> str:
     """One line saying why a Ray task failed."""
     text = str(exc).strip().splitlines()
@@ -115,4 +139,4 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:300]}"
 
 
-__all__ = ["RETRIES", "RayExecutor", "job_resources"]
+__all__ = ["RETRIES", "RayExecutor", "check_reachable", "job_resources"]

@@ -12,6 +12,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts
 
 from bench.codecs import CODECS  # noqa: E402
 from bench.datasets.kodak import KodakDataset  # noqa: E402
+from bench.errors import UsageError  # noqa: E402
 from bench.images import read_rgb8  # noqa: E402
 from bench.ray_executor import RayExecutor, job_resources  # noqa: E402
 from bench.records import read_csv  # noqa: E402
@@ -110,3 +111,23 @@ def _with_device(plan, device: str):
     from dataclasses import replace
 
     return replace(plan, options={**plan.options, "device": device})
+
+
+def test_an_address_nothing_answers_on_is_a_usage_error_before_the_run(kodak, tmp_path):
+    """Ray retries an unreachable cluster for minutes; bench says so at once, and makes no
+    run directory."""
+    import socket
+
+    from bench.cli import EXIT_USAGE, main
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "run"
+    argv = ["run", "--codecs", "jpeg", "--rates", "jpeg=50", "--limit", "1", "--data-dir"]
+    argv += [str(kodak), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"]
+    assert main([*argv, "--out", str(out)]) == EXIT_USAGE
+    assert not out.exists()
+    with pytest.raises(UsageError, match="expected HOST:PORT"):
+        RayExecutor("nonsense")
+    assert main(["run", "--codecs", "jpeg", "--ray-address", "h:1", "--out", str(out)]) == 2
