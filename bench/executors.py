@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from bench.memory import keep_freed_arrays_mapped, single_threaded_filters
+from bench.memory import keep_freed_arrays_mapped, tune_worker
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ def _worker_start() -> None:
     """Worker initializer: memory tuning, one OpenCV thread (the pool is the parallelism),
     and exit when the main process is gone (a ``kill -9`` of it would otherwise leave the
     workers running forever, re-parented)."""
-    keep_freed_arrays_mapped()
-    single_threaded_filters()
+    tune_worker()
     parent = os.getppid()
 
     def watch() -> None:

@@ -34,3 +34,10 @@ def single_threaded_filters() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+
+
+def tune_worker() -> None:
+    """What every process that runs jobs sets up first (a local pool's worker or a Ray task):
+    freed arrays kept mapped, one OpenCV thread."""
+    keep_freed_arrays_mapped()
+    single_threaded_filters()

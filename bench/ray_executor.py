@@ -18,15 +18,12 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from bench.errors import UsageError
-from bench.executors import Executor
+from bench.executors import Executor, J, R
 
 log = logging.getLogger(__name__)
-
-J = TypeVar("J")
-R = TypeVar("R")
 
 RETRIES = 1
 """How often Ray runs a task again after its worker process died (LocalPool's rule)."""
@@ -42,10 +39,9 @@ def job_resources(job: Any) -> dict[str, float]:
 
 def _run_job(work: Callable[[Any], list[Any]], job: Any) -> list[Any]:
     """The body of every Ray task: the worker tuning of a local pool, then the job."""
-    from bench.memory import keep_freed_arrays_mapped, single_threaded_filters
+    from bench.memory import tune_worker
 
-    keep_freed_arrays_mapped()
-    single_threaded_filters()
+    tune_worker()
     return work(job)
 
 
