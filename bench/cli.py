@@ -637,11 +637,13 @@ def cmd_train_tic(args: argparse.Namespace) -> int:
     init = None
     if args.init:
         name, sep, path = args.init.partition("=")
-        if name != "tic-hp" or not sep or not path:
-            raise UsageError(f"--init {args.init!r}: expected tic-hp=PATH")
-        if args.size != "paper":
+        if name not in ("tic-hp", "tic") or not sep or not path:
+            raise UsageError(f"--init {args.init!r}: expected tic-hp=PATH or tic=PATH")
+        if name == "tic-hp" and args.size != "paper":
             raise UsageError("--init tic-hp=PATH needs --size paper (TransTIC's N=128, M=192)")
-        init = Path(path).expanduser()
+        if args.resume:
+            raise UsageError("--init starts a new run; --resume continues one: give one of them")
+        init = (name, Path(path).expanduser())
     try:
         config = TicConfig.preset(args.size, lambda_curve=args.lambda_curve)
     except ValueError as exc:
@@ -661,11 +663,14 @@ def cmd_train_tic(args: argparse.Namespace) -> int:
         device=args.device,
         learning_rate=args.lr,
         init=init,
+        loss=args.loss,
     )
     params = sum(p.numel() for p in trainable.model.parameters())
+    start = f" from {trainable.initialised_from}" if trainable.initialised_from else ""
     print(
-        f"bench train tic: {config.describe()}, {params:,} parameters; lambda {config.lambda_curve}"
-        f"; {total} steps (Perlin maps from step {perlin_from}); {len(sampler.images)} images "
+        f"bench train tic: {config.describe()}, {params:,} parameters{start}; lambda "
+        f"{config.lambda_curve}, {args.loss} loss; {total} steps (Perlin maps from step "
+        f"{perlin_from}); {len(sampler.images)} images "
         f"of {dataset.tag} -> {args.out}",
         file=sys.stderr,
     )
@@ -925,8 +930,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--init",
-        metavar="tic-hp=PATH",
-        help="start from TransTIC's base codec weights (paper size only)",
+        metavar="tic-hp=PATH|tic=PATH",
+        help="start from TransTIC's base codec weights (tic-hp=, paper size only) or from a "
+        "checkpoint of bench train tic (tic=, a fine-tune with a new schedule)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=["paper", "balanced"],
+        default="paper",
+        help="paper: eq. 3 over the batch; balanced: each image's eq.-3 loss over its own "
+        "value, so that low-q images weigh as much as high-q ones (same optimum per image)",
     )
     p.add_argument("--crop", default="256x256", help="random crops HEIGHTxWIDTH (256x256)")
     p.add_argument("--steps", type=positive_int, help="training steps")

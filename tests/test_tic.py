@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
 
 from bench.codecs import create_codec  # noqa: E402
+from bench.codecs.base import TRAINING_FILES  # noqa: E402
 from bench.codecs.tic import (  # noqa: E402
     HEADER_BYTES,
     TILE_HEADER_BYTES,
@@ -29,6 +30,7 @@ from bench.codecs.tic_model import (  # noqa: E402
     build_model,
     lambda_chang,
     lambda_kao,
+    rate_distortion_loss,
 )
 from bench.codecs.tic_train import (  # noqa: E402
     TicTrainable,
@@ -38,6 +40,7 @@ from bench.codecs.tic_train import (  # noqa: E402
     uniform_quality_maps,
 )
 from bench.errors import CodecError  # noqa: E402
+from bench.tasks.base import WeightsError  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OLD_NAMES = re.compile(r"^entropy_bottleneck\._(matrix|bias|factor)(\d+)$")
@@ -223,6 +226,44 @@ def test_lambda_curves():
     assert kao[1].item() == pytest.approx(math.sqrt(0.0018 * 0.0932), rel=1e-6)
 
 
+def test_the_loss_is_eq_3_and_the_balanced_objective_weighs_images_alike():
+    """``loss`` is eq. 3 over the batch, computed here from its definition; the balanced
+    objective is 1 in value and has the gradient of the mean of the images' log-losses."""
+    config = TicConfig.preset("tiny")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 8, 8, generator=generator)
+    x_hat = (x + 0.05 * torch.randn(3, 3, 8, 8, generator=generator)).requires_grad_()
+    y = torch.rand(3, 4, 2, 2, generator=generator).clamp(0.01).requires_grad_()
+    z = torch.rand(3, 2, 1, 1, generator=generator).clamp(0.01)
+    quality_map = torch.tensor([0.0, 0.5, 1.0]).view(3, 1, 1, 1).expand(3, 1, 8, 8)
+    out = {"x_hat": x_hat, "likelihoods": {"y": y, "z": z}}
+    losses = rate_distortion_loss(config, x, out, quality_map)
+    bits = -(y.log2().sum() + z.log2().sum())
+    lambdas = lambda_chang(torch.tensor([0.0, 0.5, 1.0])).view(3, 1, 1, 1)
+    by_hand = 255**2 * (lambdas * (x_hat - x).pow(2).mean(1, keepdim=True)).mean() + bits / 192
+    assert losses["loss"].item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert losses["objective"] is losses["loss"]
+    balanced = rate_distortion_loss(config, x, out, quality_map, balanced=True)
+    assert balanced["loss"].item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert balanced["objective"].item() == pytest.approx(1.0, rel=1e-6)
+    (gradient,) = torch.autograd.grad(balanced["objective"], [y])
+    each = 255**2 * (lambdas * (x_hat - x).pow(2).mean(1, keepdim=True)).flatten(1).mean(1)
+    each = each + -(y.log2().flatten(1).sum(1) + z.log2().flatten(1).sum(1)) / 64
+    (expected,) = torch.autograd.grad(each.log().mean(), [y])
+    assert torch.allclose(gradient, expected, rtol=1e-5, atol=1e-9)
+    # under eq. 3 the image at q = 1 has by far the largest loss, and each image's rate gets the
+    # same gradient; the balanced objective scales each image's gradient by 1 / its loss
+    assert each[2] > 10 * each[0]
+    (plain,) = torch.autograd.grad(rate_distortion_loss(config, x, out, quality_map)["loss"], [y])
+    ratio = plain[0].abs().sum() / plain[2].abs().sum()
+    inverse_likelihoods = y.reciprocal().flatten(1).sum(1)
+    expected_ratio = inverse_likelihoods[0] / inverse_likelihoods[2]
+    assert ratio.item() == pytest.approx(expected_ratio.item(), rel=1e-5)
+    assert (gradient[0].abs().sum() / gradient[2].abs().sum()).item() == pytest.approx(
+        ratio.item() * (each[2] / each[0]).item(), rel=1e-4
+    )
+
+
 def test_perlin_maps_have_two_values_and_a_lower_threshold_gives_a_larger_roi():
     shares = []
     for threshold in (0.3, 0.2, 0.1, 0.0):
@@ -322,6 +363,27 @@ def test_a_few_training_steps_fall_and_resume_repeats_the_next_step(tmp_path):
     image = np.asarray(dataset.load(dataset.refs()[0]).image)
     assert codec.decode(codec.encode(image, 0.5)).shape == image.shape
     assert "NOT the paper's size" in codec.prepare([0.5])["weights"]["size"]
+    # a fine-tune starts from those weights, records its loss, and still names the images
+    # of the run it started from (so that bench run's leak warning sees them)
+    seed_everything(4)
+    start = ("tic", tmp_path / "straight.pt")
+    tuned = TicTrainable(config, total_steps=1, perlin_from=0, init=start, loss="balanced")
+    saved = model.state_dict()
+    assert all(torch.equal(value, saved[key]) for key, value in tuned.model.state_dict().items())
+    extra = tuned.checkpoint_extra()
+    assert extra["schedule"]["loss"] == "balanced"
+    assert extra["schedule"]["initialised_from"] == f"tic={tmp_path / 'straight.pt'}"
+    assert extra["earlier_training"]["steps"] == 3
+    options = TrainingOptions(steps=1, crop=(256, 256), batch_size=1, seed=4, out=tmp_path / "t.pt")
+    sampler = ImageSampler(dataset, crop=(256, 256), batch_size=1, seed=4, limit=1)
+    Trainer(tuned, sampler, options, progress=False, log=lambda _: None).run()
+    first_run = create_codec("tic", {"weights": str(tmp_path / "straight.pt")}).prepare([0.5])
+    prepared = create_codec("tic", {"weights": str(tmp_path / "t.pt")}).prepare([0.5])
+    assert prepared["weights"]["training_images"] == 1
+    assert prepared["weights"]["earlier_training"] == {"steps": 3, "images": 2}
+    assert prepared[TRAINING_FILES] == first_run[TRAINING_FILES]
+    with pytest.raises(WeightsError, match="give the same --size"):
+        TicTrainable(TicConfig.preset("small"), total_steps=2, perlin_from=0, init=start)
 
 
 def test_the_base_codec_initialises_a_prompted_model_of_the_papers_size(tmp_path):
@@ -359,3 +421,19 @@ def test_narrower_presets_keep_the_papers_head_width():
     assert TicConfig.from_dict({"n": 32, "m": 48}).heads == (8, 8, 8, 16, 16, 16)  # older files
     with pytest.raises(ValueError, match="does not split into"):
         TicConfig(n=32, m=48, heads=(3, 2, 2, 4, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--init", "gan=x.pt"], "expected tic-hp=PATH or tic=PATH"),
+        (["--init", "tic-hp=x.pth.tar"], "needs --size paper"),
+        (["--init", "tic=x.pt", "--resume"], "give one of them"),
+    ],
+)
+def test_train_tic_refuses_a_start_it_cannot_make(tmp_path, capsys, extra, message):
+    from bench.cli import EXIT_USAGE, main
+
+    argv = ["train", "tic", "--size", "tiny", "--steps", "1", "--out", str(tmp_path / "o.pt")]
+    assert main(argv + extra) == EXIT_USAGE
+    assert message in capsys.readouterr().err

@@ -517,10 +517,11 @@ class TicCodec(_TicCodec):
 
         loaded = self._single()
         path = Path(self.weights).expanduser()
-        training = training_record(read_tic_checkpoint(path, mmap=True))
-        files = sorted(
-            str(i["file_sha256"]) for i in training.get("images", []) if i.get("file_sha256")
-        )
+        checkpoint = read_tic_checkpoint(path, mmap=True)
+        training = training_record(checkpoint)
+        earlier = checkpoint.get("earlier_training", {"steps": 0, "images": []})
+        images = list(training.get("images", [])) + list(earlier.get("images", []))
+        files = sorted({str(i["file_sha256"]) for i in images if i.get("file_sha256")})
         return {
             "weights": {
                 "file": str(path),
@@ -530,6 +531,10 @@ class TicCodec(_TicCodec):
                 "note": "unverified: trained by bench",
                 "training": {k: v for k, v in training.items() if k != "images"},
                 "training_images": len(training.get("images", [])),
+                "earlier_training": {
+                    "steps": int(earlier.get("steps", 0)),
+                    "images": len(earlier.get("images", [])),
+                },
             },
             TRAINING_FILES: files,
         }

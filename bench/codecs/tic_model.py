@@ -430,15 +430,33 @@ def rate_distortion_loss(
     x: Tensor,
     out: Mapping[str, Any],
     quality_map: Tensor,
+    balanced: bool = False,
 ) -> dict[str, Tensor]:
     """The paper's eq. 3: 255^2 * mean over pixels of lambda(q) * MSE over channels, plus
-    the rate in bits per pixel from the likelihoods."""
-    pixels = x.shape[0] * x.shape[2] * x.shape[3]
-    bpp = sum(-torch.log2(v).sum() for v in out["likelihoods"].values()) / pixels
+    the rate in bits per pixel from the likelihoods; ``loss`` is its value over the batch.
+
+    With ``balanced``, ``objective`` (what to minimise) is instead the mean over the images of
+    each image's eq.-3 loss divided by its own detached value: the gradient of the mean of
+    their logarithms. Every image's optimum is the same as under eq. 3 (each is its own
+    lambda's rate-distortion problem), but each image of the batch moves the shared weights
+    alike; under eq. 3 the images of high q, whose loss is up to 65,000 times larger (the
+    paper's lambda), outweigh the others. Without it, ``objective`` is ``loss``.
+    """
+    pixels = x.shape[2] * x.shape[3]
+    bits = sum(-torch.log2(v).flatten(1).sum(dim=1) for v in out["likelihoods"].values())
+    bpp_each = bits / pixels
     squared = (out["x_hat"] - x).pow(2).mean(dim=1, keepdim=True)
-    weighted = 255.0**2 * (config.lambdas(quality_map) * squared).mean()
-    mse = squared.mean()
-    return {"loss": weighted + bpp, "bpp": bpp, "mse": mse, "distortion": weighted}  # type: ignore[dict-item]
+    distortion_each = 255.0**2 * (config.lambdas(quality_map) * squared).flatten(1).mean(dim=1)
+    each = distortion_each + bpp_each
+    loss = each.mean()
+    objective = (each / each.detach()).mean() if balanced else loss
+    return {
+        "loss": loss,
+        "objective": objective,
+        "bpp": bpp_each.mean(),  # type: ignore[union-attr]
+        "mse": squared.mean(),
+        "distortion": distortion_each.mean(),
+    }
 
 
 __all__ = [

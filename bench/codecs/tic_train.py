@@ -7,7 +7,9 @@ background value and an ROI value above it both random). The loss is the paper's
 255^2 * mean(lambda(q) * (x - x_hat)^2) + bpp, with AdamW (weight decay 0.05), a polynomial
 learning-rate schedule, gradient clipping (max norm 1, TransTIC's) and the entropy
 bottleneck's auxiliary loss on its own Adam (CompressAI's convention). ``--init tic-hp=PATH``
-starts the transforms from TransTIC's released base codec, as the paper did.
+starts the transforms from TransTIC's released base codec, as the paper did; ``--init
+tic=PATH`` continues from a checkpoint of ``bench train tic`` (a fine-tune: new optimiser and
+schedule). ``--loss balanced`` weighs the batch's images alike (``rate_distortion_loss``).
 
 All randomness comes from torch's global generator, which the trainer seeds, saves and
 restores, so a resumed run draws the same maps as an uninterrupted one.
@@ -16,6 +18,7 @@ restores, so a resumed run draws the same maps as an uninterrupted one.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,10 @@ AUX_LEARNING_RATE = 1e-3
 CLIP_MAX_NORM = 1.0
 POLY_POWER = 0.9
 PERLIN_MAX_THRESHOLD = 0.3
+EARLIER = "earlier_training"
+"""Checkpoint key of a fine-tune: the steps and images of the runs it started from."""
+LOSSES = ("paper", "balanced")
+"""``paper``: eq. 3 over the batch; ``balanced``: each image's eq.-3 loss over its own value."""
 
 
 def fade(t: Tensor) -> Tensor:
@@ -131,6 +138,41 @@ def load_base_codec(model: TicHyperprior, path: Path) -> int:
     return len(state)
 
 
+def load_tic_weights(model: TicHyperprior, config: TicConfig, path: Path) -> dict[str, Any]:
+    """Copy the network of a ``bench train tic`` checkpoint into ``model`` (a fine-tune's start).
+
+    Returns its training before: ``steps`` and ``images`` (the checkpoint's own and those of
+    the runs it started from), so that the fine-tune still names every image its weights saw.
+
+    Raises:
+        WeightsError: not a TIC checkpoint, or one of another network (what differs, named).
+    """
+    from bench.codecs.tic import read_tic_checkpoint
+    from bench.tasks.base import WeightsError
+
+    saved = read_tic_checkpoint(path)
+    try:
+        saved_config = TicConfig.from_dict(saved["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: bad TIC config in checkpoint: {exc}") from exc
+    if saved_config.to_dict() != config.to_dict():
+        raise WeightsError(
+            f"{path}: a TIC of {saved_config.describe()}, lambda {saved_config.lambda_curve}; "
+            f"this run trains {config.describe()}, lambda {config.lambda_curve}: give the same "
+            "--size and --lambda-curve"
+        )
+    try:
+        model.load_state_dict(saved["model"])
+    except (RuntimeError, TypeError) as exc:
+        raise WeightsError(f"{path}: the weights do not fit: {exc}") from exc
+    training = saved.get("training", {})
+    earlier = saved.get(EARLIER, {})
+    return {
+        "steps": int(training.get("step", 0)) + int(earlier.get("steps", 0)),
+        "images": list(training.get("images", [])) + list(earlier.get("images", [])),
+    }
+
+
 class TicTrainable:
     """The variable-rate TIC as a ``bench.train.Trainable``.
 
@@ -140,7 +182,10 @@ class TicTrainable:
         perlin_from: the step where stage 2 (Perlin maps) starts; ``total_steps`` for
             stage 1 only, 0 for stage 2 only.
         device, learning_rate: where and how fast.
-        init: TransTIC base-codec weights to start from (paper size only).
+        init: weights to start from: ``("tic-hp", path)`` for TransTIC's base codec (paper
+            size only) or ``("tic", path)`` for a checkpoint of ``bench train tic`` of the
+            same config.
+        loss: ``paper`` (eq. 3) or ``balanced`` (see ``rate_distortion_loss``).
     """
 
     name = "tic"
@@ -153,14 +198,25 @@ class TicTrainable:
         perlin_from: int,
         device: str = "cpu",
         learning_rate: float = LEARNING_RATE,
-        init: Path | None = None,
+        init: tuple[str, Path] | None = None,
+        loss: str = "paper",
     ) -> None:
+        if loss not in LOSSES:
+            raise ValueError(f"loss {loss!r}: expected one of {', '.join(LOSSES)}")
         self.tic_config = config
+        self.loss = loss
         self.model = build_model(config)
         self.initialised_from = ""
+        self.earlier: dict[str, Any] = {"steps": 0, "images": []}
         if init is not None:
-            load_base_codec(self.model, init)
-            self.initialised_from = str(init)
+            kind, path = init
+            if kind == "tic-hp":
+                load_base_codec(self.model, path)
+            elif kind == "tic":
+                self.earlier = load_tic_weights(self.model, config, path)
+            else:
+                raise ValueError(f"init {kind!r}: expected tic-hp or tic")
+            self.initialised_from = f"{kind}={path}"
         self.model.to(device)
         self.total_steps, self.perlin_from = int(total_steps), int(perlin_from)
         self.learning_rate = float(learning_rate)
@@ -202,12 +258,21 @@ class TicTrainable:
                 "poly_power": POLY_POWER,
                 "clip_max_norm": CLIP_MAX_NORM,
                 "initialised_from": self.initialised_from,
-            }
+                "loss": self.loss,
+            },
+            EARLIER: self.earlier,
         }
 
     def restore_extra(self, extra: dict[str, Any]) -> None:
         schedule = extra.get("schedule", {})
         self.steps_done = int(schedule.get("steps_done", 0))
+        self.earlier = dict(extra.get(EARLIER, self.earlier))
+        saved_loss = schedule.get("loss", "paper")
+        if saved_loss != self.loss:
+            warnings.warn(
+                f"resuming a run trained with --loss {saved_loss} with --loss {self.loss}",
+                stacklevel=2,
+            )
 
     def learning_rate_now(self) -> float:
         """The polynomial schedule: lr * (1 - step / total) ^ 0.9."""
@@ -234,8 +299,9 @@ class TicTrainable:
                 "likelihoods": {k: v.float() for k, v in out["likelihoods"].items()},
             },
             quality_map,
+            balanced=self.loss == "balanced",
         )
-        amp.backward(losses["loss"], self.main, clip_grad_norm=CLIP_MAX_NORM)
+        amp.backward(losses["objective"], self.main, clip_grad_norm=CLIP_MAX_NORM)
         aux = self.model.aux_loss()
         amp.backward(aux, self.aux)
         self.steps_done += 1
