@@ -519,8 +519,8 @@ class TicCodec(_TicCodec):
         path = Path(self.weights).expanduser()
         checkpoint = read_tic_checkpoint(path, mmap=True)
         training = training_record(checkpoint)
-        earlier = checkpoint.get("earlier_training", {"steps": 0, "images": []})
-        images = list(training.get("images", [])) + list(earlier.get("images", []))
+        earlier = checkpoint.get(EARLIER_TRAINING, {"steps": 0, "images": []})
+        images = training_lineage(checkpoint)["images"]
         files = sorted({str(i["file_sha256"]) for i in images if i.get("file_sha256")})
         return {
             "weights": {
@@ -573,6 +573,22 @@ def read_tic_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     )  # fmt: skip
 
 
+EARLIER_TRAINING = "earlier_training"
+"""Checkpoint key of a fine-tune (``bench train tic --init tic=PATH``): the steps and images
+of the runs it started from."""
+
+
+def training_lineage(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The ``steps`` and ``images`` that made a ``bench-tic-1`` checkpoint's weights: its own
+    run's and those of the runs it was fine-tuned from."""
+    training = checkpoint.get("training", {})
+    earlier = checkpoint.get(EARLIER_TRAINING, {})
+    return {
+        "steps": int(training.get("step", 0)) + int(earlier.get("steps", 0)),
+        "images": list(training.get("images", [])) + list(earlier.get("images", [])),
+    }
+
+
 def load_tic_checkpoint(path: Path) -> tuple[TicConfig, TicHyperprior]:
     """The config and network (eval mode, CPU) of a ``bench-tic-1`` checkpoint, loaded with
     ``weights_only=True`` and strictly.
@@ -597,10 +613,12 @@ def load_tic_checkpoint(path: Path) -> tuple[TicConfig, TicHyperprior]:
 
 
 __all__ = [
+    "EARLIER_TRAINING",
     "TicCodec",
     "TicHpCodec",
     "load_tic_checkpoint",
     "read_tic_bitstream",
     "tile_boxes",
+    "training_lineage",
     "write_tic_bitstream",
 ]

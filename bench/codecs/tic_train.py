@@ -25,6 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bench.codecs.tic import (
+    EARLIER_TRAINING,
+    load_tic_checkpoint,
+    read_tic_checkpoint,
+    training_lineage,
+)
 from bench.codecs.tic_model import TicConfig, TicHyperprior, build_model, rate_distortion_loss
 from bench.train import AmpContext
 
@@ -35,8 +41,6 @@ AUX_LEARNING_RATE = 1e-3
 CLIP_MAX_NORM = 1.0
 POLY_POWER = 0.9
 PERLIN_MAX_THRESHOLD = 0.3
-EARLIER = "earlier_training"
-"""Checkpoint key of a fine-tune: the steps and images of the runs it started from."""
 LOSSES = ("paper", "balanced")
 """``paper``: eq. 3 over the batch; ``balanced``: each image's eq.-3 loss over its own value."""
 
@@ -141,36 +145,23 @@ def load_base_codec(model: TicHyperprior, path: Path) -> int:
 def load_tic_weights(model: TicHyperprior, config: TicConfig, path: Path) -> dict[str, Any]:
     """Copy the network of a ``bench train tic`` checkpoint into ``model`` (a fine-tune's start).
 
-    Returns its training before: ``steps`` and ``images`` (the checkpoint's own and those of
-    the runs it started from), so that the fine-tune still names every image its weights saw.
+    Returns its ``training_lineage`` (steps and images), so that the fine-tune still names
+    every image its weights saw.
 
     Raises:
         WeightsError: not a TIC checkpoint, or one of another network (what differs, named).
     """
-    from bench.codecs.tic import read_tic_checkpoint
     from bench.tasks.base import WeightsError
 
-    saved = read_tic_checkpoint(path)
-    try:
-        saved_config = TicConfig.from_dict(saved["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: bad TIC config in checkpoint: {exc}") from exc
-    if saved_config.to_dict() != config.to_dict():
+    saved_config, saved_model = load_tic_checkpoint(path)
+    if saved_config != config:
         raise WeightsError(
             f"{path}: a TIC of {saved_config.describe()}, lambda {saved_config.lambda_curve}; "
             f"this run trains {config.describe()}, lambda {config.lambda_curve}: give the same "
             "--size and --lambda-curve"
         )
-    try:
-        model.load_state_dict(saved["model"])
-    except (RuntimeError, TypeError) as exc:
-        raise WeightsError(f"{path}: the weights do not fit: {exc}") from exc
-    training = saved.get("training", {})
-    earlier = saved.get(EARLIER, {})
-    return {
-        "steps": int(training.get("step", 0)) + int(earlier.get("steps", 0)),
-        "images": list(training.get("images", [])) + list(earlier.get("images", [])),
-    }
+    model.load_state_dict(saved_model.state_dict())
+    return training_lineage(read_tic_checkpoint(path, mmap=True))
 
 
 class TicTrainable:
@@ -260,13 +251,13 @@ class TicTrainable:
                 "initialised_from": self.initialised_from,
                 "loss": self.loss,
             },
-            EARLIER: self.earlier,
+            EARLIER_TRAINING: self.earlier,
         }
 
     def restore_extra(self, extra: dict[str, Any]) -> None:
         schedule = extra.get("schedule", {})
         self.steps_done = int(schedule.get("steps_done", 0))
-        self.earlier = dict(extra.get(EARLIER, self.earlier))
+        self.earlier = dict(extra.get(EARLIER_TRAINING, self.earlier))
         saved_loss = schedule.get("loss", "paper")
         if saved_loss != self.loss:
             warnings.warn(
