@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bench.executors import Executor
     from bench.metrics.base import Column
     from bench.runner import RunResult
-    from bench.train import ImageSampler, TrainingOptions
+    from bench.train import ImageSampler, Trainer, TrainingOptions, TrainingResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED_RECORDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 143  # SIGTERM: stopped like Ctrl-C, records kept, resumable
@@ -536,6 +536,28 @@ def _training_setup(
     return training, sampler
 
 
+def _train(trainer: Trainer, resume: bool) -> TrainingResult | int:
+    """Run ``trainer``; on Ctrl-C or SIGTERM, say what the checkpoint holds and return the
+    exit status instead of a result.
+
+    Nothing is saved at the interruption: it can fall between the optimisers' updates, and a
+    checkpoint from there would not resume into the uninterrupted run. The last periodic
+    checkpoint does.
+    """
+    try:
+        return trainer.run(resume=resume)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        out, saved = trainer.options.out, trainer.saved_step
+        kept = (
+            f"{out} holds step {saved}; continue with the same command and --resume"
+            if saved is not None
+            else f"no checkpoint was written to {out} yet (see --checkpoint-every)"
+        )
+        print(f"\n{what} at step {trainer.step}: {kept}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
 def cmd_train_gan(args: argparse.Namespace) -> int:
     from bench.codecs.gan import (
         GanConfig,
@@ -615,7 +637,9 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         f"{dataset.tag} -> {args.out}",
         file=sys.stderr,
     )
-    result = Trainer(trainable, sampler, training).run(resume=args.resume)
+    result = _train(Trainer(trainable, sampler, training), args.resume)
+    if isinstance(result, int):
+        return result
     if result.checkpoint is not None:
         fit(trainable.generator, sampler, result.checkpoint, "training images")
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
@@ -674,7 +698,9 @@ def cmd_train_tic(args: argparse.Namespace) -> int:
         f"of {dataset.tag} -> {args.out}",
         file=sys.stderr,
     )
-    result = Trainer(trainable, sampler, training).run(resume=args.resume)
+    result = _train(Trainer(trainable, sampler, training), args.resume)
+    if isinstance(result, int):
+        return result
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
     print(
         f"trained to step {result.step} (epoch {result.epoch}) in {result.seconds / 60:.1f} min; "

@@ -687,6 +687,8 @@ class Trainer:
         self.numpy_rng = np.random.default_rng(options.seed)
         """Trainer-level numpy randomness, saved and restored with the checkpoint."""
         self.step = 0
+        self.saved_step: int | None = None
+        """The step that ``options.out`` holds (saved or resumed from); None before either."""
         self.seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self.evaluations: list[dict[str, Any]] = []
@@ -815,6 +817,8 @@ class Trainer:
         if target is None:
             raise UsageError("no checkpoint path: set the training option out")
         save_atomic(self.state_dict(), target)
+        if target == self.options.out:
+            self.saved_step = self.step
         return target
 
     # ---------------------------------------------------------------- the loop
@@ -845,7 +849,7 @@ class Trainer:
                 module.train()
             if resume and options.out is not None and options.out.is_file():
                 self.load_state_dict(load_checkpoint(options.out), options.out)
-                resumed_from = self.step
+                resumed_from = self.saved_step = self.step
                 self.log(f"resuming {self.trainable.name} from {options.out} at step {self.step}")
             elif resume:
                 self.log(f"no checkpoint at {options.out}: training {self.trainable.name} anew")

@@ -312,6 +312,51 @@ def test_resume_after_a_crash_from_the_periodic_checkpoint(dataset: Any, tmp_pat
     assert_bit_equal(parameters(resumed_model), parameters(whole_model))
 
 
+@pytest.mark.parametrize("signal_name", ["ctrl-c", "sigterm"])
+def test_interrupted_training_says_which_step_the_checkpoint_holds(
+    dataset: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], signal_name: str
+) -> None:
+    """Ctrl-C or SIGTERM in step 10 of `bench train`: no traceback, the exit status of an
+    interrupted `bench run`, and the step the periodic checkpoint holds, which resumes into
+    the uninterrupted run; before any checkpoint it says none was written."""
+    from bench.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, _train
+
+    stop, status = (
+        (KeyboardInterrupt, EXIT_INTERRUPTED)
+        if signal_name == "ctrl-c"
+        else (Terminated, EXIT_TERMINATED)
+    )
+    whole_model, whole = make(TinyGAN, dataset, None, steps=12, log_every=5)
+    uninterrupted = whole.run()
+    for every, expected in ((7, "holds step 7; continue with the same command and --resume"),
+                            (None, "no checkpoint was written to")):  # fmt: skip
+        path = tmp_path / f"every-{every}"
+        path.mkdir()
+        stopped, trainer = make(
+            TinyGAN, dataset, path, steps=12, log_every=5, checkpoint_every=every
+        )
+        step = stopped.step
+
+        def stops_at_ten(batch: Any, amp: AmpContext, step: Any = step, who: Any = stopped) -> Any:
+            if who.rounds == 9:
+                raise stop
+            return step(batch, amp)
+
+        stopped.step = stops_at_ten
+        assert _train(trainer, resume=False) == status
+        said = capsys.readouterr().err
+        assert "at step 9: " in said and expected in said, said
+        assert "Traceback" not in said
+        assert (path / "ckpt.pt").is_file() == (every is not None)
+    resumed_model, resumed = make(TinyGAN, dataset, tmp_path / "every-7", steps=12, log_every=5)
+    assert resumed.saved_step is None
+    result = resumed.run(resume=True)
+    assert result.resumed_from == 7
+    assert resumed.saved_step == 12
+    assert loss_curve(result) == loss_curve(uninterrupted)
+    assert_bit_equal(parameters(resumed_model), parameters(whole_model))
+
+
 def test_config_mismatch_on_resume_names_the_key(dataset: Any, tmp_path: Path) -> None:
     make(TinyAE, dataset, tmp_path, steps=2)[1].run()
     _, trainer = make(TinyAE, dataset, tmp_path, steps=4, model_kwargs={"channels": 4})
