@@ -382,6 +382,10 @@ def test_a_few_training_steps_fall_and_resume_repeats_the_next_step(tmp_path):
     assert prepared["weights"]["training_images"] == 1
     assert prepared["weights"]["earlier_training"] == {"steps": 3, "images": 2}
     assert prepared[TRAINING_FILES] == first_run[TRAINING_FILES]
+    # a fine-tune of the fine-tune: steps add up, the shared images count once
+    again = TicTrainable(config, total_steps=1, perlin_from=0, init=("tic", tmp_path / "t.pt"))
+    assert again.checkpoint_extra()["earlier_training"]["steps"] == 4
+    assert len(again.checkpoint_extra()["earlier_training"]["images"]) == 2
     with pytest.raises(WeightsError, match="give the same --size"):
         TicTrainable(TicConfig.preset("small"), total_steps=2, perlin_from=0, init=start)
 

@@ -533,7 +533,7 @@ class TicCodec(_TicCodec):
                 "training_images": len(training.get("images", [])),
                 "earlier_training": {
                     "steps": int(earlier.get("steps", 0)),
-                    "images": len(earlier.get("images", [])),
+                    "images": len(distinct_images(list(earlier.get("images", [])))),
                 },
             },
             TRAINING_FILES: files,
@@ -585,8 +585,21 @@ def training_lineage(checkpoint: dict[str, Any]) -> dict[str, Any]:
     earlier = checkpoint.get(EARLIER_TRAINING, {})
     return {
         "steps": int(training.get("step", 0)) + int(earlier.get("steps", 0)),
-        "images": list(training.get("images", [])) + list(earlier.get("images", [])),
+        "images": distinct_images([*training.get("images", []), *earlier.get("images", [])]),
     }
+
+
+def distinct_images(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Training-image records without repeats (runs of one lineage share images), first kept;
+    an image is its pixel hash, or its file hash where a record has no pixel hash."""
+    seen: set[str] = set()
+    kept = []
+    for image in images:
+        key = str(image.get("sha256") or image.get("file_sha256") or image)
+        if key not in seen:
+            seen.add(key)
+            kept.append(image)
+    return kept
 
 
 def load_tic_checkpoint(path: Path) -> tuple[TicConfig, TicHyperprior]:
