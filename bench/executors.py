@@ -82,12 +82,18 @@ class LocalPool(Executor):
         return in_pool(list(jobs), self.workers, work, crashed)
 
 
-def _worker_start() -> None:
+def _worker_start(parent: int) -> None:
     """Worker initializer: memory tuning, one OpenCV thread (the pool is the parallelism),
-    and exit when the main process is gone (a ``kill -9`` of it would otherwise leave the
-    workers running forever, re-parented)."""
+    and exit when the main process ``parent`` is gone (a ``kill -9`` of it would otherwise
+    leave the workers running forever, re-parented).
+
+    ``parent`` comes from the main process, not from ``os.getppid()`` here: a worker still
+    importing when the main process dies would read its new parent (the reaper) and never
+    notice.
+    """
+    if os.getppid() != parent:
+        os._exit(1)
     tune_worker()
-    parent = os.getppid()
 
     def watch() -> None:
         while True:
@@ -111,13 +117,17 @@ def in_pool(
     while queue or suspects:
         if suspects:
             job = suspects.pop()
-            with ProcessPoolExecutor(1, mp_context=context, initializer=_worker_start) as solo:
+            with ProcessPoolExecutor(
+                1, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
+            ) as solo:
                 try:
                     yield solo.submit(work, job).result()
                 except BrokenProcessPool as exc:
                     yield crashed(job, str(exc) or "BrokenProcessPool")
             continue
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
+        ) as pool:
             running: dict[Future[list[Any]], Any] = {}
             broken = False
             while (queue and not broken) or running:

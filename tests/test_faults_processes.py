@@ -128,17 +128,36 @@ def test_sigterm_stops_like_ctrl_c_and_resume_equals_an_uninterrupted_run(images
     assert records_table(out / "records.csv") == expected  # lost 0, duplicated 0
 
 
-def test_workers_exit_when_the_main_process_is_killed(images, tmp_path):
+def wait_for_children(pid: int, count: int, timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [child for child in children(pid) if alive(child)]
+        if len(found) >= count:
+            return found
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not start {count} children in {timeout} s")
+
+
+@pytest.mark.parametrize("when", ["after a record", "while the workers start"])
+def test_workers_exit_when_the_main_process_is_killed(images, tmp_path, when):
     process = bench_run(images, tmp_path / "run", "--workers", "2")
-    wait_for_rows(tmp_path / "run" / "records.csv", 1)
-    workers = [pid for pid in children(process.pid) if alive(pid)]
-    assert workers, "the run has no worker processes"
+    if when == "after a record":
+        wait_for_rows(tmp_path / "run" / "records.csv", 1)
+        workers = wait_for_children(process.pid, 1)
+    else:  # two workers and the resource tracker exist, the workers still importing
+        workers = wait_for_children(process.pid, 3)
     process.kill()
-    process.communicate(timeout=60)
+    process.wait(timeout=60)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
-        time.sleep(0.2)
-    assert not any(alive(pid) for pid in workers), "workers outlived their main process"
+    try:
+        while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in workers), "workers outlived their main process"
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        process.communicate(timeout=60)
 
 
 def _mount_small_tmpfs(directory: Path, size: str) -> bool:
