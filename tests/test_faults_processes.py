@@ -95,11 +95,13 @@ def test_a_second_run_into_the_same_out_is_refused_while_the_first_writes(images
     first = bench_run(images, out, "--workers", "1")
     try:
         wait_for_rows(out / "records.csv", 1)
+        first.send_signal(signal.SIGSTOP)  # holds the lock, and cannot finish before the second
         second = bench_run(images, out, "--workers", "1", "--resume")
         _, err = second.communicate(timeout=120)
         assert second.returncode == 2
         assert f"another bench run (process {first.pid})" in err
     finally:
+        first.send_signal(signal.SIGCONT)
         first.communicate(timeout=300)
     assert first.returncode == 0
     records = read_csv(out / "records.csv")
