@@ -519,7 +519,7 @@ class TicCodec(_TicCodec):
         path = Path(self.weights).expanduser()
         checkpoint = read_tic_checkpoint(path, mmap=True)
         training = training_record(checkpoint)
-        earlier = checkpoint.get(EARLIER_TRAINING, {"steps": 0, "images": []})
+        earlier = checkpoint.get(EARLIER_TRAINING, {})
         images = training_lineage(checkpoint)["images"]
         files = sorted({str(i["file_sha256"]) for i in images if i.get("file_sha256")})
         return {
@@ -533,7 +533,7 @@ class TicCodec(_TicCodec):
                 "training_images": len(training.get("images", [])),
                 "earlier_training": {
                     "steps": int(earlier.get("steps", 0)),
-                    "images": len(distinct_images(list(earlier.get("images", [])))),
+                    "images": len(distinct_images(earlier.get("images", []))),
                 },
             },
             TRAINING_FILES: files,
