@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from bench.codecs.base import Image
+from bench.types import Image
 from bench.errors import ImageReadError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

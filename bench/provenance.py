@@ -7,11 +7,19 @@ import os
 import platform
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import bench
 from bench.config import project_root
+
+
+def bench_version() -> str:
+    """The installed bench's version ("0.0.0+unknown" in a source tree never installed)."""
+    try:
+        return version("bench")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
 
 
 def now() -> str:
@@ -76,7 +84,7 @@ def software() -> dict[str, str]:
 
     return {
         "python": sys.version.split()[0],
-        "bench": bench.__version__,
+        "bench": bench_version(),
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
         "pillow": PIL.__version__,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.codecs.base import parse_option_value
+from bench.types import parse_option_value
 from bench.errors import UsageError
 from bench.metrics.base import Column
 

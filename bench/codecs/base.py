@@ -12,11 +12,7 @@ import numpy.typing as npt
 
 from bench.errors import CodecError, UsageError
 from bench.registry import construct, keyword_options
-
-Image = npt.NDArray[np.uint8]
-"""An (H, W, 3) uint8 RGB image."""
-
-OptionValue = str | int | float | bool
+from bench.types import Availability, Image, OptionValue
 
 CodecInputs = Mapping[str, npt.NDArray[Any]]
 """Per-image inputs besides the image, by name (e.g. ``quality_map``: (H, W) float32 in 0..1)."""
@@ -82,15 +78,6 @@ class RateScale:
     def by_quality(self, values: Iterable[float]) -> list[float]:
         """Sort rate values from the lowest quality to the highest."""
         return sorted(values, reverse=not self.quality_rises)
-
-
-@dataclass(frozen=True)
-class Availability:
-    """Whether a codec can run here; ``detail`` is a version or the reason it cannot."""
-
-    usable: bool
-    detail: str
-    hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -223,21 +210,6 @@ def option_names(cls: type[Codec]) -> list[str]:
 def instantiate(cls: type[Codec], options: Mapping[str, OptionValue]) -> Codec:
     """Create a codec from keyword options, naming the accepted ones when one is unknown."""
     return construct(cls, options, cls.name)
-
-
-def parse_option_value(text: str) -> OptionValue:
-    """Parse a command-line option value: true/false, an int, a float, or a string."""
-    lowered = text.strip().lower()
-    if lowered in {"true", "yes", "on"}:
-        return True
-    if lowered in {"false", "no", "off"}:
-        return False
-    for convert in (int, float):
-        try:
-            return convert(text)  # type: ignore[no-any-return]
-        except ValueError:
-            pass
-    return text
 
 
 def flag(value: Any, option: str) -> bool:

@@ -805,7 +805,7 @@ class GanCodec(Codec):
     ) -> None:
         super().__init__()
         if isinstance(entropy_coding, str):
-            from bench.codecs.base import parse_option_value
+            from bench.types import parse_option_value
 
             entropy_coding = parse_option_value(entropy_coding)  # type: ignore[assignment]
         if not isinstance(entropy_coding, bool | int) or entropy_coding not in (0, 1):

@@ -11,12 +11,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from bench.codecs.base import Image
 from bench.errors import DatasetError, ImageReadError
 from bench.images import read_rgb8
+from bench.types import IGNORE_LABEL, Image, LabelMap
 
-LabelMap = npt.NDArray[np.uint8]
-IGNORE_LABEL = 255
 
 
 @dataclass(frozen=True)

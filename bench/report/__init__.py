@@ -15,8 +15,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from bench import __version__
-from bench.provenance import now
+from bench.provenance import bench_version, now
 from bench.report.crops import crops as crops_section
 from bench.report.markup import esc
 from bench.report.rundir import RunData, load_run
@@ -83,12 +82,12 @@ def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -
     template = _template()
     return Template(template).substitute(
         csp=_policy(template),
-        generator=f"bench {__version__}",
+        generator=f"bench {bench_version()}",
         title=esc(f"bench report: {run.dataset_tag}"),
         subtitle=esc(subtitle),
         nav=nav,
         body=body,
-        footer=esc(f"Written by bench {__version__} on {now()} from {run.directory.resolve()}."),
+        footer=esc(f"Written by bench {bench_version()} on {now()} from {run.directory.resolve()}."),
     )
 
 

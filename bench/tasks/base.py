@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.codecs.base import Availability, Image
-from bench.datasets.base import IGNORE_LABEL, LabelMap
+from bench.types import Availability, Image
+from bench.types import IGNORE_LABEL, LabelMap
 from bench.download import sha256_of
 from bench.errors import BenchError, UsageError
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.codecs.base import Image
+from bench.types import Image
 from bench.tasks.base import TorchSegmenter
 
 try:

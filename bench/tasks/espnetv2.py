@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.codecs.base import Image
+from bench.types import Image
 from bench.tasks.base import TorchSegmenter
 
 try:

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from bench.checkpoints import resolve_checkpoint
-from bench.codecs.base import Availability, Image
-from bench.datasets.base import LabelMap
+from bench.types import Availability, Image
+from bench.types import LabelMap
 from bench.download import sha256_of
 from bench.tasks.base import (
     CITYSCAPES_CLASSES,
