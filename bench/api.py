@@ -151,11 +151,12 @@ def run(
 
 
 def default_out(tag: str) -> Path:
-    """``results/TAG-YYYYmmdd-HHMMSS`` in the project (``/`` and ``@`` of the tag as ``-``)."""
-    from bench.config import project_root
+    """``results/TAG-YYYYmmdd-HHMMSS`` (``/`` and ``@`` of the tag as ``-``): in the checkout
+    when bench runs from one, else in the current directory."""
+    from bench.config import results_home
 
     stem = tag.replace("/", "-").replace("@", "-")
-    return project_root() / "results" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return results_home() / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @dataclass

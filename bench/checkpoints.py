@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from bench.config import cache_home
 from bench.download import download, sha256_of
 from bench.errors import BenchError
-
-
-def cache_home() -> Path:
-    """Where downloaded checkpoints are kept (``BENCH_CACHE``, else ~/.cache/bench)."""
-    configured = os.environ.get("BENCH_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "bench"
 
 
 def resolve_checkpoint(spec: str, sha256: str = "") -> Path:

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from bench import __version__
 from bench.codecs import CODECS, default_rates
 from bench.codecs.base import option_names
-from bench.types import OptionValue, parse_option_value
 from bench.datasets import DATASETS, open_dataset
 from bench.errors import BenchError, UsageError
 from bench.records import Record
 from bench.search import MODES
+from bench.types import OptionValue, parse_option_value
 
 if TYPE_CHECKING:
     from bench.check import CheckResult, Finding

@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench.config import project_root
+from bench.config import checkout_root
 
 
 def bench_version() -> str:
@@ -38,8 +38,11 @@ def _git(args: list[str], cwd: Path) -> str | None:
 
 
 def git_state(root: Path | None = None) -> dict[str, Any]:
-    """Commit of the bench checkout and whether it has uncommitted changes."""
-    root = root or project_root()
+    """Commit of the bench checkout and whether it has uncommitted changes (None, None for
+    an installed bench)."""
+    root = root or checkout_root()
+    if root is None:
+        return {"commit": None, "dirty": None}
     commit = _git(["rev-parse", "HEAD"], root)
     if commit is None:
         return {"commit": None, "dirty": None}

@@ -26,7 +26,6 @@ from bench.codecs import CODECS, Codec, create_codec, default_rates
 from bench.codecs.base import (
     TRAINING_FILES,
     OptionValue,
-    RateScale,
     bitstream_info,
     instantiate,
 )
@@ -42,7 +41,7 @@ from bench.provenance import git_state, machine, now, software
 from bench.records import ERROR, RATE_VALUE, TARGET_BPP, Record
 from bench.registry import import_target
 from bench.search import MODES, search_rate
-from bench.store import AGGREGATES_CSV, SUPERSEDED_CSV, RunStore
+from bench.store import AGGREGATES_CSV, RunStore
 from bench.tasks.segmentation import SegmentationTask
 from bench.tasks.task import REFERENCE_CODEC, Task
 
@@ -140,7 +139,7 @@ def plan_codec(
     provenance: dict[str, Any] = {}
     if usable:
         try:
-            provenance = codec.prepare(checked or _searchable(scale))
+            provenance = codec.prepare(checked or _searchable(codec))
         except CodecUnavailable as exc:
             usable, reason = False, str(exc)
     return CodecPlan(
@@ -160,8 +159,12 @@ def plan_codec(
     )
 
 
-def _searchable(scale: RateScale) -> list[float]:
+def _searchable(codec: Codec) -> list[float]:
     """The rate values a target-bpp search may visit, when they are few enough to prepare."""
+    points = codec.rate_points()
+    if points is not None:
+        return list(points)
+    scale = codec.scale
     if scale.integer and scale.high - scale.low <= 16:
         return [float(v) for v in range(int(scale.low), int(scale.high) + 1)]
     return []
@@ -378,6 +381,7 @@ def _measure_target(
             target,
             mode=plan.target_mode,  # type: ignore[arg-type]
             first_guess=codec.rate_for_bpp(target),
+            candidates=codec.rate_points(),
         )
     except Exception as exc:  # a failing codec costs this record, never the run
         record.status, record.error = ERROR, f"target-bpp search: {type(exc).__name__}: {exc}"
@@ -849,13 +853,8 @@ def _finish(
             options.get(r.codec) == r.codec_options and r.metrics == names and r.task == identity
         ),
     )
-    if set_aside:
-        log.warning(
-            "%d record(s) made under other options, data or rate points than this run were "
-            "moved to %s",
-            set_aside,
-            SUPERSEDED_CSV,
-        )
+    for message in set_aside.messages():
+        log.warning("%s", message)
     image_order = {ref.id: i for i, ref in enumerate(refs)}
     codec_order = {p.name: i for i, p in enumerate(plans)}
     rate_order = {(p.name, r): i for p in plans for i, r in enumerate(p.points)}

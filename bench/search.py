@@ -11,7 +11,7 @@ every probe made, so a locally non-monotone codec still gets the best point seen
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,6 +60,7 @@ def search_rate(
     mode: Mode = "nearest",
     tolerance: float = DEFAULT_TOLERANCE,
     first_guess: float | None = None,
+    candidates: Sequence[float] | None = None,
 ) -> SearchResult:
     """Find the rate parameter whose bpp is closest to ``target`` (or highest not above it).
 
@@ -73,6 +74,9 @@ def search_rate(
         mode: ``nearest`` (smallest |bpp - target|) or ``not-above`` (largest bpp <= target).
         tolerance: relative bpp error that ends a search on a continuous scale.
         first_guess: a rate value from the codec's own rate control, probed first.
+        candidates: the only rate values the codec has (``Codec.rate_points``), e.g. the
+            checkpoints of a learned codec: the search bisects over them and probes nothing
+            else.
 
     >>> search_rate(lambda q: q / 10, RateScale("quality", 1, 100, True), 2.34).rate
     23.0
@@ -80,6 +84,10 @@ def search_rate(
     24.0
     >>> search_rate(lambda q: q / 10, RateScale("q", 1, 100, True), 2.36, mode="not-above").rate
     23.0
+    >>> found = search_rate(lambda b: b, RateScale("bpp", 0.01, 1, True, False), 0.3,
+    ...                     candidates=[0.0625, 0.125, 0.25, 0.5])
+    >>> found.rate, [rate for rate, _ in found.probes]
+    (0.25, [0.0625, 0.5, 0.125, 0.25])
     """
     if not target > 0:
         raise ValueError(f"target bpp must be positive, got {target}")
@@ -92,6 +100,8 @@ def search_rate(
             seen[rate] = float(bpp_of(rate))
         return seen[rate]
 
+    if candidates is not None:
+        return _search_among(probe, seen, scale, target, mode, candidates)
     # Work along "quality": lo is the lowest-quality end, hi the highest.
     lo, hi = (scale.low, scale.high) if scale.quality_rises else (scale.high, scale.low)
     note = ""
@@ -120,6 +130,34 @@ def search_rate(
             if not scale.integer and close and (mode == "nearest" or bpp <= target):
                 break
             if bpp <= target:
+                lo = mid
+            else:
+                hi = mid
+    return _pick(seen, target, mode, note)
+
+
+def _search_among(
+    probe: Callable[[float], float],
+    seen: dict[float, float],
+    scale: RateScale,
+    target: float,
+    mode: Mode,
+    candidates: Sequence[float],
+) -> SearchResult:
+    """Bisect over a finite set of rate values, lowest quality first."""
+    values = sorted({float(v) for v in candidates}, reverse=not scale.quality_rises)
+    if not values:
+        raise ValueError("the codec has no rate point to search among")
+    lo, hi = 0, len(values) - 1
+    note = ""
+    if probe(values[lo]) > target:
+        note = f"target {target:g} bpp is below the lowest achievable ({seen[values[lo]]:.4g} bpp)"
+    elif probe(values[hi]) < target:
+        note = f"target {target:g} bpp is above the highest achievable ({seen[values[hi]]:.4g} bpp)"
+    else:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if probe(values[mid]) <= target:
                 lo = mid
             else:
                 hi = mid

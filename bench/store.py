@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -112,6 +113,53 @@ def _schema(names: list[str], records: list[Record]) -> Any:
         return pa.int64() if column in INT_COLUMNS else pa.float64()
 
     return pa.schema([(c, kind(c)) for c in names])
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """How many records ``RunStore.keep_only`` moved to records.superseded.csv, by why.
+
+    Attributes:
+        redone: earlier attempts of a slot that this run did again (``redone_failed`` of them
+            had failed: a resume redoes failed records).
+        other_settings: made under other codec options, metrics, inputs or task.
+        outside_sweep: of images or rate points that this run does not sweep.
+    """
+
+    redone: int = 0
+    redone_failed: int = 0
+    other_settings: int = 0
+    outside_sweep: int = 0
+
+    @property
+    def total(self) -> int:
+        """All records moved."""
+        return self.redone + self.other_settings + self.outside_sweep
+
+    def messages(self) -> list[str]:
+        """One line per reason, for the run's log."""
+        lines = []
+        if self.redone_failed:
+            lines.append(
+                f"{self.redone_failed} failed record(s) were done again; the failed attempts "
+                f"were moved to {SUPERSEDED_CSV}"
+            )
+        if self.redone > self.redone_failed:
+            lines.append(
+                f"{self.redone - self.redone_failed} record(s) were done again; the earlier "
+                f"ones were moved to {SUPERSEDED_CSV}"
+            )
+        if self.other_settings:
+            lines.append(
+                f"{self.other_settings} record(s) made under other codec options, metrics, "
+                f"inputs or task than this run's were moved to {SUPERSEDED_CSV}"
+            )
+        if self.outside_sweep:
+            lines.append(
+                f"{self.outside_sweep} record(s) of images or rate points this run does not "
+                f"sweep were moved to {SUPERSEDED_CSV}"
+            )
+        return lines
 
 
 class RunStore:
@@ -207,23 +255,32 @@ class RunStore:
 
     def keep_only(
         self, slots: set[tuple[str, str, str, str, float]], current: Callable[[Record], bool]
-    ) -> int:
+    ) -> SetAside:
         """Keep in records.csv only the latest record of each of ``slots`` that is
         ``current`` (made under this run's options); move every other record (replaced by a
         later one, made under other options, or outside this run's sweep) to
-        ``records.superseded.csv``. Call after ``close``. Returns how many were moved."""
+        ``records.superseded.csv``. Call after ``close``. Returns how many were moved, by why."""
         latest = {record.slot: record for record in self.records if current(record)}
         kept = [r for r in self.records if r.slot in slots and latest.get(r.slot) is r]
         moved = [r for r in self.records if not (r.slot in slots and latest.get(r.slot) is r)]
         if not moved:
-            return 0
+            return SetAside()
+        outside = [r for r in moved if r.slot not in slots]
+        other = [r for r in moved if r.slot in slots and not current(r)]
+        redone = [r for r in moved if r.slot in slots and current(r)]
+        why = SetAside(
+            redone=len(redone),
+            redone_failed=sum(1 for r in redone if not r.ok),
+            other_settings=len(other),
+            outside_sweep=len(outside),
+        )
         aside = self.directory / SUPERSEDED_CSV
         earlier = read_csv(aside) if aside.is_file() else []
         set_aside = [*earlier, *moved]
         write_records(aside, columns(value_columns(set_aside)), set_aside)
         write_records(self.csv_path, self.columns, kept)
         self.records = kept
-        return len(moved)
+        return why
 
     def write_parquet(self) -> None:
         write_parquet(self.final_records(), self.directory / RECORDS_PARQUET)

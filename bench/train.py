@@ -47,9 +47,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from bench.types import Image
 from bench.download import sha256_of
 from bench.errors import BenchError, DatasetError, UsageError
+from bench.types import Image
 
 if TYPE_CHECKING:
     import torch

@@ -12,7 +12,7 @@ import numpy as np
 
 from bench.codecs.base import Availability, Ceiling, Codec, CodecInputs, Image, RateScale
 from bench.codecs.inputs import QualityMapSource
-from bench.errors import CodecError
+from bench.errors import CodecError, CodecUnavailable
 from bench.metrics.base import Column, Metric, Value
 from bench.tasks.base import Segmenter
 
@@ -43,6 +43,46 @@ class FailingEncoder(_Base):
         if rate == 13:
             raise CodecError("fail-at-13: encoder exited with status 1")
         return super().encode(image, rate)
+
+
+class NeedsWeights(_Base):
+    """Codes only once its ``weights`` file exists, like a learned codec without a
+    checkpoint yet; ``rate_points`` are the rates listed in that file (a finite set)."""
+
+    name = "needs-weights"
+    rate_scale = RateScale("bpp", 0.001, 10.0, quality_rises=True, integer=False)
+
+    def __init__(self, *, weights: str = "") -> None:
+        super().__init__()
+        self.weights = weights
+        self.options = {"weights": weights}
+
+    def _rates(self) -> list[float]:
+        try:
+            text = open(self.weights, encoding="utf-8").read()  # noqa: SIM115
+        except OSError:
+            raise CodecUnavailable(f"{self.name}: no weights at {self.weights!r}") from None
+        return [float(value) for value in text.split()]
+
+    def prepare(self, rates: Sequence[float]) -> dict[str, str]:
+        missing = sorted(set(rates) - set(self._rates()))
+        if missing:
+            raise CodecUnavailable(f"{self.name}: no checkpoint for {missing[0]:g} bpp")
+        return {}
+
+    def rate_points(self) -> tuple[float, ...]:
+        return tuple(self._rates())
+
+    def encode(self, image: Image, rate: float) -> bytes:
+        if rate not in self._rates():
+            raise CodecUnavailable(f"{self.name}: no checkpoint for {rate:g} bpp")
+        # Bytes in proportion to the rate: rate * pixels / 8, at least the 8-byte header.
+        size = max(8, round(rate * image.shape[0] * image.shape[1] / 8))
+        return super().encode(image, rate)[:8] + bytes(size - 8)
+
+    def decode(self, data: bytes) -> Image:
+        h, w = np.frombuffer(data[:8], dtype=">u4")
+        return np.zeros((int(h), int(w), 3), np.uint8)
 
 
 class WrongShapeDecoder(_Base):

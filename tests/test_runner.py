@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import shutil
@@ -19,6 +20,7 @@ from PIL import Image
 from bench import executors
 from bench.codecs import CODECS, create_codec
 from bench.curves import read_aggregates
+from bench.datasets.folder import FolderDataset
 from bench.datasets.kodak import KodakDataset
 from bench.images import read_rgb8
 from bench.metrics.fidelity import ms_ssim_rgb, psnr_rgb, ssim_rgb
@@ -275,3 +277,52 @@ def test_a_pool_that_breaks_between_wait_and_submit_loses_no_task(monkeypatch):
     )
     done = [record for records in jobs for record in records]
     assert sorted(done) == ["done a", "done b", "done c", "done d"]
+
+
+def _small_folder(root: Path, count: int = 2) -> FolderDataset:
+    root.mkdir()
+    rng = np.random.default_rng(11)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (176, 176, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return FolderDataset(data_dir=root)
+
+
+def test_a_target_bpp_search_visits_only_the_rate_points_a_codec_has(tmp_path, monkeypatch):
+    # Before the fix the search bisected the whole bpp scale, probed 0.001 bpp first and
+    # failed every record with "no checkpoint for 0.001 bpp".
+    _register(monkeypatch, "needs-weights", "NeedsWeights")
+    weights = tmp_path / "weights.txt"
+    weights.write_text("0.0625 0.125 0.5")
+    plan = plan_codec("needs-weights", {"weights": str(weights)}, targets=[0.0625, 0.3])
+    assert plan.usable, plan.unusable_reason
+    result = run(_small_folder(tmp_path / "images"), [plan], tmp_path / "run", workers=0)
+    assert [r.status for r in result.records] == ["ok"] * 4
+    chosen = {(r.image_id, r.target_bpp): r.rate for r in result.records}
+    # 0.3 bpp: 0.125 is 0.175 away, 0.5 is 0.2 away.
+    assert chosen == {("0", 0.0625): 0.0625, ("1", 0.0625): 0.0625,
+                      ("0", 0.3): 0.125, ("1", 0.3): 0.125}  # fmt: skip
+    assert all("searched" in r.note for r in result.records)
+
+
+def test_a_resume_says_that_failed_records_were_done_again(tmp_path, monkeypatch, caplog):
+    # Before the fix the log said the redone records were "made under other options, data or
+    # rate points than this run", which is not what happened.
+    _register(monkeypatch, "needs-weights", "NeedsWeights")
+    weights = tmp_path / "weights.txt"
+    dataset = _small_folder(tmp_path / "images")
+
+    def sweep(resume: bool):
+        plan = plan_codec("needs-weights", {"weights": str(weights)}, rates=[0.5])
+        return run(dataset, [plan], tmp_path / "run", workers=0, resume=resume)
+
+    first = sweep(resume=False)
+    assert [r.status for r in first.records] == ["error", "error"]
+    assert "no weights" in first.records[0].error
+    weights.write_text("0.5")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bench"):
+        second = sweep(resume=True)
+    assert [r.status for r in second.records] == ["ok", "ok"]
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "2 failed record(s) were done again" in said
+    assert "other" not in said

@@ -47,7 +47,7 @@ def create_codec(name: str, options: Mapping[str, OptionValue] | None = None) ->
 
 
 def default_rates(codec: Codec) -> list[float]:
-    """A codec's default sweep: ``codecs/defaults.toml``, else the class's ``default_rates``."""
+    """A codec's default sweep: ``bench/codecs/defaults.toml``, else its ``default_rates``."""
     configured = codec_defaults().get(codec.name, {}).get("rates")
     rates = configured if configured is not None else list(codec.default_rates)
     if not rates:

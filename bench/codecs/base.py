@@ -111,7 +111,7 @@ class Codec(abc.ABC):
     """Options that let the contract tests run without external files (e.g. stand-in weights);
     when set, the tests check the mechanics only, not quality."""
     default_rates: ClassVar[tuple[float, ...]] = ()
-    """Fallback sweep for plugins; built-ins take theirs from ``codecs/defaults.toml``."""
+    """Fallback sweep for plugins; built-ins take theirs from ``bench/codecs/defaults.toml``."""
 
     inputs: ClassVar[tuple[str, ...]] = ()
     """Names of the per-image inputs the codec takes besides the image (``quality_map``);
@@ -141,6 +141,12 @@ class Codec(abc.ABC):
     def library_version(self) -> str:
         """The name and version of the library or binary that does the coding."""
         return self.availability().detail
+
+    def rate_points(self) -> tuple[float, ...] | None:
+        """The only rate values the codec can code at, when they are a finite set (a learned
+        codec's checkpoints); None when any value of its scale is allowed. A target-bpp search
+        visits only these."""
+        return None
 
     def rate_for_bpp(self, bpp: float) -> float | None:
         """The rate value the codec's own rate control gives for a bpp target, if it has one

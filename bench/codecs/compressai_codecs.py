@@ -43,7 +43,7 @@ def _compressai() -> Any:
 
 def zoo_cache() -> Path:
     """Where bench keeps downloaded zoo weights: ``$BENCH_CACHE/compressai``."""
-    from bench.checkpoints import cache_home
+    from bench.config import cache_home
 
     return cache_home() / "compressai"
 

@@ -23,7 +23,7 @@ _DONE_MARK = ".complete"
 class ClicDataset(Dataset):
     """A CLIC split from a local directory of its images, or a checked, safely extracted download.
 
-    Splits (``bench list datasets`` and ``datasets/clic.toml``): professional-valid (default),
+    Splits (``bench list datasets`` and ``bench/datasets/clic.toml``): professional-valid (default),
     mobile-valid, professional-test, mobile-test (CLIC 2020) and professional-test-2018
     (local only). Report PSNR both as the mean over images and pooled over every pixel, as
     the CLIC papers do: the aggregates carry both.

@@ -87,7 +87,9 @@ def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -
         subtitle=esc(subtitle),
         nav=nav,
         body=body,
-        footer=esc(f"Written by bench {bench_version()} on {now()} from {run.directory.resolve()}."),
+        footer=esc(
+            f"Written by bench {bench_version()} on {now()} from {run.directory.resolve()}."
+        ),
     )
 
 

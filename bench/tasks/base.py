@@ -9,10 +9,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.types import Availability, Image
-from bench.types import IGNORE_LABEL, LabelMap
 from bench.download import sha256_of
 from bench.errors import BenchError, UsageError
+from bench.types import IGNORE_LABEL, Availability, Image, LabelMap
 
 CITYSCAPES_CLASSES = (
     "road",
