@@ -145,6 +145,7 @@ def run(
         task=planned_task,
         limit=limit,
         resume=resume,
+        progress=progress,
         argv=argv or ["bench.run", f"codecs={','.join(names)}", f"dataset={dataset}"],
         dataset_options=opened_with,
     )
