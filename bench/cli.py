@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from bench import __version__
 from bench.codecs import CODECS, default_rates
 from bench.codecs.base import option_names
-from bench.types import OptionValue, parse_option_value
 from bench.datasets import DATASETS, open_dataset
 from bench.errors import BenchError, UsageError
 from bench.records import Record
 from bench.search import MODES
+from bench.types import OptionValue, parse_option_value
 
 if TYPE_CHECKING:
     from bench.check import CheckResult, Finding
@@ -445,31 +445,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from bench.curves import write_outputs
-    from bench.manifest import (
-        MANIFEST,
-        RunManifest,
-        read_manifest,
-        rebuild_metrics,
-        rebuild_task,
-    )
-    from bench.records import latest_per_key, read_csv
-    from bench.store import RECORDS_CSV, RECORDS_PARQUET, write_parquet
+    from bench.outputs import rewrite_outputs
 
     directory = Path(args.run_dir)
-    if not (directory / RECORDS_CSV).is_file():
-        raise UsageError(f"{directory} has no {RECORDS_CSV}: is it a bench run directory?")
-    has_manifest = (directory / MANIFEST).is_file()
-    manifest = read_manifest(directory) if has_manifest else RunManifest()
-    records = latest_per_key(read_csv(directory / RECORDS_CSV))
-    write_parquet(records, directory / RECORDS_PARQUET)
-    write_outputs(
-        records,
-        directory,
-        rebuild_metrics(manifest),
-        rebuild_task(manifest),
-        manifest.dataset_tag,
-    )
+    rewrite_outputs(directory)
     print(f"rewrote aggregates, records.parquet and plots/ in {directory}")
     return EXIT_OK
 

@@ -23,6 +23,7 @@ from bench.datasets.folder import FolderDataset
 from bench.datasets.kodak import KodakDataset
 from bench.errors import UsageError
 from bench.images import read_rgb8
+from bench.outputs import write_run_outputs
 from bench.report import write_report
 from bench.runner import plan_codec, run
 
@@ -122,7 +123,10 @@ def png_pixels(uri: str) -> np.ndarray:
 def kodak_run(kodak, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "run"
     plans = [plan_codec(name, rates=rates) for name, rates in RATES.items()]
-    run(KodakDataset(data_dir=kodak), plans, out, workers=0, limit=IMAGES)
+    # As `bench run` does: the sweep, then the output stage (its report is rewritten below).
+    write_run_outputs(
+        run(KodakDataset(data_dir=kodak), plans, out, workers=0, limit=IMAGES), report=False
+    )
     return out
 
 
@@ -369,7 +373,10 @@ def nasty_run(kodak, tmp_path_factory) -> Path:
     (images / "<b onmouseover=alert(4)>broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     out = root / "run"
     plans = [plan_codec("jpeg", rates=[30, 70]), plan_codec("webp", rates=[40, 80])]
-    run(FolderDataset(data_dir=images), plans, out, workers=0, argv=["bench", "run", NASTY_ARG])
+    result = run(
+        FolderDataset(data_dir=images), plans, out, workers=0, argv=["bench", "run", NASTY_ARG]
+    )
+    write_run_outputs(result, report=False)
     return out
 
 
@@ -500,8 +507,9 @@ def test_segmentation_run_has_miou_plot_class_table_and_overlays(
     )
     segmenter = plan_segmenter("espnet", {"weights": str(espnet_weights)})
     out = tmp_path / "run"
-    run(dataset, [plan_codec("jpeg", rates=[10, 60])], out, workers=0, limit=1,
-        task=segmenter)  # fmt: skip
+    result = run(dataset, [plan_codec("jpeg", rates=[10, 60])], out, workers=0, limit=1,
+                 task=segmenter)  # fmt: skip
+    write_run_outputs(result, report=False)
     page = Page(write_report(out).read_text())
     assert "per-class" in page.sections
     assert page.svgs == 3  # PSNR, MS-SSIM and mIoU
