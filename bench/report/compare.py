@@ -294,10 +294,12 @@ def _legend_note(sides: list[Side]) -> str:
 
 @dataclass(frozen=True)
 class Pair:
-    """One BD comparison of the page: the anchor and test curves' names and the result."""
+    """One BD comparison of the page: the anchor and test curves' names, the test curve's
+    codec and the result."""
 
     anchor: str
     test: str
+    codec: str
     result: Any  # bench.bjontegaard.BDResult
 
 
@@ -324,7 +326,7 @@ def bd_pairs(sides: list[Side], column: Column) -> tuple[list[Pair], list[Pair]]
             curves[anchor], curves[test], method=METHOD, anchor_name=names[0],
             test_name=names[1], metric=column.record or column.name,
         )  # fmt: skip
-        return Pair(names[0], names[1], result)
+        return Pair(names[0], names[1], test[1], result)
 
     first = sides[0].label
     same = [
@@ -349,19 +351,21 @@ def _bd_table(
     unit = "pp" if column.unit == "%" else column.unit
     quality = f"BD-{column.label.removesuffix(' mean')}" + (f" [{unit}]" if unit else "")
     rows: list[list[Cell | str]] = []
-    for p in pairs:
-        r = p.result
-        cells: list[Cell | str] = [p.test] if kind == "anchor" else [
-            p.test.rsplit(" (run ", 1)[0], p.anchor, p.test
-        ]  # fmt: skip
-        cells += [
-            Cell(_signed(r.bd_rate, 2) + (" %" if _finite(r.bd_rate) else ""), value=r.bd_rate,
-                 cls="num"),
-            Cell(_signed(r.bd_quality * column.scale, 3), value=r.bd_quality, cls="num"),
-            Cell(fmt(r.overlap, 2), value=r.overlap, cls="num"),
-            r.warning or "",
-        ]  # fmt: skip
-        rows.append(cells)
+    for pair in pairs:
+        r = pair.result
+        names: list[Cell | str] = (
+            [pair.test] if kind == "anchor" else [pair.codec, pair.anchor, pair.test]
+        )
+        rate = _signed(r.bd_rate, 2) + (" %" if _finite(r.bd_rate) else "")
+        rows.append(
+            [
+                *names,
+                Cell(rate, value=r.bd_rate, cls="num"),
+                Cell(_signed(r.bd_quality * column.scale, 3), value=r.bd_quality, cls="num"),
+                Cell(fmt(r.overlap, 2), value=r.overlap, cls="num"),
+                r.warning or "",
+            ]
+        )
     header = [*first_header, "BD-rate", quality, "overlap", "note"]
     metric = column.record or column.name
     return table(
