@@ -54,6 +54,11 @@ def run(
 ) -> RunResult:
     """Sweep codecs over a dataset, as ``bench run`` does; returns the run's result.
 
+    The records and manifest come from ``bench.runner.run``; then the output stage
+    (``bench.outputs.write_run_outputs``) writes aggregates, tables, ``bd.csv``, plots and
+    ``report.html``, also when Ctrl-C, SIGTERM or an error stops the run (the exception is
+    raised again once they are written).
+
     Args:
         codecs: names, as a list or comma-separated (``"jpeg,webp"``).
         dataset: a dataset name (``kodak``, ``clic``, ``cityscapes``, ``folder``);
@@ -82,7 +87,8 @@ def run(
     from bench.datasets import open_dataset
     from bench.executors import local
     from bench.metrics import create_metrics
-    from bench.runner import plan_codec, plan_segmenter
+    from bench.outputs import write_run_outputs
+    from bench.runner import plan_codec, plan_segmenter, stopped_run
     from bench.runner import run as run_sweep
 
     names = [c.strip() for c in (codecs.split(",") if isinstance(codecs, str) else codecs)]
@@ -135,19 +141,27 @@ def run(
     out_dir = Path(out) if out is not None else default_out(data.tag)
     if on_start is not None:
         on_start(data.tag, out_dir)
-    return run_sweep(
-        data,
-        plans,
-        out_dir,
-        workers=count,
-        executor=executor or local(count),
-        metrics=chosen,
-        task=planned_task,
-        limit=limit,
-        resume=resume,
-        argv=argv or ["bench.run", f"codecs={','.join(names)}", f"dataset={dataset}"],
-        dataset_options=opened_with,
-    )
+    try:
+        result = run_sweep(
+            data,
+            plans,
+            out_dir,
+            workers=count,
+            executor=executor or local(count),
+            metrics=chosen,
+            task=planned_task,
+            limit=limit,
+            resume=resume,
+            progress=progress,
+            argv=argv or ["bench.run", f"codecs={','.join(names)}", f"dataset={dataset}"],
+            dataset_options=opened_with,
+        )
+    except BaseException as exc:  # interrupted or failed: outputs of what it kept, re-raise
+        stopped = stopped_run(exc)
+        if stopped is not None:
+            write_run_outputs(stopped)
+        raise
+    return write_run_outputs(result)
 
 
 def default_out(tag: str) -> Path:

@@ -432,44 +432,27 @@ def list_datasets() -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.report import write_comparison, write_report
 
-    path = write_report(
-        Path(args.run_dir),
-        Path(args.out) if args.out else None,
-        crops=not args.no_crops,
-        crop_image=args.crop_image,
-    )
+    run_dirs = [Path(d) for d in args.run_dirs]
+    out = Path(args.out) if args.out else None
+    if len(run_dirs) == 1:
+        path = write_report(run_dirs[0], out, crops=not args.no_crops, crop_image=args.crop_image)
+    else:
+        if args.crop_image:
+            raise UsageError(
+                "--crop-image is for the report of one run; a comparison of runs has no crops"
+            )
+        path = write_comparison(run_dirs, out)
     print(f"wrote {path}")
     return EXIT_OK
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from bench.curves import write_outputs
-    from bench.manifest import (
-        MANIFEST,
-        RunManifest,
-        read_manifest,
-        rebuild_metrics,
-        rebuild_task,
-    )
-    from bench.records import latest_per_key, read_csv
-    from bench.store import RECORDS_CSV, RECORDS_PARQUET, write_parquet
+    from bench.outputs import rewrite_outputs
 
     directory = Path(args.run_dir)
-    if not (directory / RECORDS_CSV).is_file():
-        raise UsageError(f"{directory} has no {RECORDS_CSV}: is it a bench run directory?")
-    has_manifest = (directory / MANIFEST).is_file()
-    manifest = read_manifest(directory) if has_manifest else RunManifest()
-    records = latest_per_key(read_csv(directory / RECORDS_CSV))
-    write_parquet(records, directory / RECORDS_PARQUET)
-    write_outputs(
-        records,
-        directory,
-        rebuild_metrics(manifest),
-        rebuild_task(manifest),
-        manifest.dataset_tag,
-    )
+    rewrite_outputs(directory)
     print(f"rewrote aggregates, records.parquet and plots/ in {directory}")
     return EXIT_OK
 
@@ -1006,9 +989,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("report", help="write the self-contained HTML report of a run directory")
-    p.add_argument("run_dir")
-    p.add_argument("--out", help="report file (default: RUN_DIR/report.html)")
+    p = sub.add_parser(
+        "report",
+        help="write the self-contained HTML report of a run directory, or a page comparing runs",
+        description="With one RUN_DIR: its report (RUN_DIR/report.html). With several: one "
+        "page with every run's R-D curves on the same axes, BD tables between the runs and "
+        "each run's provenance (reports/A-vs-B.html in the project).",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument(
+        "--out",
+        help="report file (default: RUN_DIR/report.html; with several runs "
+        "reports/RUN_A-vs-RUN_B.html, named after the run directories)",
+    )
     p.add_argument(
         "--no-crops", action="store_true", help="no crops of reconstructions (codes nothing again)"
     )

@@ -1,5 +1,9 @@
-"""Per-rate-point aggregates and rate-distortion plots, from records and the run's metrics
-and task (every column's meaning comes from its metric or task object)."""
+"""Per-rate-point aggregates, the task's tables and rate-distortion plots, from records and
+the run's metrics and task (every column's meaning comes from its metric or task object).
+
+Aggregation only: BD numbers are computed from these aggregates by ``bench.bjontegaard``, and
+``bench.outputs`` writes everything derived from a run's records.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any
 
 from bench.metrics.base import Column, Metric, mean
 from bench.records import TARGET_BPP, Record
-from bench.store import AGGREGATES_CSV, PLOTS, replacing
+from bench.store import replacing
 from bench.tasks.task import REFERENCE_CODEC, Task
 
 __all__ = [
@@ -25,7 +29,7 @@ __all__ = [
     "plot_rd",
     "read_aggregates",
     "write_aggregates",
-    "write_outputs",
+    "write_task_tables",
 ]
 
 RATE_COLUMNS = (
@@ -248,22 +252,3 @@ def write_task_tables(rows: list[Aggregate], task: Task | None, directory: Path)
             csv.writer(handle).writerows(table.rows)
         written.append(path)
     return written
-
-
-def write_outputs(
-    records: list[Record],
-    directory: Path,
-    metrics: Sequence[Metric],
-    task: Task | None = None,
-    title: str = "",
-) -> tuple[list[Aggregate], list[Path]]:
-    """Everything derived from a run's records: aggregates.csv, the task's tables (e.g.
-    per_class_iou.csv), bd.csv and the plots. Returns the aggregates and the plot files."""
-    from bench.bjontegaard import write_bd_csv
-
-    rows = aggregate(records, metrics, task)
-    write_aggregates(rows, directory / AGGREGATES_CSV)
-    write_task_tables(rows, task, directory)
-    columns = columns_of(metrics, task)
-    write_bd_csv(rows, [c for c in columns if c.bd], directory)
-    return rows, plot_rd(rows, columns, directory / PLOTS, title=title)

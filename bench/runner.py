@@ -1,7 +1,8 @@
 """The sweep: every image x codec x rate point, coded, decoded, scored into records.
 
 The runner plans jobs, hands them to an executor (``bench.executors``) and stores what comes
-back; aggregates, tables, plots and the report are exporters run after it.
+back, then returns; aggregates, tables, ``bd.csv``, plots and the report are the output
+stage's (``bench.outputs``), which the API and the CLI run after it. Nothing here imports it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from bench.codecs.base import (
     instantiate,
 )
 from bench.codecs.inputs import QUALITY_MAP, QualityMapSource, map_sha256
-from bench.curves import write_outputs
 from bench.datasets import Dataset, Sample, SampleRef
 from bench.errors import CodecError, CodecUnavailable, MetricUndefined, UsageError
 from bench.executors import Executor, InProcess, local
@@ -535,13 +535,38 @@ def crashed(job: Job, detail: str) -> list[Record]:
 
 @dataclass
 class RunResult:
-    """What a finished (or interrupted) run left behind."""
+    """What a finished (or interrupted) run left behind: its records (sorted, the latest per
+    slot) and what the output stage (``bench.outputs.write_run_outputs``) needs to derive
+    aggregates, tables, ``bd.csv``, plots and the report from them.
+
+    ``plots`` is empty until the output stage has drawn them. A run stopped by an exception
+    (Ctrl-C, SIGTERM, a full disk) carries its result on that exception: see
+    :func:`stopped_run`.
+    """
 
     directory: Path
     records: list[Record]
     status: str
-    aggregates_csv: Path
+    metrics: tuple[Metric, ...] = ()
+    task: Task | None = None
+    dataset_tag: str = ""
     plots: list[Path] = field(default_factory=list)
+
+    @property
+    def aggregates_csv(self) -> Path:
+        """Where the output stage writes the aggregates."""
+        return self.directory / AGGREGATES_CSV
+
+
+_STOPPED_RUN = "bench_run_result"
+
+
+def stopped_run(exc: BaseException) -> RunResult | None:
+    """The result of the run that ``exc`` stopped (interrupted or failed), its records and
+    manifest closed before ``exc`` left :func:`run`; None when no run was closed (``exc`` came
+    from elsewhere, or closing the run directory failed too)."""
+    found = getattr(exc, _STOPPED_RUN, None)
+    return found if isinstance(found, RunResult) else None
 
 
 def _input_hashes(
@@ -623,7 +648,13 @@ def run(
     progress: Callable[[int, int, list[Record]], None] | None = None,
     dataset_options: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """Sweep ``plans`` over ``dataset`` into ``out_dir``.
+    """Sweep ``plans`` over ``dataset`` into ``out_dir``: records and the manifest. What is
+    derived from the records (aggregates, tables, ``bd.csv``, plots, the report) is the output
+    stage's: ``bench.outputs.write_run_outputs(result)`` (``bench.run`` and ``bench run`` call it).
+
+    An exception that stops the sweep (``KeyboardInterrupt``, a full disk) propagates once the
+    records finished so far and the manifest (``interrupted`` or ``failed``) are written; it
+    carries the run's result (:func:`stopped_run`) for the output stage.
 
     With a ``task`` (e.g. segmentation) every reconstruction is also given to it and scored,
     and the uncompressed images (codec ``none``) are added as its reference.
@@ -738,18 +769,18 @@ def _run(
             store.add(records)
             if progress:
                 progress(count, len(jobs), records)
-    except KeyboardInterrupt:
-        _finish_after_failure(store, manifest, "interrupted", refs, plans, chosen, task)
+    except KeyboardInterrupt as exc:
+        _finish_after_failure(exc, store, manifest, "interrupted", refs, plans, chosen, task)
         raise
-    except BaseException:  # e.g. the disk filled up: keep what was written, say so, re-raise
-        _finish_after_failure(store, manifest, "failed", refs, plans, chosen, task)
+    except BaseException as exc:  # e.g. the disk filled up: keep what was written, say so
+        _finish_after_failure(exc, store, manifest, "failed", refs, plans, chosen, task)
         raise
     return _finish(store, manifest, "finished", refs, plans, chosen, task)
 
 
 def _import_output_libraries() -> None:
-    """Import the libraries that ``_finish`` writes the outputs with (a failure is left for
-    ``_finish`` to report)."""
+    """Import the libraries that ``_finish`` and then the output stage write with (a failure
+    is left for them to report)."""
     with contextlib.suppress(Exception):
         import matplotlib.backends.backend_agg
         import matplotlib.backends.backend_svg
@@ -761,6 +792,7 @@ def _import_output_libraries() -> None:
 
 
 def _finish_after_failure(
+    exc: BaseException,
     store: RunStore,
     manifest: RunManifest,
     status: str,
@@ -771,11 +803,14 @@ def _finish_after_failure(
 ) -> None:
     """Close an interrupted or failed run as well as the machine allows: the records already
     written stay, the manifest says ``status``; a failure here (a full disk) is logged, never
-    raised over the one that stopped the run."""
+    raised over the one that stopped the run. The result rides on ``exc`` (:func:`stopped_run`)."""
     try:
-        _finish(store, manifest, status, refs, plans, metrics, task)
-    except Exception as exc:
-        log.error("could not finish the run directory %s (%s): %s", store.directory, status, exc)
+        result = _finish(store, manifest, status, refs, plans, metrics, task)
+    except Exception as error:
+        log.error("could not finish the run directory %s (%s): %s", store.directory, status, error)
+        return
+    with contextlib.suppress(Exception):  # an exception that takes no attributes
+        setattr(exc, _STOPPED_RUN, result)
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -837,7 +872,8 @@ def _finish(
     metrics: Sequence[Metric],
     task: Task | None,
 ) -> RunResult:
-    """Write the sorted Parquet, aggregates, plots and the final manifest."""
+    """Close the records (setting aside what this run does not cover), write them sorted as
+    Parquet, and the final manifest."""
     store.close()
     wanted = {
         (ref.dataset, ref.id, plan.name, TARGET_BPP if plan.targets else RATE_VALUE, point)
@@ -868,22 +904,11 @@ def _finish(
     )
     store.records = records
     store.write_parquet()
-    plots: list[Path] = []
-    try:
-        _, plots = write_outputs(records, store.directory, metrics, task, manifest.dataset_tag)
-    except Exception as exc:  # a plotting failure must not lose the run's numbers
-        log.error("could not write the aggregates and plots: %s", exc)
     failed = sum(1 for r in records if not r.ok)
     manifest.status, manifest.ended = status, now()
     manifest.records = {"ok": len(records) - failed, "error": failed}
     write_manifest(store.directory, manifest)
-    try:
-        from bench.report import write_report
-
-        write_report(store.directory, crops=status == "finished")
-    except Exception as exc:  # the report is derived; its failure must not lose the run
-        log.error("could not write the report (bench report %s retries): %s", store.directory, exc)
-    return RunResult(store.directory, records, status, store.directory / AGGREGATES_CSV, plots)
+    return RunResult(store.directory, records, status, tuple(metrics), task, manifest.dataset_tag)
 
 
 __all__ = [
@@ -896,4 +921,5 @@ __all__ = [
     "plan_codec",
     "plan_segmenter",
     "run",
+    "stopped_run",
 ]

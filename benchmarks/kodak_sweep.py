@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.datasets.kodak import KodakDataset
+from bench.outputs import write_run_outputs
 from bench.runner import plan_codec, run
 
 CODECS = ("jpeg", "webp", "jpeg2000")
@@ -37,6 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = run(dataset, plans, Path(tmp) / "run", workers=args.workers, limit=args.limit)
+        write_run_outputs(result)  # what `bench run` does after the sweep
         wall = time.perf_counter() - start
 
     per_codec: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))

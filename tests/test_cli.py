@@ -110,6 +110,57 @@ def test_run_then_curves(kodak, tmp_path, capsys):
     assert main(argv) == EXIT_USAGE  # the directory holds results: --resume or another --out
 
 
+def test_report_of_several_runs_writes_one_comparison_page(kodak, tmp_path, capsys, monkeypatch):
+    runs = []
+    for name, rates in (("first", "jpeg=30,70"), ("second", "jpeg=40,80")):
+        out = tmp_path / name
+        argv = ["run", "--codecs", "jpeg", "--rates", rates, "--data-dir", str(kodak),
+                "--limit", "1", "--workers", "0", "--out", str(out)]  # fmt: skip
+        assert main(argv) == EXIT_OK
+        runs.append(str(out))
+    capsys.readouterr()
+    page = tmp_path / "pages" / "cmp.html"
+    assert main(["report", *runs, "--out", str(page)]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"wrote {page}"
+    text = page.read_text()
+    assert ">jpeg (run A)</text>" in text and ">jpeg (run B)</text>" in text
+    assert 'id="bd-runs-psnr_rgb_mean"' in text
+    # Without --out: reports/FIRST-vs-SECOND.html in the project.
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "project"))
+    assert main(["report", *runs]) == EXIT_OK
+    default = tmp_path / "project" / "reports" / "first-vs-second.html"
+    assert capsys.readouterr().out.strip() == f"wrote {default}" and default.is_file()
+    # One run: its own report.html, as before.
+    assert main(["report", runs[0], "--no-crops"]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"wrote {runs[0]}/report.html"
+
+
+@pytest.mark.parametrize(
+    ("which", "message"),
+    [
+        ("missing", "is not a directory"),
+        ("empty", "no records.csv and no manifest.json"),
+        ("twice", "is given twice"),
+        ("crop", "--crop-image is for the report of one run"),
+    ],
+)
+def test_report_of_several_runs_usage_errors_name_the_directory(tmp_path, capsys, which, message):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "records.csv").write_text("dataset,image_id\n")
+    other = {"missing": tmp_path / "absent", "empty": tmp_path, "twice": run_dir,
+             "crop": run_dir}[which]  # fmt: skip
+    argv = ["report", str(run_dir), str(other), "--out", str(tmp_path / "x.html")]
+    if which == "crop":
+        argv = ["report", str(run_dir), str(tmp_path / "absent"), "--crop-image", "a"]
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err
+    if which in ("missing", "empty", "twice"):
+        assert str(other) in err
+    assert not (tmp_path / "x.html").exists()
+
+
 def _aggregates(path):
     import csv
 

@@ -11,6 +11,7 @@ from bench.codecs import CODECS, create_codec
 from bench.codecs.compressai_codecs import pad_amounts, read_bitstream
 from bench.datasets import open_dataset
 from bench.errors import BenchError, CodecError
+from bench.outputs import write_run_outputs
 from bench.runner import plan_codec, run
 
 ZOO = [
@@ -97,7 +98,7 @@ def test_a_run_mixing_jpeg_and_a_learned_codec(kodak, tmp_path):
         plan_codec("jpeg", rates=[20, 60]),
         plan_codec("bmshj2018-factorized", {"weights": "random"}, rates=[1, 4]),
     ]
-    result = run(dataset, plans, tmp_path / "run", workers=2, limit=2)
+    result = write_run_outputs(run(dataset, plans, tmp_path / "run", workers=2, limit=2))
     assert all(r.ok for r in result.records), [r.error for r in result.records if not r.ok]
     learned = [r for r in result.records if r.codec == "bmshj2018-factorized"]
     assert len(learned) == 4

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from bench.datasets import open_dataset
+from bench.outputs import write_run_outputs
 from bench.records import read_csv
 from bench.runner import plan_codec, run
 
@@ -97,7 +98,7 @@ def test_same_stem_other_suffix_gets_two_ids(tmp_path):
     # Only colliding stems keep their suffix; y keeps the id it always had.
     assert [r.id for r in refs] == ["x.jpg", "x.png", "y"]
     out = tmp_path / "run"
-    result = _sweep(data, out)
+    result = write_run_outputs(_sweep(data, out), report=False)
     records = read_csv(out / "records.csv")
     assert sorted(r.image_id for r in records) == ["x.jpg", "x.png", "y"]
     assert all(r.ok for r in records)

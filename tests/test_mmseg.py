@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bench.datasets import open_dataset
+from bench.outputs import write_run_outputs
 from bench.runner import plan_codec, plan_segmenter, run
 from bench.tasks import SEGMENTERS, create_segmenter
 from bench.tasks.base import WeightsError
@@ -61,6 +62,7 @@ def test_mmseg_in_a_segmentation_sweep(checkpoint, cityscapes_root, tmp_path):
         limit=1,
         task=segmenter,
     )
+    write_run_outputs(result, report=False)
     assert [r.codec for r in result.records] == ["none", "jpeg"]
     assert all(r.ok and r.confusion.startswith("19:") for r in result.records)
     assert (result.directory / "per_class_iou.csv").is_file()

@@ -23,6 +23,7 @@ from bench.datasets.folder import FolderDataset
 from bench.datasets.kodak import KodakDataset
 from bench.errors import UsageError
 from bench.images import read_rgb8
+from bench.outputs import write_run_outputs
 from bench.report import write_report
 from bench.runner import plan_codec, run
 
@@ -122,7 +123,10 @@ def png_pixels(uri: str) -> np.ndarray:
 def kodak_run(kodak, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "run"
     plans = [plan_codec(name, rates=rates) for name, rates in RATES.items()]
-    run(KodakDataset(data_dir=kodak), plans, out, workers=0, limit=IMAGES)
+    # As `bench run` does: the sweep, then the output stage (its report is rewritten below).
+    write_run_outputs(
+        run(KodakDataset(data_dir=kodak), plans, out, workers=0, limit=IMAGES), report=False
+    )
     return out
 
 
@@ -369,7 +373,10 @@ def nasty_run(kodak, tmp_path_factory) -> Path:
     (images / "<b onmouseover=alert(4)>broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     out = root / "run"
     plans = [plan_codec("jpeg", rates=[30, 70]), plan_codec("webp", rates=[40, 80])]
-    run(FolderDataset(data_dir=images), plans, out, workers=0, argv=["bench", "run", NASTY_ARG])
+    result = run(
+        FolderDataset(data_dir=images), plans, out, workers=0, argv=["bench", "run", NASTY_ARG]
+    )
+    write_run_outputs(result, report=False)
     return out
 
 
@@ -426,8 +433,9 @@ def chromium_path() -> str:
     )
 
 
-def open_in_chromium(path: Path, screenshot: Path | None = None):
-    """Load a report by file:// in headless Chromium; returns what the page said and did."""
+def open_in_chromium(path: Path, screenshot: Path | None = None, inspect=None):
+    """Load a report by file:// in headless Chromium; returns what the page said and did
+    (and under "inspected" what ``inspect(page)`` returned)."""
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (the test extra has it)"
     )
@@ -452,6 +460,8 @@ def open_in_chromium(path: Path, screenshot: Path | None = None):
             if seen["controls"]:
                 page.fill("#image-filter", "kodim02")
                 seen["visible_after_filter"] = page.locator("details.image:visible").count()
+            if inspect is not None:
+                seen["inspected"] = inspect(page)
             if screenshot is not None:
                 page.screenshot(path=str(screenshot), full_page=True)
         finally:
@@ -482,6 +492,160 @@ def test_hostile_names_raise_no_dialog_in_chromium(nasty_run):
     assert seen["svg"] == 2
 
 
+# --- comparing runs --------------------------------------------------------------------------
+
+COMPARED = {"jpeg": [20, 50, 85], "webp": [30, 60, 90]}
+CURVES = ["jpeg (run A)", "webp (run A)", "jpeg (run B)", "webp (run B)"]
+
+
+@pytest.fixture(scope="module")
+def compared_runs(kodak, tmp_path_factory) -> tuple[Path, Path]:
+    """Two real runs on three 192x256 crops in a folder: run B codes JPEG with 4:4:4 chroma
+    instead of 4:2:0, and WebP as run A does."""
+    import bench
+
+    root = tmp_path_factory.mktemp("compare")
+    images = root / "images"
+    images.mkdir()
+    for number in (3, 7, 23):
+        pixels = read_rgb8(kodak / f"kodim{number:02d}.png").pixels[64:256, 128:384]
+        Image.fromarray(pixels).save(images / f"crop{number:02d}.png")
+    options = {"data_dir": str(images)}
+    runs = [
+        bench.run(
+            "jpeg,webp",
+            "folder",
+            dataset_options=options,
+            rates=COMPARED,
+            out=root / name,
+            workers=0,
+            codec_options=codec_options,
+        )
+        for name, codec_options in (
+            ("run-420", {"jpeg": {"subsampling": 420}}),
+            ("run-444", {"jpeg": {"subsampling": 444}}),
+        )
+    ]
+    return runs[0].directory, runs[1].directory
+
+
+def _direct_bd(run_a: Path, run_b: Path, anchor: tuple[str, str], test: tuple[str, str]):
+    """bench.bjontegaard on the two runs' aggregates.csv, as a user would compute it."""
+    from bench import bjontegaard
+    from bench.curves import read_aggregates
+
+    curves = {
+        label: bjontegaard.curves_from_aggregates(read_aggregates(d / "aggregates.csv"), "psnr_rgb")
+        for label, d in (("A", run_a), ("B", run_b))
+    }
+    return bjontegaard.compare(curves[anchor[0]][anchor[1]], curves[test[0]][test[1]])
+
+
+def test_comparison_page_has_both_runs_on_each_plot_and_bd_between_them(compared_runs, tmp_path):
+    from bench.report import write_comparison
+
+    run_a, run_b = compared_runs
+    path = write_comparison([run_a, run_b], tmp_path / "pages" / "a-vs-b.html")
+    text = path.read_text()
+    page = Page(text)
+    assert page.sections == ["runs", "plots", "bd", "provenance"]
+    plots = [f for f in page.figures if f.get("class") == "plot"]
+    assert [f["data-plot"] for f in plots] == ["rd_psnr", "rd_ms_ssim"] and page.svgs == 2
+    for figure in plots:
+        assert figure["data-curves"].split(" | ") == CURVES
+    # The legends are SVG text: every curve is named in every plot.
+    assert text.count(">jpeg (run B)</text>") == 2 and text.count(">webp (run A)</text>") == 2
+    assert "different datasets" not in text
+    runs = page.table("runs")
+    assert [row[0][0] for row in runs["rows"][1:]] == ["A", "B"]
+    assert [row[1][0] for row in runs["rows"][1:]] == [str(run_a), str(run_b)]
+    # Each codec of run B against itself in run A: JPEG changed, WebP did not.
+    same = page.table("bd-runs-psnr_rgb_mean")
+    assert [text for text, _ in same["rows"][0]][:5] == [
+        "codec", "anchor", "test", "BD-rate", "BD-PSNR [dB]"
+    ]  # fmt: skip
+    by_codec = {row[0][0]: row for row in same["rows"][1:]}
+    assert list(by_codec) == ["jpeg", "webp"]
+    for codec in by_codec:
+        row = by_codec[codec]
+        assert (row[1][0], row[2][0]) == (f"{codec} (run A)", f"{codec} (run B)")
+        expected = _direct_bd(run_a, run_b, ("A", codec), ("B", codec))
+        assert math.isfinite(expected.bd_rate) and math.isfinite(expected.bd_quality)
+        assert float(row[3][1]["data-value"]) == expected.bd_rate
+        assert float(row[4][1]["data-value"]) == expected.bd_quality
+        assert row[3][0] == f"{expected.bd_rate:+.2f} %"
+    assert abs(float(by_codec["jpeg"][3][1]["data-value"])) > 0.5  # 4:4:4 costs bits
+    assert float(by_codec["webp"][3][1]["data-value"]) == 0.0  # the same curve
+    # Every curve against the first codec of run A.
+    anchored = page.table("bd-anchor-psnr_rgb_mean")
+    assert [row[0][0] for row in anchored["rows"][1:]] == CURVES[1:]
+    tests = [("A", "webp"), ("B", "jpeg"), ("B", "webp")]
+    for row, (label, codec) in zip(anchored["rows"][1:], tests, strict=True):
+        expected = _direct_bd(run_a, run_b, ("A", "jpeg"), (label, codec))
+        assert float(row[1][1]["data-value"]) == expected.bd_rate
+    assert page.table("bd-runs-ms_ssim_db_mean")["rows"][1:]  # MS-SSIM (dB) too
+    # Provenance: each run's command, commit and dataset.
+    for side in ("A", "B"):
+        assert f'id="provenance-{side}"' in text
+    kvs = [t for t in page.tables if t["class"] == "kv"]
+    assert len(kvs) == 2
+    for table_, run_dir in zip(kvs, (run_a, run_b), strict=True):
+        facts = {row[0][0]: row[1][0] for row in table_["rows"]}
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert facts["command"] == manifest["command"]
+        assert facts["git commit"].startswith(manifest["git"].get("commit") or "unknown")
+        assert facts["dataset"] == manifest["dataset"]["tag"]
+
+
+def test_comparison_of_runs_on_different_datasets_says_so(compared_runs, nasty_run, tmp_path):
+    from bench.report import write_comparison
+
+    hostile = shutil.copytree(compared_runs[0], tmp_path / NASTY_DIR)
+    text = write_comparison([hostile, nasty_run], tmp_path / "mixed.html").read_text()
+    assert "The runs are on different datasets" in text
+    for raw in (NASTY_IMAGE, NASTY_DIR, NASTY_ARG, "<b onmouseover"):
+        assert raw not in text, raw
+    assert "&lt;svg onload=alert(2)&gt;" in text and "&lt;script&gt;alert(3)&lt;/script&gt;" in text
+    page = Page(text)
+    rows = page.table("bd-runs-psnr_rgb_mean")["rows"][1:]
+    assert [row[0][0] for row in rows] == ["jpeg", "webp"]  # compared anyway
+
+
+def test_comparison_renders_in_chromium_with_both_runs_on_the_same_axes(compared_runs, tmp_path):
+    from bench.report import write_comparison
+
+    path = write_comparison(list(compared_runs), tmp_path / "compare.html")
+
+    def inspect(page):
+        return page.evaluate(
+            """() => ({
+              plots: Array.from(document.querySelectorAll("figure.plot")).map(f => ({
+                labels: Array.from(f.querySelectorAll("svg text")).map(t => t.textContent.trim()),
+                box: (r => [r.width, r.height])(f.querySelector("svg").getBoundingClientRect()),
+              })),
+              bd: Array.from(document.querySelectorAll("table#bd-runs-psnr_rgb_mean tbody tr"))
+                .map(tr => Array.from(tr.cells)
+                  .map(c => c.getAttribute("data-value") || c.textContent)),
+            })"""
+        )
+
+    shot = tmp_path / "compare.png"
+    seen = open_in_chromium(path, shot, inspect)
+    assert seen["console"] == [] and seen["errors"] == [] and seen["dialogs"] == []
+    assert seen["requests"] == [path.resolve().as_uri()]  # nothing fetched but the file
+    assert seen["images_loaded"] and seen["svg"] == 2
+    found = seen["inspected"]
+    for plot in found["plots"]:
+        assert set(CURVES) <= set(plot["labels"])  # both runs' curves on one plot
+        assert plot["box"][0] > 300 and plot["box"][1] > 200
+    assert [row[0] for row in found["bd"]] == ["jpeg", "webp"]
+    for row in found["bd"]:
+        expected = _direct_bd(*compared_runs, ("A", row[0]), ("B", row[0]))
+        assert float(row[3]) == expected.bd_rate and math.isfinite(float(row[3]))
+    with Image.open(shot) as image:
+        assert len(np.unique(np.asarray(image.convert("L")))) > 32  # plots drawn, not blank
+
+
 # --- segmentation ----------------------------------------------------------------------------
 
 CITYSCAPES_ROAD = (128, 64, 128)  # trainId 0 in the Cityscapes scripts' colour table
@@ -500,8 +664,9 @@ def test_segmentation_run_has_miou_plot_class_table_and_overlays(
     )
     segmenter = plan_segmenter("espnet", {"weights": str(espnet_weights)})
     out = tmp_path / "run"
-    run(dataset, [plan_codec("jpeg", rates=[10, 60])], out, workers=0, limit=1,
-        task=segmenter)  # fmt: skip
+    result = run(dataset, [plan_codec("jpeg", rates=[10, 60])], out, workers=0, limit=1,
+                 task=segmenter)  # fmt: skip
+    write_run_outputs(result, report=False)
     page = Page(write_report(out).read_text())
     assert "per-class" in page.sections
     assert page.svgs == 3  # PSNR, MS-SSIM and mIoU

@@ -24,6 +24,7 @@ from bench.datasets.folder import FolderDataset
 from bench.datasets.kodak import KodakDataset
 from bench.images import read_rgb8
 from bench.metrics.fidelity import ms_ssim_rgb, psnr_rgb, ssim_rgb
+from bench.outputs import write_run_outputs
 from bench.records import read_csv
 from bench.registry import Entry
 from bench.runner import plan_codec, run
@@ -36,8 +37,8 @@ IMAGES = 3
 def sweep(kodak, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "kodak"
     plans = [plan_codec(name, rates=rates) for name, rates in RATES.items()]
-    result = run(KodakDataset(data_dir=kodak), plans, out, workers=2, limit=IMAGES)
-    return result
+    # What `bench run` does: the sweep, then the output stage (aggregates, plots, report).
+    return write_run_outputs(run(KodakDataset(data_dir=kodak), plans, out, workers=2, limit=IMAGES))
 
 
 def test_sweep_writes_one_ok_record_per_image_codec_rate(sweep):
@@ -178,6 +179,7 @@ def test_bad_images_and_failing_codecs_cost_only_their_records(
         plan_codec("wrong-shape", rates=[50]),
     ]
     result = run(KodakDataset(data_dir=damaged_kodak), plans, tmp_path / "run", workers=2, limit=4)
+    write_run_outputs(result, report=False)
     by_key = {(r.image_id, r.codec, r.rate): r for r in result.records}
     assert len(by_key) == 4 * 4
     # The truncated file costs its records, each naming the file and what to do.

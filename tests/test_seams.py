@@ -22,6 +22,7 @@ from bench.datasets import open_dataset
 from bench.errors import UsageError
 from bench.manifest import SCHEMA_VERSION, read_manifest, rebuild_codec, rebuild_dataset
 from bench.metrics import create_metrics
+from bench.outputs import write_run_outputs
 from bench.records import read_csv
 from bench.registry import Entry
 from bench.runner import plan_codec, plan_segmenter, run
@@ -142,6 +143,7 @@ def test_psnr_inside_and_outside_the_roi_reads_the_codec_inputs_region(fakes, la
     plan = plan_codec("qmap", {"roi": "classes:class 1", "background": 0.1}, rates=[0.3, 0.9])
     metrics = create_metrics(["psnr", "psnr-roi"])
     result = run(dataset, [plan], tmp_path / "run", workers=2, metrics=metrics)
+    write_run_outputs(result, report=False)
     assert all(r.ok for r in result.records), [r.error for r in result.records]
     label = np.asarray(Image.open(labelled / "labels" / "im1.png"))
     original = np.asarray(Image.open(labelled / "images" / "im1.png")).astype(np.float64)
@@ -185,6 +187,7 @@ def test_resume_with_other_codec_options_recomputes_and_keeps_only_the_new(label
     result = run(
         dataset, [plan_codec("jpeg", {"subsampling": 444}, rates=[50])], out, workers=0, resume=True
     )
+    write_run_outputs(result, report=False)
     assert len(result.records) == 3
     assert all(json.loads(r.codec_options)["subsampling"] == "444" for r in result.records)
     fresh = run(dataset, [plan_codec("jpeg", {"subsampling": 444}, rates=[50])], tmp_path / "fresh")
@@ -220,6 +223,7 @@ def test_resume_with_other_dataset_options_does_not_mix(labelled, tmp_path, city
     )
     run(full, [plan_codec("jpeg", rates=[30])], out, workers=0, limit=1)
     result = run(half, [plan_codec("jpeg", rates=[30])], out, workers=0, limit=1, resume=True)
+    write_run_outputs(result, report=False)
     assert [(r.dataset, r.width) for r in result.records] == [("cityscapes/val@1024x512", 1024)]
     assert [a.dataset for a in read_aggregates(out / "aggregates.csv")] == [half.tag]
 
@@ -236,6 +240,7 @@ def test_two_in_process_runs_with_other_segmenters_keep_their_own_reference(
         result = run(
             dataset, [plan_codec("jpeg", rates=[90])], tmp_path / f"s{label}", workers=0, task=task
         )
+        write_run_outputs(result, report=False)
         reference = [r for r in result.records if r.codec == "none"]
         assert reference and all(r.miou_drop == 0.0 for r in reference)
         # Predicting one class everywhere: IoU of that class = its share of the labelled pixels.
@@ -310,8 +315,14 @@ def test_load_gives_dataframes_whose_aggregates_equal_aggregates_csv(labelled, t
 
 def test_a_run_with_chosen_metrics_has_only_their_columns(labelled, tmp_path):
     dataset, _ = folder(labelled)
-    result = run(
-        dataset, [plan_codec("jpeg", rates=[50])], tmp_path / "r", metrics=create_metrics(["psnr"])
+    result = write_run_outputs(
+        run(
+            dataset,
+            [plan_codec("jpeg", rates=[50])],
+            tmp_path / "r",
+            metrics=create_metrics(["psnr"]),
+        ),
+        report=False,
     )
     header = next(csv.reader((tmp_path / "r" / "records.csv").open()))
     assert "psnr_rgb" in header and "ssim_rgb" not in header and "ms_ssim_rgb" not in header

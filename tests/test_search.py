@@ -12,6 +12,7 @@ from bench.codecs import CODECS, create_codec, default_rates
 from bench.codecs.base import RateScale
 from bench.datasets import open_dataset
 from bench.errors import UsageError
+from bench.outputs import write_run_outputs
 from bench.runner import plan_codec, run
 from bench.search import search_rate
 
@@ -118,7 +119,7 @@ def test_search_survives_a_locally_non_monotone_codec():
 def test_a_target_bpp_run_records_targets_and_chosen_rates(kodak, tmp_path):
     dataset = open_dataset("kodak", {"data_dir": kodak})
     plans = [plan_codec(name, targets=[0.25, 0.5]) for name in ("jpeg", "webp", "jpeg2000")]
-    result = run(dataset, plans, tmp_path / "run", workers=2, limit=2)
+    result = write_run_outputs(run(dataset, plans, tmp_path / "run", workers=2, limit=2))
     assert all(r.ok for r in result.records), [r.error for r in result.records if not r.ok]
     assert len(result.records) == 3 * 2 * 2
     for record in result.records:

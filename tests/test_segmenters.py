@@ -11,6 +11,7 @@ import pytest
 from bench.datasets import open_dataset
 from bench.errors import UsageError
 from bench.metrics.segmentation import confusion_matrix, iou_per_class, mean_iou
+from bench.outputs import write_run_outputs
 from bench.runner import plan_codec, plan_segmenter, run
 from bench.tasks import create_segmenter
 from bench.tasks.base import WeightsError
@@ -138,6 +139,7 @@ def test_jpeg_sweep_mIoU_falls_with_bpp(espnet_weights, cityscapes_root, tmp_pat
         workers=2,
         task=segmenter,
     )
+    write_run_outputs(result, report=False)
     assert all(r.ok for r in result.records), [r.error for r in result.records if not r.ok]
     with (result.directory / "aggregates.csv").open() as handle:
         rows = list(csv.DictReader(handle))

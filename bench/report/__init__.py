@@ -1,4 +1,5 @@
-"""The HTML report of a run directory: one self-contained file that opens offline.
+"""The HTML report of a run directory: one self-contained file that opens offline; and the
+comparison page of several run directories (``bench.report.compare``).
 
 Sections: summary, provenance, R-D plots (inline SVG), BD-rate tables, the per-rate-point
 table, a per-image drill-down and crops of reconstructions at matched bpp. Everything taken
@@ -8,22 +9,26 @@ Content-Security-Policy allows no scripts but the report's own and no outside re
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
-from importlib import resources
 from pathlib import Path
-from string import Template
 
 from bench.provenance import bench_version, now
+from bench.report.compare import default_comparison_path, render_comparison, write_comparison
 from bench.report.crops import crops as crops_section
-from bench.report.markup import esc
+from bench.report.page import fill, navigation
 from bench.report.rundir import RunData, load_run
 from bench.report.sections import bd_tables, images, plots, provenance, rate_points, task_tables
 from bench.report.sections import summary as summary_section
 from bench.store import REPORT_HTML, write_atomic
 
-__all__ = ["RunData", "load_run", "render", "write_report"]
+__all__ = [
+    "RunData",
+    "default_comparison_path",
+    "load_run",
+    "render",
+    "render_comparison",
+    "write_comparison",
+    "write_report",
+]
 
 _NAV = [
     ("summary", "Summary"),
@@ -35,21 +40,6 @@ _NAV = [
     ("images", "Per image"),
     ("crops", "Crops"),
 ]
-
-
-def _template() -> str:
-    return resources.files("bench.report").joinpath("template.html").read_text(encoding="utf-8")
-
-
-def _policy(template: str) -> str:
-    """A Content-Security-Policy that runs only the template's own script (by its hash)."""
-    match = re.search(r"<script>(.*?)</script>", template, flags=re.DOTALL)
-    script = match.group(1) if match else ""
-    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    return (
-        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-        f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
-    )
 
 
 def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -> str:
@@ -71,25 +61,17 @@ def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -
             '<p class="note">Skipped (--no-crops): nothing was coded again.</p></section>'
         )
     body = "\n".join(p for p in parts if p)
-    nav = " ".join(
-        f'<a href="#{key}">{esc(label)}</a>' for key, label in _NAV if f'id="{key}"' in body
-    )
     manifest = run.manifest
     codecs = ", ".join(c for c in run.codecs) or "no codec"
     subtitle = f"{codecs} on {run.dataset_tag} — {run.directory.resolve()}"
     if manifest.started:
         subtitle += f" — started {manifest.started}"
-    template = _template()
-    return Template(template).substitute(
-        csp=_policy(template),
-        generator=f"bench {bench_version()}",
-        title=esc(f"bench report: {run.dataset_tag}"),
-        subtitle=esc(subtitle),
-        nav=nav,
+    return fill(
+        title=f"bench report: {run.dataset_tag}",
+        subtitle=subtitle,
+        nav=navigation(body, _NAV),
         body=body,
-        footer=esc(
-            f"Written by bench {bench_version()} on {now()} from {run.directory.resolve()}."
-        ),
+        footer=f"Written by bench {bench_version()} on {now()} from {run.directory.resolve()}.",
     )
 
 
