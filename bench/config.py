@@ -62,6 +62,13 @@ def results_home() -> Path:
     return root / "results" if root is not None else Path.cwd() / "results"
 
 
+def reports_home() -> Path:
+    """Where ``bench report RUN_A RUN_B`` writes comparison pages without ``--out``: the
+    checkout's ``reports/``, else ``./reports``."""
+    root = checkout_root()
+    return root / "reports" if root is not None else Path.cwd() / "reports"
+
+
 @cache
 def _read_packaged_toml(package: str, name: str) -> dict[str, Any]:
     resource = resources.files(package) / name

@@ -509,17 +509,17 @@ def render_comparison(sides: list[Side]) -> str:
 
 
 def default_comparison_path(run_dirs: Sequence[Path]) -> Path:
-    """``reports/A-vs-B.html`` in the project, named after the run directories (characters
+    """``reports/A-vs-B.html`` (in the checkout, else the current directory), named after the run directories (characters
     other than letters, digits, ``.``, ``_`` and ``-`` become ``-``; a long name is cut and
     keeps a hash of the whole)."""
-    from bench.config import project_root
+    from bench.config import reports_home
 
     parts = [re.sub(r"[^A-Za-z0-9._-]+", "-", Path(d).resolve().name).strip("-.") for d in run_dirs]
     name = "-vs-".join(p or "run" for p in parts)
     if len(name) > _MAX_NAME:
         digest = hashlib.sha256(name.encode()).hexdigest()[:10]
         name = f"{name[:_MAX_NAME].rstrip('-.')}-{digest}"
-    return project_root() / "reports" / f"{name}.html"
+    return reports_home() / f"{name}.html"
 
 
 def write_comparison(run_dirs: Sequence[Path], out: Path | None = None) -> Path:
