@@ -88,7 +88,7 @@ def run(
     from bench.executors import local
     from bench.metrics import create_metrics
     from bench.outputs import write_run_outputs
-    from bench.runner import plan_codec, plan_segmenter, stopped_run
+    from bench.runner import plan_codec, plan_segmenter
     from bench.runner import run as run_sweep
 
     names = [c.strip() for c in (codecs.split(",") if isinstance(codecs, str) else codecs)]
@@ -141,27 +141,21 @@ def run(
     out_dir = Path(out) if out is not None else default_out(data.tag)
     if on_start is not None:
         on_start(data.tag, out_dir)
-    try:
-        result = run_sweep(
-            data,
-            plans,
-            out_dir,
-            workers=count,
-            executor=executor or local(count),
-            metrics=chosen,
-            task=planned_task,
-            limit=limit,
-            resume=resume,
-            progress=progress,
-            argv=argv or ["bench.run", f"codecs={','.join(names)}", f"dataset={dataset}"],
-            dataset_options=opened_with,
-        )
-    except BaseException as exc:  # interrupted or failed: outputs of what it kept, re-raise
-        stopped = stopped_run(exc)
-        if stopped is not None:
-            write_run_outputs(stopped)
-        raise
-    return write_run_outputs(result)
+    return run_sweep(
+        data,
+        plans,
+        out_dir,
+        workers=count,
+        executor=executor or local(count),
+        metrics=chosen,
+        task=planned_task,
+        limit=limit,
+        resume=resume,
+        progress=progress,
+        argv=argv or ["bench.run", f"codecs={','.join(names)}", f"dataset={dataset}"],
+        dataset_options=opened_with,
+        finish=write_run_outputs,
+    )
 
 
 def default_out(tag: str) -> Path:

@@ -647,10 +647,12 @@ def run(
     argv: Iterable[str] | None = None,
     progress: Callable[[int, int, list[Record]], None] | None = None,
     dataset_options: Mapping[str, Any] | None = None,
+    finish: Callable[[RunResult], RunResult] | None = None,
 ) -> RunResult:
     """Sweep ``plans`` over ``dataset`` into ``out_dir``: records and the manifest. What is
     derived from the records (aggregates, tables, ``bd.csv``, plots, the report) is the output
-    stage's: ``bench.outputs.write_run_outputs(result)`` (``bench.run`` and ``bench run`` call it).
+    stage's: ``bench.run`` and ``bench run`` pass ``finish=bench.outputs.write_run_outputs``,
+    which runs while the run directory is still locked, also after an interruption.
 
     An exception that stops the sweep (``KeyboardInterrupt``, a full disk) propagates once the
     records finished so far and the manifest (``interrupted`` or ``failed``) are written; it
@@ -669,6 +671,8 @@ def run(
         progress: called after each job with (jobs done, jobs total, its records).
         dataset_options: the options ``dataset`` was opened with (kept in the manifest so
             that the report can reopen it).
+        finish: called with the result (of a finished run, or of the records an interrupted
+            or failed run kept) before the run directory is unlocked; returns the result.
     """
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be at least 1 image, got {limit}")
@@ -684,10 +688,17 @@ def run(
             plan.input_source.check(tuple(dataset.class_names), dataset.tag)
     check_out_dir(out_dir)
     with RunLock(out_dir):
-        return _run(
-            dataset, plans, out_dir, workers, executor, chosen, task, limit, resume, argv,
-            progress, dataset_options,
-        )  # fmt: skip
+        try:
+            result = _run(
+                dataset, plans, out_dir, workers, executor, chosen, task, limit, resume, argv,
+                progress, dataset_options,
+            )  # fmt: skip
+        except BaseException as exc:  # interrupted or failed: finish what it kept, re-raise
+            stopped = stopped_run(exc)
+            if stopped is not None and finish is not None:
+                finish(stopped)
+            raise
+        return finish(result) if finish is not None else result
 
 
 def _run(

@@ -509,9 +509,9 @@ def render_comparison(sides: list[Side]) -> str:
 
 
 def default_comparison_path(run_dirs: Sequence[Path]) -> Path:
-    """``reports/A-vs-B.html`` (in the checkout, else the current directory), named after the run directories (characters
-    other than letters, digits, ``.``, ``_`` and ``-`` become ``-``; a long name is cut and
-    keeps a hash of the whole)."""
+    """``reports/A-vs-B.html`` (in the checkout, else the current directory), named after the
+    run directories (characters other than letters, digits, ``.``, ``_`` and ``-`` become
+    ``-``; a long name is cut and keeps a hash of the whole)."""
     from bench.config import reports_home
 
     parts = [re.sub(r"[^A-Za-z0-9._-]+", "-", Path(d).resolve().name).strip("-.") for d in run_dirs]
