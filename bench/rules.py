@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import logging
 import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.types import parse_option_value
 from bench.errors import UsageError
 from bench.metrics.base import Column
+from bench.types import parse_option_value
+
+log = logging.getLogger(__name__)
 
 TIMINGS = ("encode_s_mean", "decode_s_mean")
 FAIL, WARN, BETTER, OK, NOTE = "FAIL", "WARN", "better", "ok", "note"
@@ -201,14 +204,39 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _default("tolerance", "ssim_rgb_mean", abs_tol=1e-4),
     _default("tolerance", "bpp_mean", rel_tol=0.005),
     _default("tolerance", "bpp_pooled", rel_tol=0.005),
-    _default("tolerance", "pixel_accuracy", abs_tol=0.001),
     _default("bd_rate", "psnr_rgb_mean", limit=0.5),
     _default("bd_rate", "ms_ssim_db_mean", limit=0.5),
-    _default("miou_drop", "miou", limit=0.1),
+)
+"""The rules on rates and metrics used unless a rules file says ``defaults = false``
+(documented in docs/ci.md); ``default_rules`` adds every registered task's and the timings."""
+
+TIMING_RULES: tuple[Rule, ...] = (
     _default("timing", "encode_s_mean", rel_tol=1.0, abs_tol=0.01, fail=False),
     _default("timing", "decode_s_mean", rel_tol=1.0, abs_tol=0.01, fail=False),
 )
-"""The rules used unless a rules file says ``defaults = false`` (documented in docs/ci.md)."""
+
+
+def task_rules() -> list[Rule]:
+    """Every registered task's default rules (``Task.default_rules``; segmentation:
+    pixel accuracy within 0.001, mIoU drop at most 0.1 point); a task rule that does not
+    validate is logged and left out."""
+    from bench.tasks import task_default_rules
+
+    found: list[Rule] = []
+    for task, table in task_default_rules():
+        try:
+            rules = rule_from_mapping(table, f"task {task}'s default rule {dict(table)}", "default")
+        except UsageError as exc:
+            log.warning("%s", exc)
+            continue
+        found.extend(replace(rule, required=False) for rule in rules)
+    return found
+
+
+def default_rules() -> list[Rule]:
+    """The rules used unless a rules file says ``defaults = false``: ``DEFAULT_RULES``,
+    the registered tasks' rules, then ``TIMING_RULES``."""
+    return [*DEFAULT_RULES, *task_rules(), *TIMING_RULES]
 
 
 def rule_from_mapping(data: Mapping[str, Any], where: str, origin: str) -> list[Rule]:
@@ -355,7 +383,7 @@ def load_rules(path: Path | None = None, options: Sequence[str] = ()) -> list[Ru
     """The rules of one check: defaults (unless the file drops them), the file's, then options'."""
     defaults, from_file = read_rules_file(path) if path is not None else (True, [])
     from_options = [rule for text in options for rule in parse_rule_option(text)]
-    return [*(DEFAULT_RULES if defaults else ()), *from_file, *from_options]
+    return [*(default_rules() if defaults else ()), *from_file, *from_options]
 
 
 def rules_for(rules: Sequence[Rule], codec: str) -> list[Rule]:
