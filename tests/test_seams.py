@@ -307,6 +307,33 @@ def test_a_version_2_manifest_with_its_segmenter_field_reads_rebuilds_and_resume
     assert written["task"] == entry
 
 
+def test_segmentation_flags_and_task_options_are_two_spellings_of_one_task(
+    fakes, labelled, tmp_path
+):
+    from bench.cli import main
+
+    base = [
+        "run", "--codecs", "jpeg", "--rates", "jpeg=60", "--dataset", "folder",
+        "--data-dir", str(labelled / "images"), "--label-dir", str(labelled / "labels"),
+        "--num-classes", "3", "--workers", "0", "--task", "segmentation",
+    ]  # fmt: skip
+    flags = ["--segmenter", "constant", "--segmenter-option", "label=1"]
+    generic = ["--task-option", "segmenter=constant", "--task-option", "label=1"]
+    assert main([*base, *flags, "--out", str(tmp_path / "flags")]) == 0
+    assert main([*base, *generic, "--out", str(tmp_path / "generic")]) == 0
+    bench.run(
+        "jpeg", "folder", rates={"jpeg": [60]}, segmenter="constant",
+        segmenter_options={"label": 1}, out=tmp_path / "api", workers=0,
+        dataset_options={"data_dir": labelled / "images", "label_dir": labelled / "labels",
+                         "num_classes": 3},
+    )  # fmt: skip
+    found = [read_csv(tmp_path / name / "records.csv") for name in ("flags", "generic", "api")]
+    assert [r.task for r in found[0]] == [r.task for r in found[1]] == [r.task for r in found[2]]
+    assert found[0][0].task == plan_segmenter("constant", {"label": 1}).identity
+    assert [r.miou for r in found[0]] == [r.miou for r in found[1]] == [r.miou for r in found[2]]
+    assert read_manifest(tmp_path / "flags").task == read_manifest(tmp_path / "generic").task
+
+
 def test_older_manifests_without_a_task_read_as_compression():
     for data in ({"schema_version": 2, "task": "compression", "segmenter": None}, {}):
         manifest = RunManifest.from_dict(data)
