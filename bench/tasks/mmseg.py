@@ -10,8 +10,6 @@ from typing import Any
 import numpy as np
 
 from bench.checkpoints import resolve_checkpoint
-from bench.types import Availability, Image
-from bench.types import LabelMap
 from bench.download import sha256_of
 from bench.tasks.base import (
     CITYSCAPES_CLASSES,
@@ -20,6 +18,7 @@ from bench.tasks.base import (
     load_strict,
     resolve_device,
 )
+from bench.types import Availability, Image, LabelMap
 
 _HINT = (
     "install the mmseg extra: scripts/setup.sh mmseg (mmcv 2.1.0 is compiled against the "
