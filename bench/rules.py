@@ -6,7 +6,10 @@ A rule names a metric of ``aggregates.csv`` and how far it may move in its worse
     tolerance   metric, abs and/or rel: the allowed worsening is the larger of ``abs`` and
                 ``rel * |baseline|`` at each rate point
     bd_rate     metric, max: BD-rate (percent) of a codec's new curve against its baseline curve
+    drop        metric, max: the metric may worsen by at most ``max`` in the unit it is shown
+                in (its column's scale: percentage points for mIoU or a task's F1)
     miou_drop   max: mIoU may fall by at most ``max`` percentage points at any rate point
+                (``drop`` of ``miou``, kept under its own name)
     identical   bitstreams must be byte-identical to the baseline's
     timing      metric (encode_s_mean / decode_s_mean; both when omitted), rel and/or abs:
                 allowed slowdown; a warning unless ``fail = true``; compared on the same machine
@@ -37,11 +40,12 @@ log = logging.getLogger(__name__)
 TIMINGS = ("encode_s_mean", "decode_s_mean")
 FAIL, WARN, BETTER, OK, NOTE = "FAIL", "WARN", "better", "ok", "note"
 """Verdicts: a regression, a warning, improved beyond the tolerance, moved within it, a note."""
-KINDS = ("tolerance", "bd_rate", "miou_drop", "identical", "timing")
+KINDS = ("tolerance", "bd_rate", "drop", "miou_drop", "identical", "timing")
 
 _KEYS = {  # the keys each kind accepts besides ``kind``
     "tolerance": {"metric", "abs", "rel", "codecs", "fail"},
     "bd_rate": {"metric", "max", "codecs", "fail"},
+    "drop": {"metric", "max", "codecs", "fail"},
     "miou_drop": {"max", "codecs", "fail"},
     "identical": {"codecs", "fail"},
     "timing": {"metric", "abs", "rel", "codecs", "fail"},
@@ -154,6 +158,9 @@ class Rule:
             return self.limit or 0.0
         if self.kind == "miou_drop":
             return (self.limit or 0.0) / 100.0
+        if self.kind == "drop":
+            column = find_column(self.metric)
+            return (self.limit or 0.0) / (column.scale if column is not None else 1.0)
         allowed = [t for t in (self.abs_tol,) if t is not None]
         if self.rel_tol is not None and math.isfinite(baseline):
             allowed.append(self.rel_tol * abs(baseline))
@@ -185,6 +192,11 @@ class Rule:
             return f"BD-rate <= {self.limit:g}%"
         if self.kind == "miou_drop":
             return f"mIoU drop <= {self.limit:g} pt"
+        if self.kind == "drop":
+            column = find_column(self.metric)
+            unit = column.unit if column is not None and column.unit else ""
+            unit = "pt" if unit == "%" else unit
+            return f"drop <= {self.limit:g}" + (f" {unit}" if unit else "")
         if self.kind == "identical":
             return "identical bytes"
         parts = [f"abs {self.abs_tol:g}"] if self.abs_tol is not None else []
@@ -275,7 +287,7 @@ def rule_from_mapping(data: Mapping[str, Any], where: str, origin: str) -> list[
     metrics = _metrics(kind, data.get("metric"), where)
     if kind in ("tolerance", "timing") and "abs_tol" not in values and "rel_tol" not in values:
         raise UsageError(f"{where}: a {kind} rule needs abs or rel (or both)")
-    if kind in ("bd_rate", "miou_drop") and "limit" not in values:
+    if kind in ("bd_rate", "drop", "miou_drop") and "limit" not in values:
         raise UsageError(f"{where}: a {kind} rule needs max")
     return [Rule(kind, metric, origin=origin, **values) for metric in metrics]
 
@@ -296,8 +308,8 @@ def _metrics(kind: str, metric: Any, where: str) -> list[str]:
     if kind in ("miou_drop", "identical"):
         return defaults[kind]
     if metric is None:
-        if kind == "tolerance":
-            raise UsageError(f"{where}: a tolerance rule needs metric")
+        if kind in ("tolerance", "drop"):
+            raise UsageError(f"{where}: a {kind} rule needs metric")
         return defaults.get(kind, list(TIMINGS))
     if not isinstance(metric, str) or not is_metric(metric):
         known = sorted(_aggregate_columns())

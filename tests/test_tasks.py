@@ -136,6 +136,15 @@ def test_a_plugin_task_runs_end_to_end(toy, images, tmp_path, capsys):
         main(["check", str(out), "--baseline", str(doctored), "--rule", "edge_f1:abs=0.05"])
         == EXIT_OK
     )
+    # A drop rule is in the unit the column is shown in: edge F1 in %, so points.
+    for allowed, code in ((0.5, EXIT_REGRESSION), (2, EXIT_OK)):
+        rules = tmp_path / f"drop-{allowed}.toml"
+        rules.write_text(
+            f'defaults = false\n[[rule]]\nkind = "drop"\nmetric = "edge_f1"\nmax = {allowed}\n'
+        )
+        argv = ["check", str(out), "--baseline", str(doctored), "--rules", str(rules)]
+        assert main(argv) == code
+    assert "drop <= 0.5 pt" in capsys.readouterr().out
 
 
 def _raise_edge_f1(text: str, by: float) -> str:
