@@ -204,3 +204,13 @@ def test_a_run_of_a_task_not_installed_here_says_so(tmp_path):
     assert manifest.task is not None and manifest.task_name == "gone"
     with pytest.raises(UsageError, match="unknown task 'gone'"):
         rebuild_task(manifest)
+
+
+def test_baselines_written_with_a_segmenter_header_are_still_read():
+    from bench.check import _baseline_task, read_baseline
+
+    ci = Path(__file__).parents[1] / "results" / "baselines" / "kodak-ci.csv"
+    assert "# segmenter: null" in ci.read_text() and read_baseline(ci).task is None
+    old = {"name": "espnetv2", "weights_sha256": "ab", "options": {}}
+    assert _baseline_task({"segmenter": old}) == {"segmenter": old}
+    assert _baseline_task({"task": {"name": "toy", "identity": "toy:1"}})["name"] == "toy"
