@@ -38,6 +38,7 @@ def run(
     dataset_options: Mapping[str, Any] | None = None,
     metrics: str | Sequence[str] | None = None,
     task: str | None = None,
+    task_options: Mapping[str, Any] | None = None,
     segmenter: str | None = None,
     segmenter_weights: str | None = None,
     segmenter_options: Mapping[str, Any] | None = None,
@@ -68,8 +69,13 @@ def run(
         target_bpp, target_mode: instead of rates, bpp targets searched per image.
         codec_options: per codec, its options (``{"bpg": {"chroma": 444}}``).
         metrics: metric names (default ``psnr, ssim, ms-ssim``).
-        task: ``"segmentation"`` with ``segmenter`` (and its weights and options).
-        device: where learned codecs and the segmenter run.
+        task: a registered task (``bench list tasks``; ``"compression"`` or None for
+            none), ``task_options`` its keyword options (segmentation: ``segmenter``,
+            ``weights``, ``batch_size`` and the segmenter's own).
+        segmenter, segmenter_weights, segmenter_options: the segmentation task's options
+            spelled as before (they imply ``task="segmentation"``).
+        device: where learned codecs and the task's model run; batch_size: the task's
+            images per forward pass (both given to a task that takes them).
         workers: worker processes (default: CPU count; 0 codes in this process).
         executor: runs the jobs instead of the local pool (``bench.executors``).
         resume: continue the run in ``out``.
@@ -88,8 +94,10 @@ def run(
     from bench.executors import local
     from bench.metrics import create_metrics
     from bench.outputs import write_run_outputs
-    from bench.runner import plan_codec, plan_segmenter
+    from bench.runner import plan_codec
     from bench.runner import run as run_sweep
+    from bench.tasks import NO_TASK, plan_task
+    from bench.tasks.segmentation import SegmentationTask
 
     names = [c.strip() for c in (codecs.split(",") if isinstance(codecs, str) else codecs)]
     names = [n for n in names if n]
@@ -125,18 +133,19 @@ def run(
         None if metrics is None else metrics.split(",") if isinstance(metrics, str) else metrics,
         device=device,
     )
+    chosen_options = dict(task_options or {})
+    if segmenter or segmenter_weights or segmenter_options:
+        # The segmentation task's own spelling of its options.
+        if task not in (None, "", NO_TASK, SegmentationTask.name):
+            raise UsageError(f"segmenter and its options need task={SegmentationTask.name!r}")
+        task = SegmentationTask.name
+        legacy = SegmentationTask.legacy_options(segmenter, segmenter_weights, segmenter_options)
+        chosen_options = {**legacy, **chosen_options}
     planned_task = None
-    if task not in (None, "", "compression"):
-        if task != "segmentation":
-            raise UsageError(f"unknown task {task!r}; known: segmentation")
-        if not segmenter:
-            raise UsageError("task='segmentation' needs segmenter=NAME")
-        seg_options: dict[str, Any] = {"device": device, **dict(segmenter_options or {})}
-        if segmenter_weights:
-            seg_options["weights"] = segmenter_weights
-        planned_task = plan_segmenter(segmenter, seg_options, batch_size=batch_size)
-    elif segmenter:
-        raise UsageError("segmenter needs task='segmentation'")
+    if task not in (None, "", NO_TASK):
+        planned_task = plan_task(task, chosen_options, device=device, batch_size=batch_size)
+    elif chosen_options:
+        raise UsageError("task options need a task (see `bench list tasks`)")
     count = workers if workers is not None else (os.cpu_count() or 1)
     out_dir = Path(out) if out is not None else default_out(data.tag)
     if on_start is not None:

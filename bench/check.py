@@ -4,8 +4,8 @@ A baseline is a CSV (``bench baseline RUN_DIR --out NAME.csv``), human-readable 
 
     # bench-baseline 1              format line, then one ``# key: JSON`` line each for
     # dataset: "kodak"              the dataset tag, the image ids, the machine, the software,
-    # images: ["kodim01", ...]      the segmenter, every codec's version and options, and the
-    # machine: {...}                run's command
+    # images: ["kodim01", ...]      the task (name and identity), every codec's version and
+    # machine: {...}                options, and the run's command
     kind,codec,rate_param,rate,image_id,sha256,n_images,...   (aggregates.csv's columns)
     point,jpeg,quality,50.0,,<digest>,4,0,0.828...            one row per rate point
     image,jpeg,quality,50.0,kodim01,<sha256>,,,...            one row per image of that point
@@ -49,7 +49,9 @@ def _integer(column: str) -> bool:
     return found is not None and found.digits == 0
 
 
-_HEADER_KEYS = ("dataset", "images", "machine", "software", "segmenter", "codecs", "command")
+_HEADER_KEYS = ("dataset", "images", "machine", "software", "task", "codecs", "command")
+"""The header lines written; baselines written before tasks were generic have ``segmenter``
+(the segmentation model, or null) instead of ``task``, read as ``{"segmenter": ...}``."""
 
 
 class PointKey(NamedTuple):
@@ -94,7 +96,8 @@ class Snapshot:
     points: dict[PointKey, Point]
     machine: dict[str, Any] = field(default_factory=dict)
     software: dict[str, Any] = field(default_factory=dict)
-    segmenter: dict[str, Any] | None = None
+    task: dict[str, Any] | None = None
+    """The run's task: its name and identity (what changes its numbers); None for none."""
     codecs: dict[str, dict[str, Any]] = field(default_factory=dict)
     command: str = ""
 
@@ -140,13 +143,7 @@ def snapshot_run(run_dir: Path) -> Snapshot:
         name: {"version": entry.version, "options": entry.options}
         for name, entry in manifest.codecs.items()
     }
-    segmenter = manifest.segmenter
-    if segmenter:
-        segmenter = {
-            k: v
-            for k, v in segmenter.items()
-            if k in ("name", "architecture", "weights_sha256", "options")
-        }
+    task = manifest.task
     return Snapshot(
         source=str(run_dir),
         dataset=dataset,
@@ -154,7 +151,7 @@ def snapshot_run(run_dir: Path) -> Snapshot:
         points=points,
         machine=manifest.machine,
         software=manifest.software,
-        segmenter=segmenter or None,
+        task={"name": task.name, "identity": task.identity} if task is not None else None,
         codecs=codecs,
         command=manifest.command,
     )
@@ -223,10 +220,19 @@ def read_baseline(path: Path) -> Snapshot:
         points=points,
         machine=header.get("machine") or {},
         software=header.get("software") or {},
-        segmenter=header.get("segmenter"),
+        task=_baseline_task(header),
         codecs=header.get("codecs") or {},
         command=header.get("command", ""),
     )
+
+
+def _baseline_task(header: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``task`` header, or an older baseline's ``segmenter`` header."""
+    if "task" in header:
+        task = header["task"]
+        return task if isinstance(task, dict) else None
+    old = header.get("segmenter")
+    return {"segmenter": old} if old else None
 
 
 _HEX = frozenset("0123456789abcdef")
@@ -521,7 +527,7 @@ def _notes(
             notes.append(f"{name} options differ: {', '.join(changed)}")
     for what, was, now in (
         ("bench version", baseline.software.get("bench"), run.software.get("bench")),
-        ("segmenter", baseline.segmenter, run.segmenter),
+        ("task", baseline.task, run.task),
     ):
         if was != now:
             notes.append(f"{what} differs: {was} -> {now}")

@@ -147,7 +147,7 @@ def parse_metrics(text: str) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.api import run
 
-    seg_options = segmenter_options(args)
+    chosen_task, options = task_options(args)
     bar = ProgressBar()
     started: dict[str, Path] = {}
 
@@ -166,9 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             codec_options=parse_codec_options(args.codec_option),
             dataset_options=dataset_options(args),
             metrics=parse_metrics(args.metrics),
-            task="segmentation" if seg_options is not None else None,
-            segmenter=args.segmenter if seg_options is not None else None,
-            segmenter_options=seg_options,
+            task=chosen_task,
+            task_options=options,
             device=args.device,
             batch_size=args.batch_size,
             limit=args.limit,
@@ -201,21 +200,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def segmenter_options(args: argparse.Namespace) -> dict[str, object] | None:
-    """The segmenter's options from the command line, or None without --task segmentation."""
-    if args.task != "segmentation":
-        if args.segmenter or args.segmenter_weights or args.segmenter_option:
-            raise UsageError("--segmenter and its options need --task segmentation")
-        return None
-    if not args.segmenter:
-        raise UsageError("--task segmentation needs --segmenter NAME (see `bench list segmenters`)")
-    options: dict[str, object] = {"device": args.device}
-    if args.segmenter_weights:
-        options["weights"] = args.segmenter_weights
-    for item in args.segmenter_option:
-        key, value = _split_assignment(item, "--segmenter-option")
+def task_options(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
+    """The task (a ``TASKS`` name, or ``compression``) and its options from the command
+    line: ``--task-option KEY=VALUE``, and for segmentation its own spelling
+    (``--segmenter``, ``--segmenter-weights``, ``--segmenter-option``)."""
+    from bench.tasks import NO_TASK
+    from bench.tasks.segmentation import SegmentationTask
+
+    task = args.task or NO_TASK
+    options: dict[str, object] = {}
+    if args.segmenter or args.segmenter_weights or args.segmenter_option:
+        if task != SegmentationTask.name:
+            raise UsageError(f"--segmenter and its options need --task {SegmentationTask.name}")
+        segmenter_options: dict[str, object] = {}
+        for item in args.segmenter_option:
+            key, value = _split_assignment(item, "--segmenter-option")
+            segmenter_options[key.replace("-", "_")] = parse_option_value(value)
+        options = SegmentationTask.legacy_options(
+            args.segmenter, args.segmenter_weights, segmenter_options
+        )
+    for item in args.task_option:
+        key, value = _split_assignment(item, "--task-option")
         options[key.replace("-", "_")] = parse_option_value(value)
-    return options
+    if options and task == NO_TASK:
+        raise UsageError("--task-option needs --task NAME (see `bench list tasks`)")
+    return task, options
 
 
 class ProgressBar:
@@ -355,7 +364,11 @@ def list_tasks() -> int:
             print(f"{name:<14} {'-':<6} cannot load: {exc}")
             continue
         columns = ", ".join(c.name for c in cls.known_columns())
+        source = TASKS.entry(name).source
+        about = cls.description + ("" if source == "built-in" else f"  ({source})")
         print(f"{name:<14} {'yes' if cls.needs_labels else 'no':<6} {columns}")
+        if about:
+            print(f"{'':<14} {'':<6} {about}")
     return EXIT_OK
 
 
@@ -845,11 +858,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
         "--task",
-        choices=["compression", "segmentation"],
-        default="compression",
-        help="segmentation: also segment every reconstruction and score mIoU",
+        metavar="TASK",
+        help="also run a task on every reconstruction and score it: a name of `bench list "
+        "tasks`, e.g. segmentation (default: compression, none)",
     )
-    p.add_argument("--segmenter", help="segmentation model (see `bench list segmenters`)")
+    p.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the task, e.g. segmenter=espnetv2 (repeatable)",
+    )
+    p.add_argument(
+        "--segmenter",
+        help="--task segmentation: the segmentation model (see `bench list segmenters`)",
+    )
     p.add_argument("--segmenter-weights", help="checkpoint of the segmentation model")
     p.add_argument(
         "--segmenter-option",
@@ -864,7 +887,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu, cuda or cuda:N for the segmenter and learned codecs (default cpu)",
     )
     p.add_argument(
-        "--batch-size", type=positive_int, default=4, help="images per segmentation batch"
+        "--batch-size", type=positive_int, default=4, help="images per batch of the task's model"
     )
     p.add_argument(
         "--metrics",

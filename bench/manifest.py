@@ -1,10 +1,11 @@
 """The run manifest: how a run's numbers were made, written and read in this module only.
 
 ``manifest.json`` holds a ``RunManifest`` as JSON with a ``schema_version``. Older files
-(version 1, before the version was written) are migrated on reading. ``bench check``, the
-report and ``bench curves`` read it through ``read_manifest``, and rebuild the run's codecs,
-dataset, metrics, task and segmenter through the functions below (the report's crops re-code
-and re-segment with them).
+are migrated on reading: version 1 (before the version was written) and version 2 (a
+``task`` name plus the segmentation task's provenance in a ``segmenter`` field). ``bench
+check``, the report and ``bench curves`` read it through ``read_manifest``, and rebuild the
+run's codecs, dataset, metrics and task through the functions below (the report's crops
+re-code with them).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from bench.metrics import DEFAULT_METRICS, Metric, create_metrics
 if TYPE_CHECKING:
     from bench.codecs.base import Codec
     from bench.datasets import Dataset
-    from bench.tasks.base import Segmenter
     from bench.tasks.task import Task
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 2
-"""Version 2: metrics, task identity, dataset options and codec inputs are recorded."""
+SCHEMA_VERSION = 3
+"""Version 2: metrics, task identity, dataset options and codec inputs are recorded.
+Version 3: ``task`` is ``{name, identity, provenance}`` of any registered task (or null);
+version 2's ``task`` name and ``segmenter`` provenance are read into it."""
 
 
 @dataclass
@@ -44,6 +46,17 @@ class CodecEntry:
     codec_input: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     """What the codec reported when it prepared (checkpoint files and their SHA-256)."""
+
+
+@dataclass
+class TaskEntry:
+    """The run's task as the manifest records it: its registry name, its identity (the
+    ``task`` column of its records) and what ``Task.provenance`` reported (options, model,
+    weights hash), from which ``Task.from_provenance`` rebuilds it."""
+
+    name: str = ""
+    identity: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,9 +81,8 @@ class RunManifest:
     executor: str = ""
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     metric_provenance: dict[str, Any] = field(default_factory=dict)
-    task: str = "compression"
-    segmenter: dict[str, Any] | None = None
-    """The segmentation task's provenance (model, weights hash, class names, identity)."""
+    task: TaskEntry | None = None
+    """The task run on the reconstructions; None for compression alone."""
     codecs: dict[str, CodecEntry] = field(default_factory=dict)
     records: dict[str, int] | None = None
     warnings: list[str] = field(default_factory=list)
@@ -81,8 +93,16 @@ class RunManifest:
         return str(self.dataset.get("tag") or "")
 
     @property
+    def task_name(self) -> str:
+        """The task's registry name, ``compression`` for none (``bench run --task``)."""
+        from bench.tasks import NO_TASK
+
+        return self.task.name if self.task is not None else NO_TASK
+
+    @property
     def class_names(self) -> list[str]:
-        return list((self.segmenter or {}).get("class_names") or [])
+        """The class names the task recorded (segmentation's), else none."""
+        return list((self.task.provenance if self.task else {}).get("class_names") or [])
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -106,10 +126,11 @@ class RunManifest:
                 f"({SCHEMA_VERSION}); upgrade bench"
             )
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known and k != "codecs"}
+        values = {k: v for k, v in data.items() if k in known and k not in ("codecs", "task")}
         values["schema_version"] = SCHEMA_VERSION
         if version == 1 and "metrics" not in data:
             values["metrics"] = list(DEFAULT_METRICS)
+        values["task"] = _task_entry(data, version)
         entry_fields = {f.name for f in fields(CodecEntry)} - {"provenance"}
         codecs = {}
         for name, entry in (data.get("codecs") or {}).items():
@@ -119,6 +140,24 @@ class RunManifest:
                 provenance={k: v for k, v in entry.items() if k not in entry_fields},
             )
         return cls(**values, codecs=codecs)
+
+
+def _task_entry(data: dict[str, Any], version: int) -> TaskEntry | None:
+    """The ``task`` of a manifest's JSON object; versions 1 and 2 named the task and kept
+    the segmentation task's provenance in ``segmenter``."""
+    task = data.get("task")
+    if version >= 3:
+        if task is None:
+            return None
+        if not isinstance(task, dict) or not task.get("name"):
+            raise ValueError(f"task must be null or an object with a name, got {task!r}")
+        return TaskEntry(
+            str(task["name"]), str(task.get("identity") or ""), dict(task.get("provenance") or {})
+        )
+    old = data.get("segmenter")
+    if not isinstance(task, str) or not isinstance(old, dict):
+        return None  # compression alone (a task without its provenance cannot be rebuilt)
+    return TaskEntry(task, str(old.get("identity") or ""), dict(old))
 
 
 def write_manifest(directory: Path, manifest: RunManifest) -> None:
@@ -157,44 +196,25 @@ def rebuild_metrics(manifest: RunManifest) -> list[Metric]:
     return create_metrics(manifest.metrics)
 
 
-def rebuild_task(manifest: RunManifest) -> Task | None:
-    """The run's task without loading its model (that happens when it first scores)."""
-    info = manifest.segmenter
-    if manifest.task != "segmentation" or not isinstance(info, dict):
+def task_entry(task: Task | None) -> TaskEntry | None:
+    """What the manifest records about a planned task."""
+    if task is None:
         return None
-    from bench.tasks.segmentation import SegmentationTask
-
-    provenance = {
-        k: v
-        for k, v in info.items()
-        if k not in ("class_names", "target", "options", "identity", "task", "batch_size")
-    }
-    return SegmentationTask(
-        str(info.get("name") or ""),
-        str(info.get("target") or ""),
-        dict(info.get("options") or {}),
-        list(info.get("class_names") or []),
-        provenance,
-        int(info.get("batch_size") or 4),
-    )
+    return TaskEntry(task.name, task.identity, task.provenance())
 
 
-def rebuild_segmenter(manifest: RunManifest, device: str | None = None) -> Segmenter:
-    """The run's segmentation model, loaded (``device`` replaces the recorded one).
+def rebuild_task(manifest: RunManifest) -> Task | None:
+    """The run's task through the ``TASKS`` registry, without loading its model (that
+    happens when it first scores); None for compression alone.
 
     Raises:
-        UsageError, WeightsError: the manifest names no segmenter, or it cannot load here.
+        UsageError: the task is not registered here (a plugin that is not installed).
     """
-    from bench.registry import construct, import_target
+    if manifest.task is None:
+        return None
+    from bench.tasks import rebuild_task_from
 
-    info = manifest.segmenter
-    if not isinstance(info, dict) or not info.get("target"):
-        raise UsageError("the manifest names no segmenter (the run had no segmentation task)")
-    options = dict(info.get("options") or {})
-    if device is not None:
-        options["device"] = device
-    model: Segmenter = construct(import_target(str(info["target"])), options, "segmenter")
-    return model
+    return rebuild_task_from(manifest.task.name, manifest.task.provenance)
 
 
 def rebuild_dataset(manifest: RunManifest) -> Dataset | None:

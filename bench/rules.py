@@ -6,7 +6,10 @@ A rule names a metric of ``aggregates.csv`` and how far it may move in its worse
     tolerance   metric, abs and/or rel: the allowed worsening is the larger of ``abs`` and
                 ``rel * |baseline|`` at each rate point
     bd_rate     metric, max: BD-rate (percent) of a codec's new curve against its baseline curve
+    drop        metric, max: the metric may worsen by at most ``max`` in the unit it is shown
+                in (its column's scale: percentage points for mIoU or a task's F1)
     miou_drop   max: mIoU may fall by at most ``max`` percentage points at any rate point
+                (``drop`` of ``miou``, kept under its own name)
     identical   bitstreams must be byte-identical to the baseline's
     timing      metric (encode_s_mean / decode_s_mean; both when omitted), rel and/or abs:
                 allowed slowdown; a warning unless ``fail = true``; compared on the same machine
@@ -20,10 +23,11 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import logging
 import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +35,17 @@ from bench.errors import UsageError
 from bench.metrics.base import Column
 from bench.types import parse_option_value
 
+log = logging.getLogger(__name__)
+
 TIMINGS = ("encode_s_mean", "decode_s_mean")
 FAIL, WARN, BETTER, OK, NOTE = "FAIL", "WARN", "better", "ok", "note"
 """Verdicts: a regression, a warning, improved beyond the tolerance, moved within it, a note."""
-KINDS = ("tolerance", "bd_rate", "miou_drop", "identical", "timing")
+KINDS = ("tolerance", "bd_rate", "drop", "miou_drop", "identical", "timing")
 
 _KEYS = {  # the keys each kind accepts besides ``kind``
     "tolerance": {"metric", "abs", "rel", "codecs", "fail"},
     "bd_rate": {"metric", "max", "codecs", "fail"},
+    "drop": {"metric", "max", "codecs", "fail"},
     "miou_drop": {"max", "codecs", "fail"},
     "identical": {"codecs", "fail"},
     "timing": {"metric", "abs", "rel", "codecs", "fail"},
@@ -151,6 +158,9 @@ class Rule:
             return self.limit or 0.0
         if self.kind == "miou_drop":
             return (self.limit or 0.0) / 100.0
+        if self.kind == "drop":
+            column = find_column(self.metric)
+            return (self.limit or 0.0) / (column.scale if column is not None else 1.0)
         allowed = [t for t in (self.abs_tol,) if t is not None]
         if self.rel_tol is not None and math.isfinite(baseline):
             allowed.append(self.rel_tol * abs(baseline))
@@ -182,6 +192,11 @@ class Rule:
             return f"BD-rate <= {self.limit:g}%"
         if self.kind == "miou_drop":
             return f"mIoU drop <= {self.limit:g} pt"
+        if self.kind == "drop":
+            column = find_column(self.metric)
+            unit = column.unit if column is not None and column.unit else ""
+            unit = "pt" if unit == "%" else unit
+            return f"drop <= {self.limit:g}" + (f" {unit}" if unit else "")
         if self.kind == "identical":
             return "identical bytes"
         parts = [f"abs {self.abs_tol:g}"] if self.abs_tol is not None else []
@@ -201,14 +216,39 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _default("tolerance", "ssim_rgb_mean", abs_tol=1e-4),
     _default("tolerance", "bpp_mean", rel_tol=0.005),
     _default("tolerance", "bpp_pooled", rel_tol=0.005),
-    _default("tolerance", "pixel_accuracy", abs_tol=0.001),
     _default("bd_rate", "psnr_rgb_mean", limit=0.5),
     _default("bd_rate", "ms_ssim_db_mean", limit=0.5),
-    _default("miou_drop", "miou", limit=0.1),
+)
+"""The rules on rates and metrics used unless a rules file says ``defaults = false``
+(documented in docs/ci.md); ``default_rules`` adds every registered task's and the timings."""
+
+TIMING_RULES: tuple[Rule, ...] = (
     _default("timing", "encode_s_mean", rel_tol=1.0, abs_tol=0.01, fail=False),
     _default("timing", "decode_s_mean", rel_tol=1.0, abs_tol=0.01, fail=False),
 )
-"""The rules used unless a rules file says ``defaults = false`` (documented in docs/ci.md)."""
+
+
+def task_rules() -> list[Rule]:
+    """Every registered task's default rules (``Task.default_rules``; segmentation:
+    pixel accuracy within 0.001, mIoU drop at most 0.1 point); a task rule that does not
+    validate is logged and left out."""
+    from bench.tasks import task_default_rules
+
+    found: list[Rule] = []
+    for task, table in task_default_rules():
+        try:
+            rules = rule_from_mapping(table, f"task {task}'s default rule {dict(table)}", "default")
+        except UsageError as exc:
+            log.warning("%s", exc)
+            continue
+        found.extend(replace(rule, required=False) for rule in rules)
+    return found
+
+
+def default_rules() -> list[Rule]:
+    """The rules used unless a rules file says ``defaults = false``: ``DEFAULT_RULES``,
+    the registered tasks' rules, then ``TIMING_RULES``."""
+    return [*DEFAULT_RULES, *task_rules(), *TIMING_RULES]
 
 
 def rule_from_mapping(data: Mapping[str, Any], where: str, origin: str) -> list[Rule]:
@@ -247,7 +287,7 @@ def rule_from_mapping(data: Mapping[str, Any], where: str, origin: str) -> list[
     metrics = _metrics(kind, data.get("metric"), where)
     if kind in ("tolerance", "timing") and "abs_tol" not in values and "rel_tol" not in values:
         raise UsageError(f"{where}: a {kind} rule needs abs or rel (or both)")
-    if kind in ("bd_rate", "miou_drop") and "limit" not in values:
+    if kind in ("bd_rate", "drop", "miou_drop") and "limit" not in values:
         raise UsageError(f"{where}: a {kind} rule needs max")
     return [Rule(kind, metric, origin=origin, **values) for metric in metrics]
 
@@ -268,8 +308,8 @@ def _metrics(kind: str, metric: Any, where: str) -> list[str]:
     if kind in ("miou_drop", "identical"):
         return defaults[kind]
     if metric is None:
-        if kind == "tolerance":
-            raise UsageError(f"{where}: a tolerance rule needs metric")
+        if kind in ("tolerance", "drop"):
+            raise UsageError(f"{where}: a {kind} rule needs metric")
         return defaults.get(kind, list(TIMINGS))
     if not isinstance(metric, str) or not is_metric(metric):
         known = sorted(_aggregate_columns())
@@ -355,7 +395,7 @@ def load_rules(path: Path | None = None, options: Sequence[str] = ()) -> list[Ru
     """The rules of one check: defaults (unless the file drops them), the file's, then options'."""
     defaults, from_file = read_rules_file(path) if path is not None else (True, [])
     from_options = [rule for text in options for rule in parse_rule_option(text)]
-    return [*(DEFAULT_RULES if defaults else ()), *from_file, *from_options]
+    return [*(default_rules() if defaults else ()), *from_file, *from_options]
 
 
 def rules_for(rules: Sequence[Rule], codec: str) -> list[Rule]:

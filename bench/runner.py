@@ -35,14 +35,13 @@ from bench.datasets import Dataset, Sample, SampleRef
 from bench.errors import CodecError, CodecUnavailable, MetricUndefined, UsageError
 from bench.executors import Executor, InProcess, local
 from bench.lock import RunLock
-from bench.manifest import CodecEntry, RunManifest, write_manifest
+from bench.manifest import CodecEntry, RunManifest, task_entry, write_manifest
 from bench.metrics import Metric, create_metrics, metric_names
 from bench.provenance import git_state, machine, now, software
 from bench.records import ERROR, RATE_VALUE, TARGET_BPP, Record
 from bench.registry import import_target
 from bench.search import MODES, search_rate
 from bench.store import AGGREGATES_CSV, RunStore
-from bench.tasks.segmentation import SegmentationTask
 from bench.tasks.task import REFERENCE_CODEC, Task
 
 log = logging.getLogger(__name__)
@@ -93,13 +92,16 @@ class CodecPlan:
 
 def plan_segmenter(
     name: str, options: Mapping[str, Any] | None = None, batch_size: int = 4
-) -> SegmentationTask:
+) -> Task:
     """The segmentation task with a segmenter loaded once here, so that a bad checkpoint
-    fails before the run starts.
+    fails before the run starts (``plan_task("segmentation", ...)`` with the segmenter's
+    options as they are: no device added).
 
     Raises:
         UsageError, WeightsError: unknown segmenter or option, unusable weights.
     """
+    from bench.tasks.segmentation import SegmentationTask
+
     return SegmentationTask.plan(name, options, batch_size)
 
 
@@ -744,8 +746,7 @@ def _run(
         executor=runner.name,
         metrics=[m.name for m in chosen],
         metric_provenance={m.name: m.provenance() for m in chosen if m.provenance()},
-        task=task.name if task else "compression",
-        segmenter=task.provenance() if task else None,
+        task=task_entry(task),
         codecs={
             p.name: CodecEntry(
                 version=p.version,

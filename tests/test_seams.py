@@ -20,7 +20,14 @@ from bench.codecs.inputs import map_sha256
 from bench.curves import read_aggregates
 from bench.datasets import open_dataset
 from bench.errors import UsageError
-from bench.manifest import SCHEMA_VERSION, read_manifest, rebuild_codec, rebuild_dataset
+from bench.manifest import (
+    SCHEMA_VERSION,
+    RunManifest,
+    read_manifest,
+    rebuild_codec,
+    rebuild_dataset,
+    rebuild_task,
+)
 from bench.metrics import create_metrics
 from bench.outputs import write_run_outputs
 from bench.records import read_csv
@@ -266,6 +273,77 @@ def test_a_task_needs_labels(fakes, tmp_path, labelled):
     task = plan_segmenter("constant")
     with pytest.raises(UsageError, match="no labels"):
         run(dataset, [plan_codec("jpeg", rates=[50])], tmp_path / "r", task=task)
+
+
+def test_a_version_2_manifest_with_its_segmenter_field_reads_rebuilds_and_resumes(
+    fakes, labelled, tmp_path
+):
+    from bench.cli import main
+    from bench.tasks.segmentation import SegmentationTask
+
+    dataset, _ = folder(labelled)
+    out, plans = tmp_path / "run", [plan_codec("jpeg", rates=[60])]
+    first = run(dataset, plans, out, workers=0, task=plan_segmenter("constant", {"label": 1}))
+    before = {(a.codec, a.rate): a.miou for a in read_aggregates(out / "aggregates.csv")}
+    # Rewrite the manifest as bench wrote it before tasks were generic (schema version 2).
+    data = json.loads((out / "manifest.json").read_text())
+    entry = data.pop("task")
+    data.update(schema_version=2, task="segmentation", segmenter=entry["provenance"])
+    (out / "manifest.json").write_text(json.dumps(data))
+
+    manifest = read_manifest(out)
+    assert manifest.schema_version == SCHEMA_VERSION and manifest.task is not None
+    assert manifest.task.name == "segmentation" and manifest.task_name == "segmentation"
+    assert manifest.task.identity == first.records[0].task
+    assert manifest.class_names == ["class 0", "class 1", "class 2"]
+    task = rebuild_task(manifest)
+    assert isinstance(task, SegmentationTask) and task.identity == first.records[0].task
+    assert task.options == {"label": 1} and task.target == "fake_codecs:ConstantSegmenter"
+    # bench curves recomputes the aggregates through the rebuilt task: the same numbers.
+    assert main(["curves", str(out)]) == 0
+    after = {(a.codec, a.rate): a.miou for a in read_aggregates(out / "aggregates.csv")}
+    assert after == before
+    # Resuming codes and segments nothing again, and writes a current manifest.
+    lines = (out / "records.csv").read_text().count("\n")
+    run(dataset, plans, out, workers=0, task=plan_segmenter("constant", {"label": 1}), resume=True)
+    assert (out / "records.csv").read_text().count("\n") == lines
+    written = json.loads((out / "manifest.json").read_text())
+    assert written["schema_version"] == SCHEMA_VERSION and "segmenter" not in written
+    assert written["task"] == entry
+
+
+def test_segmentation_flags_and_task_options_are_two_spellings_of_one_task(
+    fakes, labelled, tmp_path
+):
+    from bench.cli import main
+
+    base = [
+        "run", "--codecs", "jpeg", "--rates", "jpeg=60", "--dataset", "folder",
+        "--data-dir", str(labelled / "images"), "--label-dir", str(labelled / "labels"),
+        "--num-classes", "3", "--workers", "0", "--task", "segmentation",
+    ]  # fmt: skip
+    flags = ["--segmenter", "constant", "--segmenter-option", "label=1"]
+    generic = ["--task-option", "segmenter=constant", "--task-option", "label=1"]
+    assert main([*base, *flags, "--out", str(tmp_path / "flags")]) == 0
+    assert main([*base, *generic, "--out", str(tmp_path / "generic")]) == 0
+    bench.run(
+        "jpeg", "folder", rates={"jpeg": [60]}, segmenter="constant",
+        segmenter_options={"label": 1}, out=tmp_path / "api", workers=0,
+        dataset_options={"data_dir": labelled / "images", "label_dir": labelled / "labels",
+                         "num_classes": 3},
+    )  # fmt: skip
+    found = [read_csv(tmp_path / name / "records.csv") for name in ("flags", "generic", "api")]
+    assert [r.task for r in found[0]] == [r.task for r in found[1]] == [r.task for r in found[2]]
+    assert found[0][0].task == plan_segmenter("constant", {"label": 1}).identity
+    assert [r.miou for r in found[0]] == [r.miou for r in found[1]] == [r.miou for r in found[2]]
+    assert read_manifest(tmp_path / "flags").task == read_manifest(tmp_path / "generic").task
+
+
+def test_older_manifests_without_a_task_read_as_compression():
+    for data in ({"schema_version": 2, "task": "compression", "segmenter": None}, {}):
+        manifest = RunManifest.from_dict(data)
+        assert manifest.task is None and manifest.task_name == "compression"
+        assert rebuild_task(manifest) is None
 
 
 # --- manifest, exporters, API ----------------------------------------------------------------

@@ -294,23 +294,23 @@ def _segment(
     run: RunData, original: Image, reproductions: list[Reproduction]
 ) -> tuple[dict[str, npt.NDArray[np.uint8]], str]:
     """Label maps of the original ("") and of each reproduced reconstruction (by sha256)."""
-    info = run.manifest.segmenter
-    if run.task is None or not isinstance(info, dict):
-        return {}, ""
-    if not info.get("target"):
-        return {}, "No segmentation overlays: the manifest does not name the segmenter's class."
-    from bench.manifest import rebuild_segmenter
+    from bench.tasks.segmentation import SegmentationTask
 
-    options = dict(info.get("options") or {})
+    task = run.task
+    if not isinstance(task, SegmentationTask):
+        return {}, ""
+    if not task.target:
+        return {}, "No segmentation overlays: the manifest does not name the segmenter's class."
+    options = dict(task.options)
     began = time.perf_counter()
     try:
         try:
-            model = rebuild_segmenter(run.manifest)
+            model = task.load_segmenter()
         except Exception:
             if options.get("device", "cpu") == "cpu":
                 raise
             options["device"] = "cpu"
-            model = rebuild_segmenter(run.manifest, device="cpu")
+            model = task.load_segmenter(device="cpu")
         shown = [r for r in reproductions if r.ok]
         images = [original, *(r.decoded for r in shown if r.decoded is not None)]
         predictions = model.predict_batch(images)

@@ -39,13 +39,6 @@ class RunData:
         return list(getattr(self.task, "class_names", ()) or self.manifest.class_names)
 
     @property
-    def segmentation(self) -> bool:
-        """Whether a task ran (from the manifest, or task values in the records)."""
-        if self.task is not None:
-            return True
-        return any(r.get("miou") is not None for r in self.records)
-
-    @property
     def columns(self) -> list[Column]:
         """The aggregate columns of the run's metrics and task, in table order."""
         return columns_of(self.metrics, self.task)
@@ -119,7 +112,11 @@ def load_run(directory: Path) -> RunData:
     except UsageError as exc:
         notes.append(f"the run's metrics cannot all be loaded here ({exc})")
         metrics = [m for m in create_metrics() if m.name in manifest.metrics]
-    task = rebuild_task(manifest)
+    try:
+        task = rebuild_task(manifest)
+    except UsageError as exc:  # a task plugin that is not installed here
+        notes.append(f"the run's task cannot be loaded here ({exc}); its columns are not shown")
+        task = None
     aggregates, source = _aggregates(directory / AGGREGATES_CSV, records, metrics, task, notes)
     return RunData(
         directory, manifest, records, aggregates, source, metrics, task, notes, has_manifest

@@ -75,7 +75,7 @@ def summary(run: RunData) -> str:
         ("dataset", run.dataset_tag),
         ("data location", dataset.get("directory") or dataset.get("root") or "-"),
         ("images", f"{len(images)}: {shown}" if images else "none"),
-        ("task", run.task.name if run.task else manifest.task or "compression"),
+        ("task", run.task.name if run.task else manifest.task_name),
         ("metrics", ", ".join(m.name for m in run.metrics) or "-"),
         ("status", _status_text(manifest)),
         ("started", manifest.started or "-"),
@@ -166,11 +166,13 @@ def provenance(run: RunData) -> str:
             body += f"<h3>{title}</h3>" + key_values(values)
     if manifest.metric_provenance:
         body += "<h3>Metrics</h3>" + key_values(manifest.metric_provenance)
-    segmenter = manifest.segmenter
-    if isinstance(segmenter, dict):
-        shown = {k: v for k, v in segmenter.items() if k != "class_names"}
-        shown["classes"] = len(segmenter.get("class_names") or [])
-        body += "<h3>Segmenter</h3>" + key_values(shown)
+    task = manifest.task
+    if task is not None:
+        shown: dict[str, Any] = {"identity": task.identity or "-"}
+        for key, value in task.provenance.items():  # long lists (class names) as counts
+            long = isinstance(value, list) and len(value) > 8
+            shown[f"{key} (count)" if long else key] = len(value) if long else value
+        body += f"<h3>Task: {esc(task.name)}</h3>" + key_values(shown)
     codecs = manifest.codecs
     if codecs:
         rows = [[name, info.target or "-"] for name, info in codecs.items()]
@@ -285,8 +287,8 @@ def rate_points(run: RunData) -> str:
         "Means are over the images coded successfully; pooled values are over every pixel "
         "(total bits / total pixels; PSNR of the pooled MSE)."
         + (
-            " Task scores (mIoU, pixel accuracy) come from states merged over every image (one "
-            "confusion matrix summed over the set)."
+            f" Task scores ({', '.join(c.label for c in run.task.known_columns())}) come from "
+            f"{run.task.aggregation}."
             if run.task is not None
             else ""
         )
@@ -299,7 +301,8 @@ def rate_points(run: RunData) -> str:
 
 
 def task_tables(run: RunData) -> str:
-    """The task's own tables (segmentation: IoU per class and rate point)."""
+    """The task's own tables (``Task.tables``; segmentation: IoU per class and rate point),
+    under a heading that names the task and says how it aggregates."""
     if run.task is None:
         return ""
     labelled = [(f"{r.codec}@{rate_text(r.rate)}", r.values) for r in run.aggregates]
@@ -319,7 +322,8 @@ def task_tables(run: RunData) -> str:
         )
     if not parts:
         return ""
-    return section("per-class", f"{run.task.name.capitalize()} tables", "".join(parts))
+    about = note(f"{run.task.description}; aggregates: {run.task.aggregation}.")
+    return section("per-class", f"{run.task.name.capitalize()} tables", about + "".join(parts))
 
 
 def image_columns(run: RunData) -> list[Column]:

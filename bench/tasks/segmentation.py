@@ -76,6 +76,66 @@ class SegmentationTask(Task):
 
     name = "segmentation"
     needs_labels = True
+    description = "segment every reconstruction and score mIoU (the Cityscapes protocol)"
+    aggregation = "states merged over every image (one confusion matrix summed over the set)"
+
+    @classmethod
+    def create(
+        cls, options: Mapping[str, Any], *, device: str = "cpu", batch_size: int = 4
+    ) -> SegmentationTask:
+        """Options: ``segmenter`` (required; see ``bench list segmenters``),
+        ``batch_size``, and the segmenter's own (``weights``, ``device``, ...); the CLI's
+        ``--segmenter``, ``--segmenter-weights`` and ``--segmenter-option`` spell the same.
+
+        Raises:
+            UsageError, WeightsError: no or unknown segmenter or option, unusable weights.
+        """
+        options = dict(options)
+        segmenter = options.pop("segmenter", None)
+        if not segmenter:
+            raise UsageError(
+                "the segmentation task needs a segmenter: --segmenter NAME (or --task-option "
+                "segmenter=NAME; see `bench list segmenters`)"
+            )
+        size = options.pop("batch_size", batch_size)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise UsageError(f"task segmentation: batch_size must be an integer >= 1, got {size!r}")
+        options.setdefault("device", device)
+        return cls.plan(str(segmenter), options, size)
+
+    @staticmethod
+    def legacy_options(
+        segmenter: str | None, weights: str | None, options: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The task options that ``--segmenter``, ``--segmenter-weights`` and
+        ``--segmenter-option`` (``segmenter=``, ``segmenter_weights=``,
+        ``segmenter_options=`` of ``bench.run``) stand for."""
+        found: dict[str, Any] = {"segmenter": segmenter} if segmenter else {}
+        if weights:
+            found["weights"] = weights
+        found.update(options or {})
+        return found
+
+    @classmethod
+    def from_provenance(cls, provenance: Mapping[str, Any]) -> SegmentationTask:
+        """The task of a run's manifest (the segmenter's provenance, as ``provenance()``
+        wrote it; version-2 manifests kept the same in their ``segmenter`` field)."""
+        own = ("class_names", "target", "options", "identity", "task", "batch_size")
+        return cls(
+            str(provenance.get("name") or ""),
+            str(provenance.get("target") or ""),
+            dict(provenance.get("options") or {}),
+            list(provenance.get("class_names") or []),
+            {k: v for k, v in provenance.items() if k not in own},
+            int(provenance.get("batch_size") or 4),
+        )
+
+    @classmethod
+    def default_rules(cls) -> tuple[Mapping[str, Any], ...]:
+        return (
+            {"kind": "tolerance", "metric": "pixel_accuracy", "abs": 0.001},
+            {"kind": "miou_drop", "max": 0.1},
+        )
 
     def __init__(
         self,
@@ -188,10 +248,25 @@ class SegmentationTask(Task):
 
     def _segmenter(self) -> Segmenter:
         if self._model is None:
-            self._model = construct(
-                import_target(self.target), self.options, f"segmenter {self.segmenter}"
-            )
+            self._model = self.load_segmenter()
         return self._model
+
+    def load_segmenter(self, device: str | None = None) -> Segmenter:
+        """A new instance of the segmentation model (``device`` replaces the recorded one).
+
+        Raises:
+            UsageError, WeightsError: the manifest names no segmenter class, or it cannot
+                load here.
+        """
+        if not self.target:
+            raise UsageError("the run's manifest does not name the segmenter's class")
+        options = dict(self.options)
+        if device is not None:
+            options["device"] = device
+        model: Segmenter = construct(
+            import_target(self.target), options, f"segmenter {self.segmenter}"
+        )
+        return model
 
     def score(
         self, sample: Sample, reconstructions: Sequence[np.ndarray]

@@ -4,11 +4,18 @@ A task runs beside the codec in the worker: for each image it scores every recon
 (per-record columns plus a mergeable state, e.g. a confusion matrix), states merge over a
 set into aggregate columns, and the uncompressed images (the ``none`` codec) are its
 reference row. Segmentation is the first task; detection would be the next.
+
+A task is chosen by its registry name (``bench run --task NAME``, ``bench.run(task=NAME)``)
+and planned from keyword options (``--task-option KEY=VALUE``) by ``create``; the manifest
+keeps its ``provenance()``, from which ``from_provenance`` rebuilds it for the report,
+``bench curves`` and ``bench.load``. Everything else (records, aggregates, tables, rules,
+the report) asks the object.
 """
 
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -16,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench.metrics.base import Column, Value
+from bench.registry import construct, keyword_options
 
 if TYPE_CHECKING:
     from bench.datasets import Dataset, Sample
@@ -51,6 +59,42 @@ class Task(abc.ABC):
     name: ClassVar[str]
     needs_labels: ClassVar[bool] = False
     reference_codec: ClassVar[str] = REFERENCE_CODEC
+    description: ClassVar[str] = "a task run on every reconstruction"
+    """One line for ``bench list tasks`` and the report."""
+    aggregation: ClassVar[str] = "states merged over every image of a rate point"
+    """How the aggregate columns come from the records, as the report explains it."""
+
+    @classmethod
+    def create(
+        cls, options: Mapping[str, Any], *, device: str = "cpu", batch_size: int = 4
+    ) -> Task:
+        """Plan the task from the user's keyword options (``--task-option KEY=VALUE``);
+        ``device`` and ``batch_size`` (``--device``, ``--batch-size``) are given to a
+        constructor that takes them unless the options set them. Load models here, so that
+        a bad checkpoint fails before the run starts.
+
+        Raises:
+            UsageError: an unknown or invalid option (naming the accepted ones).
+        """
+        accepted = keyword_options(cls)
+        chosen = dict(options)
+        for key, value in (("device", device), ("batch_size", batch_size)):
+            if key in accepted:
+                chosen.setdefault(key, value)
+        return construct(cls, chosen, f"task {cls.name}")
+
+    @classmethod
+    def from_provenance(cls, provenance: Mapping[str, Any]) -> Task:
+        """The task again from what ``provenance()`` recorded, without loading any model
+        (that happens when it first scores). The default constructs it from the recorded
+        ``options``."""
+        return construct(cls, dict(provenance.get("options") or {}), f"task {cls.name}")
+
+    @classmethod
+    def default_rules(cls) -> tuple[Mapping[str, Any], ...]:
+        """Rules ``bench check`` applies by default, as rules-file tables (``{"kind":
+        "tolerance", "metric": ..., "abs": ...}``); skipped where a run lacks the column."""
+        return ()
 
     @property
     @abc.abstractmethod
@@ -112,5 +156,8 @@ class Task(abc.ABC):
         return {}
 
     def provenance(self) -> dict[str, Any]:
-        """What the run manifest records about the task (model, weights and their hash)."""
-        return {"name": self.name}
+        """What the run manifest records about the task (JSON values: options, model,
+        weights and their hash); ``from_provenance`` must rebuild the task from it. The
+        default records the instance's ``options`` mapping, if it has one."""
+        options = dict(getattr(self, "options", {}) or {})
+        return {"options": json.loads(json.dumps(options, sort_keys=True, default=str))}
