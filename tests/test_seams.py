@@ -283,7 +283,10 @@ def test_a_version_2_manifest_with_its_segmenter_field_reads_rebuilds_and_resume
 
     dataset, _ = folder(labelled)
     out, plans = tmp_path / "run", [plan_codec("jpeg", rates=[60])]
-    first = run(dataset, plans, out, workers=0, task=plan_segmenter("constant", {"label": 1}))
+    first = run(
+        dataset, plans, out, workers=0, task=plan_segmenter("constant", {"label": 1}),
+        finish=write_run_outputs,
+    )  # fmt: skip
     before = {(a.codec, a.rate): a.miou for a in read_aggregates(out / "aggregates.csv")}
     # Rewrite the manifest as bench wrote it before tasks were generic (schema version 2).
     data = json.loads((out / "manifest.json").read_text())
