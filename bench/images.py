@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from bench.types import Image
 from bench.errors import ImageReadError
+from bench.types import Image
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ from bench.errors import UsageError
 from bench.metrics.segmentation import confusion_matrix, iou_per_class, mean_iou
 from bench.runner import plan_codec, plan_segmenter, run
 from bench.tasks import create_segmenter
-from bench.tasks.base import WeightsError
+from bench.weights import WeightsError
 
 torch = pytest.importorskip("torch")
 

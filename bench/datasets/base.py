@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 from PIL import Image as PILImage
 
 from bench.errors import DatasetError, ImageReadError
 from bench.images import read_rgb8
 from bench.types import IGNORE_LABEL, Image, LabelMap
-
 
 
 @dataclass(frozen=True)

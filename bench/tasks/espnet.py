@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.types import Image
 from bench.tasks.base import TorchSegmenter
+from bench.types import Image
 
 try:
     import torch

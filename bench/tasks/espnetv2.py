@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.types import Image
 from bench.tasks.base import TorchSegmenter
+from bench.types import Image
 
 try:
     import torch
