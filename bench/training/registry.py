@@ -81,7 +81,8 @@ class Training(abc.ABC):
 
     @abc.abstractmethod
     def build(self, options: TrainingOptions, sampler: ImageSampler) -> Trainable:
-        """The trainable to train (seeded by ``options.seed`` for repeatable initial weights)."""
+        """The trainable to train; call ``seed_everything(options.seed)`` first for initial
+        weights that repeat across processes (``Trainer.run`` seeds only the training)."""
 
     def banner(self, trainable: Trainable, sampler: ImageSampler, options: TrainingOptions) -> str:
         """The line printed before training starts."""

@@ -278,6 +278,8 @@ class GanTraining(Training):
         return fit_and_store(generator.to(options.device), sampler, out, source, log)
 
     def build(self, options: TrainingOptions, sampler: ImageSampler) -> GanTrainable:
+        # Not seeded here: `bench train gan` never seeded its initial weights (torch's
+        # start-up generator fixes them in a fresh process), and its runs stay as they were.
         assert self.config is not None
         return GanTrainable(
             self.config,
