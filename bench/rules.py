@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.types import parse_option_value
 from bench.errors import UsageError
 from bench.metrics.base import Column
-from bench.types import parse_option_value
 
 TIMINGS = ("encode_s_mean", "decode_s_mean")
 FAIL, WARN, BETTER, OK, NOTE = "FAIL", "WARN", "better", "ok", "note"
