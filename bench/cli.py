@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from bench.executors import Executor
     from bench.metrics.base import Column
     from bench.runner import RunResult
-    from bench.train import ImageSampler, Trainer, TrainingOptions, TrainingResult
+    from bench.training import Trainer, TrainingResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED_RECORDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 143  # SIGTERM: stopped like Ctrl-C, records kept, resumable
@@ -484,53 +484,59 @@ def parse_crop(text: str | None) -> tuple[int, int] | None:
     return crop
 
 
-def _add_training_data(p: argparse.ArgumentParser, dataset: str, resolution: str) -> None:
-    """The training data options of every ``bench train`` command."""
-    p.add_argument("--dataset", default=dataset, help=f"any dataset (default {dataset})")
-    p.add_argument("--data-dir", help="directory that holds the dataset")
-    p.add_argument("--split", help="dataset split (cityscapes: train)")
-    p.add_argument("--resolution", choices=["full", "half"], help=resolution)
-    p.add_argument("--label-dir", help=argparse.SUPPRESS)
-    p.add_argument("--num-classes", type=positive_int, help=argparse.SUPPRESS)
-    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-download", action="store_true", help="never download data")
-    p.add_argument("--limit", type=positive_int, help="only the first N images")
-
-
-def _add_training_loop(p: argparse.ArgumentParser) -> None:
-    """The seed, device, checkpoint and resume options of every ``bench train`` command."""
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (mixed precision)")
-    p.add_argument(
+def _add_training_options(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """The options every ``bench train NAME`` shares (a trainer sets their ``defaults``)."""
+    data = p.add_argument_group("training data")
+    data.add_argument("--dataset", default="folder", help="any dataset (default %(default)s)")
+    data.add_argument("--data-dir", help="directory that holds the dataset")
+    data.add_argument("--split", help="dataset split (cityscapes: train)")
+    data.add_argument("--resolution", choices=["full", "half"], help="cityscapes: full or half")
+    data.add_argument("--label-dir", help=argparse.SUPPRESS)
+    data.add_argument("--num-classes", type=positive_int, help=argparse.SUPPRESS)
+    data.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    data.add_argument("--no-download", action="store_true", help="never download data")
+    data.add_argument("--limit", type=positive_int, help="only the first N images")
+    loop = p.add_argument_group("training loop")
+    loop.add_argument("--steps", type=positive_int, help="training steps")
+    loop.add_argument("--epochs", type=positive_int, help="passes over the images")
+    loop.add_argument(
+        "--batch-size", type=positive_int, default=1, help="images per step (%(default)s)"
+    )
+    loop.add_argument(
+        "--crop", help="random crops HEIGHTxWIDTH (default %(default)s; None: whole images)"
+    )
+    loop.add_argument("--seed", type=int, default=0)
+    loop.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (mixed precision)")
+    loop.add_argument(
         "--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints"
     )
-    p.add_argument("--log-every", type=positive_int, default=50, help="steps per loss record")
-    p.add_argument("--resume", action="store_true", help="continue from --out")
-    p.add_argument("--out", required=True, help="the checkpoint file")
+    loop.add_argument("--log-every", type=positive_int, default=50, help="steps per loss record")
+    loop.add_argument("--resume", action="store_true", help="continue from --out")
+    loop.add_argument("--out", required=True, help="the checkpoint file")
+    p.set_defaults(**defaults)
 
 
-def _training_setup(
-    args: argparse.Namespace, dataset: Any, epochs: int | None
-) -> tuple[TrainingOptions, ImageSampler]:
-    """The training options and the seeded sampler of a ``bench train`` command."""
-    from bench.train import ImageSampler, TrainingOptions
+class _ListTrainers(argparse.Action):
+    """``bench train --help``: the usage, then what can be trained (names and descriptions)."""
 
-    training = TrainingOptions(
-        steps=args.steps,
-        epochs=epochs,
-        batch_size=args.batch_size,
-        crop=parse_crop(args.crop),
-        seed=args.seed,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every,
-        out=Path(args.out),
-    )
-    sampler = ImageSampler(
-        dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
-        limit=args.limit,
-    )  # fmt: skip
-    return training, sampler
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.print_help()
+        print(f"\n{_trainers_listing()}\n\n`bench train NAME --help` shows NAME's options.")
+        parser.exit()
+
+
+def _trainers_listing() -> str:
+    from bench.training import TRAINERS
+
+    lines = ["what can be trained:"]
+    for name in TRAINERS.names():
+        try:
+            description = TRAINERS.load(name).description
+        except Exception as exc:  # a missing optional dependency or a broken plugin is listed
+            hint = TRAINERS.entry(name).install_hint
+            description = f"(cannot load: {exc}" + (f"; {hint})" if hint else ")")
+        lines.append(f"  {name:<12} {description}")
+    return "\n".join(lines)
 
 
 def _train(trainer: Trainer, resume: bool) -> TrainingResult | int:
@@ -555,155 +561,64 @@ def _train(trainer: Trainer, resume: bool) -> TrainingResult | int:
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
-def cmd_train_gan(args: argparse.Namespace) -> int:
-    from bench.codecs.gan import (
-        GanConfig,
-        add_entropy_model,
-        checkpoint_training,
-        fit_entropy_model,
-        load_gan_checkpoint,
+def _log_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``bench train NAME [options]``: the trainer registered as NAME, with the shared options
+    and its own."""
+    from bench.training import TRAINERS, ImageSampler, Trainer, TrainingOptions
+
+    if not args.model:
+        raise UsageError(
+            "bench train NAME: name what to train (" + ", ".join(TRAINERS.names()) + "); "
+            "`bench train --help` describes them"
+        )
+    entry = TRAINERS.entry(args.model)
+    try:
+        kind = TRAINERS.load(args.model)
+    except ImportError as exc:
+        hint = f"; {entry.install_hint}" if entry.install_hint else ""
+        raise UsageError(
+            f"bench train {args.model}: cannot import {entry.target} ({exc}){hint}"
+        ) from exc
+    parser = argparse.ArgumentParser(
+        prog=f"bench train {kind.name}", description=kind.details or kind.description
     )
-    from bench.codecs.gan_model import (
-        GanGenerator,
-        parameter_count,
+    _add_training_options(parser, dict(kind.defaults))
+    kind.add_arguments(parser)
+    options = parser.parse_args(args.options)
+    job = kind.from_args(options)
+    dataset = open_dataset(
+        options.dataset, job.dataset_options(options.dataset, dataset_options(options))
     )
-    from bench.codecs.gan_train import PAPER_EPOCHS, GanTrainable
-    from bench.train import ImageSampler, Trainer
-
-    if args.steps is not None and args.epochs is not None:
-        raise UsageError("give --steps or --epochs, not both")
-    if args.fit_entropy_model_only and args.resume:
-        raise UsageError("--fit-entropy-model-only trains nothing; drop --resume")
-    options = dataset_options(args)
-    if args.dataset == "cityscapes":
-        options.setdefault("resolution", "half")  # the paper trains at half resolution
-    dataset = open_dataset(args.dataset, options)
-
-    def fit(generator: GanGenerator, sampler: ImageSampler, checkpoint: Path, source: str) -> None:
-        # Whole images as the dataset gives them (no crops, no flips), padded as gan pads them.
-        print(
-            f"fitting the entropy model: level counts over {len(sampler)} whole images",
-            file=sys.stderr,
-        )
-        counts = fit_entropy_model(generator, (sampler.image(i) for i in range(len(sampler))))
-        add_entropy_model(checkpoint, counts, len(sampler), source)
-        p = (counts + 1).double() / (counts + 1).sum(dim=1, keepdim=True)
-        positions = max(int(counts[0].sum()), 1)  # latent positions seen, per map
-        ideal = float(-(counts * p.log2()).sum()) / positions / 256  # code length / 16**2
-        print(
-            f"entropy model ({source}) in {checkpoint}: about {ideal:.4g} bpp entropy-coded on "
-            f"them (nominal {generator.config.nominal_bpp:.4g}); code with --codec-option "
-            "gan.entropy_coding=true"
-        )
-
-    if args.fit_entropy_model_only:
-        out = Path(args.out)
-        _config, generator = load_gan_checkpoint(out)
-        sampler = ImageSampler(dataset, crop=None, batch_size=1, seed=args.seed, limit=args.limit)
-        trained_on = [i.get("sha256") for i in checkpoint_training(out).get("images", [])]
-        same = trained_on == [i["sha256"] for i in sampler.images]
-        fit(
-            generator.to(args.device),
-            sampler,
-            out,
-            "training images" if same else f"images of {dataset.tag} (not its training images)",
-        )
+    training = TrainingOptions(
+        steps=options.steps,
+        epochs=job.epochs(options.steps, options.epochs),
+        batch_size=options.batch_size,
+        crop=parse_crop(options.crop),
+        seed=options.seed,
+        device=options.device,
+        checkpoint_every=options.checkpoint_every,
+        log_every=options.log_every,
+        out=Path(options.out),
+    )
+    done = job.run_instead(dataset, training, options.limit, _log_line)
+    if done is not None:
+        print(done)
         return EXIT_OK
-    try:
-        config = GanConfig(
-            bottleneck=args.bottleneck,
-            levels=args.levels,
-            width=args.width,
-            mse_weight=args.mse_weight,
-            fm_weight=args.fm_weight,
-            gan_weight=args.gan_weight,
-        )
-    except ValueError as exc:
-        raise UsageError(f"bench train gan: {exc}") from None
-    trainable = GanTrainable(
-        config, device=args.device, learning_rate=args.lr, betas=(args.beta1, 0.999)
-    )
-    epochs = args.epochs if args.epochs is not None or args.steps else PAPER_EPOCHS
-    training, sampler = _training_setup(args, dataset, epochs)
-    label = "" if config.width == 1.0 else f", width {config.width:g} (narrower than the paper)"
-    print(
-        f"bench train gan: F={config.bottleneck}, L={config.levels} "
-        f"({config.nominal_bpp:g} bpp nominal){label}; generator "
-        f"{parameter_count(trainable.generator):,} parameters, discriminator "
-        f"{parameter_count(trainable.discriminator):,}; {len(sampler.images)} images of "
-        f"{dataset.tag} -> {args.out}",
-        file=sys.stderr,
-    )
-    result = _train(Trainer(trainable, sampler, training), args.resume)
+    job.check(training)
+    sampler = ImageSampler(
+        dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
+        limit=options.limit,
+    )  # fmt: skip
+    trainable = job.build(training, sampler)
+    print(job.banner(trainable, sampler, training), file=sys.stderr)
+    result = _train(Trainer(trainable, sampler, training), options.resume)
     if isinstance(result, int):
         return result
-    if result.checkpoint is not None:
-        fit(trainable.generator, sampler, result.checkpoint, "training images")
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
-    print(
-        f"trained to step {result.step} (epoch {result.epoch}) in {result.seconds / 60:.1f} min; "
-        f"last step: {shown}\ncheckpoint: {result.checkpoint}\nuse it: bench run --codecs gan "
-        f"--rates gan={config.nominal_bpp:g} --codec-option gan.weights={result.checkpoint}"
-    )
-    return EXIT_OK
-
-
-def cmd_train_tic(args: argparse.Namespace) -> int:
-    from bench.codecs.tic_model import TicConfig
-    from bench.codecs.tic_train import TicTrainable
-    from bench.train import Trainer, seed_everything
-
-    if args.steps is None and args.epochs is None:
-        raise UsageError("bench train tic needs --steps or --epochs (the paper: 300,000 steps)")
-    init = None
-    if args.init:
-        name, sep, path = args.init.partition("=")
-        if name not in ("tic-hp", "tic") or not sep or not path:
-            raise UsageError(f"--init {args.init!r}: expected tic-hp=PATH or tic=PATH")
-        if name == "tic-hp" and args.size != "paper":
-            raise UsageError("--init tic-hp=PATH needs --size paper (TransTIC's N=128, M=192)")
-        if args.resume:
-            raise UsageError("--init starts a new run; --resume continues one: give one of them")
-        init = (name, Path(path).expanduser())
-    try:
-        config = TicConfig.preset(args.size, lambda_curve=args.lambda_curve)
-    except ValueError as exc:
-        raise UsageError(f"bench train tic: {exc}") from None
-    dataset = open_dataset(args.dataset, dataset_options(args))
-    crop = parse_crop(args.crop)
-    if crop is not None and (crop[0] % 256 or crop[1] % 256):
-        raise UsageError(f"--crop {args.crop}: TIC needs multiples of 256 (e.g. 256x256)")
-    training, sampler = _training_setup(args, dataset, args.epochs)
-    total = Trainer.length(training, sampler)
-    perlin_from = total // 2 if args.perlin_from is None else args.perlin_from
-    seed_everything(args.seed)  # the initial weights too
-    trainable = TicTrainable(
-        config,
-        total_steps=total,
-        perlin_from=perlin_from,
-        device=args.device,
-        learning_rate=args.lr,
-        init=init,
-        loss=args.loss,
-    )
-    params = sum(p.numel() for p in trainable.model.parameters())
-    start = f" from {trainable.initialised_from}" if trainable.initialised_from else ""
-    print(
-        f"bench train tic: {config.describe()}, {params:,} parameters{start}; lambda "
-        f"{config.lambda_curve}, {args.loss} loss; {total} steps (Perlin maps from step "
-        f"{perlin_from}); {len(sampler.images)} images "
-        f"of {dataset.tag} -> {args.out}",
-        file=sys.stderr,
-    )
-    result = _train(Trainer(trainable, sampler, training), args.resume)
-    if isinstance(result, int):
-        return result
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
-    print(
-        f"trained to step {result.step} (epoch {result.epoch}) in {result.seconds / 60:.1f} min; "
-        f"last step: {shown}\ncheckpoint: {result.checkpoint}\nuse it: bench run --codecs tic "
-        f"--codec-option tic.weights={result.checkpoint}"
-    )
+    print(job.finish(trainable, result, sampler, _log_line))
     return EXIT_OK
 
 
@@ -904,84 +819,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["codecs", "datasets", "segmenters", "metrics", "tasks"])
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("train", help="train a learned codec's weights (gan, tic)")
-    train = p.add_subparsers(dest="model", required=True)
-    p = train.add_parser(
-        "gan",
-        help="train the GAN autoencoder for one (F, L): its rate point F*ld(L)/256 bpp",
-        description="Trains the GAN autoencoder of Löhdefink et al. with the paper's recipe by "
-        "default (Adam 2e-4, beta1 0.5, batch 1, Cityscapes train at half resolution, 50 "
-        "epochs). Resumable (--resume), checkpointed atomically, seeded.",
-    )
-    _add_training_data(p, "cityscapes", "cityscapes (default half)")
-    p.add_argument("--bottleneck", type=int, default=8, help="F, latent maps (default 8)")
-    p.add_argument("--levels", type=int, default=4, help="L, quantization levels (default 4)")
-    p.add_argument(
-        "--width", type=float, default=1.0, help="channel factor (1.0 = the paper; 0.125 on a CPU)"
-    )
-    p.add_argument("--crop", help="random crops HEIGHTxWIDTH (default: whole images)")
-    p.add_argument("--steps", type=positive_int, help="training steps (default: --epochs)")
-    p.add_argument(
-        "--epochs", type=positive_int, help="passes over the images (default 50, the paper)"
-    )
-    p.add_argument("--batch-size", type=positive_int, default=1, help="images per step (1)")
-    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (paper: 2e-4)")
-    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (reference code: 0.5)")
-    p.add_argument("--mse-weight", type=float, default=12.0, help="MSE weight (12)")
-    p.add_argument("--fm-weight", type=float, default=10.0, help="feature matching weight (10)")
-    p.add_argument("--gan-weight", type=float, default=1.0, help="LSGAN weight (1)")
-    _add_training_loop(p)
-    p.add_argument(
-        "--fit-entropy-model-only",
-        action="store_true",
-        help="train nothing: count the levels of the checkpoint --out over the (whole) images "
-        "and store them as its entropy_model, which gan.entropy_coding=true needs (training "
-        "does this at its end)",
-    )
-    p.set_defaults(func=cmd_train_gan)
-
-    p = train.add_parser(
-        "tic",
-        help="train the variable-rate TIC (one checkpoint for every q in 0..1)",
-        description="Trains the prompted variable-rate TIC of Chang & Yang: stage 1 on uniform "
-        "quality maps, stage 2 (from --perlin-from) on two-level Perlin maps; loss "
-        "lambda(q)-weighted MSE + bpp, AdamW (weight decay 0.05), polynomial schedule, "
-        "gradient clipping, aux loss. Resumable (--resume), checkpointed atomically, seeded.",
-    )
-    _add_training_data(p, "folder", "cityscapes resolution")
-    p.add_argument(
-        "--size",
-        choices=["paper", "small", "tiny"],
-        default="paper",
-        help="paper: N=128, M=192 (the paper's); small and tiny are narrower CPU models",
+    p = sub.add_parser(
+        "train",
+        help="train a learned codec's weights (`bench train --help` lists what can be trained)",
+        usage="bench train NAME [options]",
+        description="Trains a registered trainable (the bench.trainers registry, plugins "
+        "included): the shared data and loop options, plus NAME's own (bench train NAME --help).",
+        add_help=False,
     )
     p.add_argument(
-        "--lambda-curve",
-        choices=["chang", "kao"],
-        default="chang",
-        help="lambda(q): the paper's eq. 7 (chang) or Kao et al.'s eq. 4 (kao)",
+        "-h", "--help", action=_ListTrainers, nargs=0, help="list what can be trained, and exit"
     )
-    p.add_argument(
-        "--init",
-        metavar="tic-hp=PATH|tic=PATH",
-        help="start from TransTIC's base codec weights (tic-hp=, paper size only) or from a "
-        "checkpoint of bench train tic (tic=, a fine-tune with a new schedule)",
-    )
-    p.add_argument(
-        "--loss",
-        choices=["paper", "balanced"],
-        default="paper",
-        help="paper: eq. 3 over the batch; balanced: each image's eq.-3 loss over its own "
-        "value, so that low-q images weigh as much as high-q ones (same optimum per image)",
-    )
-    p.add_argument("--crop", default="256x256", help="random crops HEIGHTxWIDTH (256x256)")
-    p.add_argument("--steps", type=positive_int, help="training steps")
-    p.add_argument("--epochs", type=positive_int, help="passes over the images")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="images per step (8)")
-    p.add_argument("--perlin-from", type=int, help="step where Perlin maps start (default: half)")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (1e-4)")
-    _add_training_loop(p)
-    p.set_defaults(func=cmd_train_tic)
+    p.add_argument("model", nargs="?", metavar="NAME", help="what to train")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="NAME's options")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")
     p.add_argument("run_dir")

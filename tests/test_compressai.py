@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.codecs import CODECS, create_codec
-from bench.codecs.compressai_codecs import pad_amounts, read_bitstream
+from bench.codecs.learned.compressai_codecs import pad_amounts, read_bitstream
 from bench.datasets import open_dataset
 from bench.errors import BenchError, CodecError
 from bench.outputs import write_run_outputs
@@ -134,7 +134,7 @@ def _zoo_file(tmp_path, codec_name: str, quality: int, metric: str = "mse"):
 def test_zoo_weights_download_into_the_cache_checked_by_their_hash_prefix(
     crop, tmp_path, monkeypatch
 ):
-    from bench.codecs.compressai_codecs import ZooCodec
+    from bench.codecs.learned.compressai_codecs import ZooCodec
 
     served = _zoo_file(tmp_path, "bmshj2018-factorized", 2)
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))

@@ -10,36 +10,38 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bench.codecs.gan import (  # noqa: E402
+from bench.codecs.learned.gan.bitstream import (  # noqa: E402
     ENTROPY_HEADER_BYTES,
     HEADER_BYTES,
     VERSION_ENTROPY,
-    EntropyTables,
-    GanCodec,
-    GanConfig,
     GanHeader,
-    add_entropy_model,
-    fit_entropy_model,
     gan_padding,
-    load_gan_checkpoint,
     pack_symbols,
     payload_bytes,
     read_gan_bitstream,
-    to_network,
-    to_uint8,
     unpack_symbols,
     write_gan_bitstream,
 )
-from bench.codecs.gan_model import (  # noqa: E402
+from bench.codecs.learned.gan.checkpoint import (  # noqa: E402
+    add_entropy_model,
+    load_gan_checkpoint,
+    save_generator_checkpoint,
+)
+from bench.codecs.learned.gan.codec import GanCodec  # noqa: E402
+from bench.codecs.learned.gan.config import GanConfig  # noqa: E402
+from bench.codecs.learned.gan.entropy import EntropyTables  # noqa: E402
+from bench.codecs.learned.gan.model import (  # noqa: E402
     GanGenerator,
     MultiScaleDiscriminator,
     Quantizer,
     discriminator_loss,
     generator_loss,
-    save_generator_checkpoint,
+    to_network,
+    to_uint8,
 )
+from bench.codecs.learned.gan.train import fit_entropy_model  # noqa: E402
 from bench.errors import CodecError, CodecUnavailable  # noqa: E402
-from bench.tasks.base import WeightsError  # noqa: E402
+from bench.weights import WeightsError  # noqa: E402
 
 TINY = 1 / 32
 

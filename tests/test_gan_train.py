@@ -14,17 +14,13 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 
 from bench.cli import main  # noqa: E402
-from bench.codecs.gan import GanConfig, read_gan_bitstream  # noqa: E402
-from bench.codecs.gan_train import GanTrainable  # noqa: E402
+from bench.codecs.learned.gan.bitstream import read_gan_bitstream  # noqa: E402
+from bench.codecs.learned.gan.config import GanConfig  # noqa: E402
+from bench.codecs.learned.gan.train import GanTrainable  # noqa: E402
 from bench.datasets import open_dataset  # noqa: E402
 from bench.records import read_csv  # noqa: E402
-from bench.train import (  # noqa: E402
-    ImageSampler,
-    Trainer,
-    TrainingOptions,
-    load_checkpoint,
-    save_atomic,
-)
+from bench.training import ImageSampler, Trainer, TrainingOptions  # noqa: E402
+from bench.weights import read_checkpoint, save_checkpoint  # noqa: E402
 
 TINY = GanConfig(bottleneck=4, levels=4, width=1 / 32)
 
@@ -147,7 +143,7 @@ def test_the_entropy_model_survives_resume_and_can_be_fitted_alone(images, tmp_p
             "--levels", "4", "--width", "0.03125", "--crop", "32x64", "--log-every", "2",
             "--out", str(checkpoint)]  # fmt: skip
     assert main([*argv, "--steps", "2"]) == 0
-    first = load_checkpoint(checkpoint)  # the trainer's reader (weights_only=True)
+    first = read_checkpoint(checkpoint)  # the trainer's reader (weights_only=True)
     assert "entropy_model" in first
     # The trainer resumes from a checkpoint holding the extra key, then refits the counts.
     resumed = trainer(images, tmp_path / "unused.pt", 4)
@@ -155,14 +151,14 @@ def test_the_entropy_model_survives_resume_and_can_be_fitted_alone(images, tmp_p
         resumed.load_state_dict(first, checkpoint)
     assert resumed.step == 2
     assert main([*argv, "--steps", "4", "--resume"]) == 0
-    second = load_checkpoint(checkpoint)
+    second = read_checkpoint(checkpoint)
     assert second["training"]["step"] == 4 and second["entropy_model"]["images"] == 3
     fitted = second["entropy_model"]["counts"]
     # Fitting alone (e.g. for a checkpoint older than entropy models) gives the same counts.
     del second["entropy_model"]
-    save_atomic(second, checkpoint)
+    save_checkpoint(second, checkpoint)
     assert main([*argv, "--fit-entropy-model-only"]) == 0
-    alone = load_checkpoint(checkpoint)
+    alone = read_checkpoint(checkpoint)
     assert torch.equal(alone["entropy_model"]["counts"], fitted)
     assert alone["entropy_model"]["source"] == "training images"
     assert alone["training"]["step"] == 4

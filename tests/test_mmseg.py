@@ -9,7 +9,7 @@ from bench.datasets import open_dataset
 from bench.outputs import write_run_outputs
 from bench.runner import plan_codec, plan_segmenter, run
 from bench.tasks import SEGMENTERS, create_segmenter
-from bench.tasks.base import WeightsError
+from bench.weights import WeightsError
 
 availability = SEGMENTERS.load("mmseg").availability()
 pytestmark = pytest.mark.skipif(

@@ -14,7 +14,7 @@ from bench.metrics.segmentation import confusion_matrix, iou_per_class, mean_iou
 from bench.outputs import write_run_outputs
 from bench.runner import plan_codec, plan_segmenter, run
 from bench.tasks import create_segmenter
-from bench.tasks.base import WeightsError
+from bench.weights import WeightsError
 
 torch = pytest.importorskip("torch")
 

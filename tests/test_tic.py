@@ -15,15 +15,19 @@ pytest.importorskip("compressai")
 
 from bench.codecs import create_codec  # noqa: E402
 from bench.codecs.base import TRAINING_FILES  # noqa: E402
-from bench.codecs.tic import (  # noqa: E402
+from bench.codecs.learned.tic.bitstream import (  # noqa: E402
     HEADER_BYTES,
     TILE_HEADER_BYTES,
-    load_tic_checkpoint,
     read_tic_bitstream,
     tile_boxes,
 )
-from bench.codecs.tic_layers import WindowAttention, shift_mask, shift_regions  # noqa: E402
-from bench.codecs.tic_model import (  # noqa: E402
+from bench.codecs.learned.tic.checkpoint import load_tic_checkpoint  # noqa: E402
+from bench.codecs.learned.tic.layers import (  # noqa: E402
+    WindowAttention,
+    shift_mask,
+    shift_regions,
+)
+from bench.codecs.learned.tic.model import (  # noqa: E402
     TicConfig,
     TicHyperprior,
     TicPrompted,
@@ -32,7 +36,7 @@ from bench.codecs.tic_model import (  # noqa: E402
     lambda_kao,
     rate_distortion_loss,
 )
-from bench.codecs.tic_train import (  # noqa: E402
+from bench.codecs.learned.tic.train import (  # noqa: E402
     TicTrainable,
     load_base_codec,
     perlin_noise,
@@ -40,7 +44,7 @@ from bench.codecs.tic_train import (  # noqa: E402
     uniform_quality_maps,
 )
 from bench.errors import CodecError  # noqa: E402
-from bench.tasks.base import WeightsError  # noqa: E402
+from bench.weights import WeightsError  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OLD_NAMES = re.compile(r"^entropy_bottleneck\._(matrix|bias|factor)(\d+)$")
@@ -329,7 +333,7 @@ def _folder(tmp_path: Path, count: int = 2) -> Path:
 
 def test_a_few_training_steps_fall_and_resume_repeats_the_next_step(tmp_path):
     from bench.datasets import open_dataset
-    from bench.train import ImageSampler, Trainer, TrainingOptions, seed_everything
+    from bench.training import ImageSampler, Trainer, TrainingOptions, seed_everything
 
     dataset = open_dataset("folder", {"data_dir": _folder(tmp_path)})
     config = TicConfig.preset("tiny")

@@ -18,19 +18,19 @@ F = torch.nn.functional
 
 from bench.datasets import open_dataset  # noqa: E402
 from bench.images import read_rgb8  # noqa: E402
-from bench.train import (  # noqa: E402
+from bench.training import (  # noqa: E402
     AmpContext,
     ImageSampler,
     Trainer,
     TrainingError,
     TrainingOptions,
     TrainingResult,
-    load_checkpoint,
     pixel_sha256,
     seed_everything,
     to_signed,
     train,
 )
+from bench.weights import WeightsError, read_checkpoint  # noqa: E402
 
 HEIGHT, WIDTH = 40, 48
 
@@ -241,7 +241,7 @@ def test_checkpoint_loads_weights_only_and_holds_the_training_record(
     assert expected[0]["sha256"] == hashlib.sha256(pixels.tobytes()).hexdigest()
     assert training["rng"]["torch"].dtype == torch.uint8
     assert training["rng"]["sampler"] == {"epoch": 5, "index": 2}  # one batch of 2 per epoch
-    assert load_checkpoint(tmp_path / "ckpt.pt")["training"]["step"] == 6
+    assert read_checkpoint(tmp_path / "ckpt.pt")["training"]["step"] == 6
 
 
 @pytest.mark.parametrize("kind", [TinyAE, TinyGAN])
@@ -253,7 +253,7 @@ def test_resume_repeats_an_uninterrupted_run_exactly(
 
     _, first = make(kind, dataset, tmp_path, steps=10, checkpoint_every=4)
     first.run()
-    assert load_checkpoint(tmp_path / "ckpt.pt")["training"]["step"] == 10
+    assert read_checkpoint(tmp_path / "ckpt.pt")["training"]["step"] == 10
     # A fresh process would rebuild the model from other random weights: resume overrides them.
     seed_everything(99)
     resumed_model, resumed = make(kind, dataset, tmp_path, steps=20, checkpoint_every=4)
@@ -304,7 +304,7 @@ def test_resume_after_a_crash_from_the_periodic_checkpoint(dataset: Any, tmp_pat
     crashing.step = dies_at_nine
     with pytest.raises(Preempted):
         first.run()
-    assert load_checkpoint(tmp_path / "ckpt.pt")["training"]["step"] == 7
+    assert read_checkpoint(tmp_path / "ckpt.pt")["training"]["step"] == 7
     resumed_model, resumed = make(TinyGAN, dataset, tmp_path, steps=12, log_every=5)
     result = resumed.run(resume=True)
     assert result.resumed_from == 7
@@ -424,14 +424,14 @@ def test_sampler_batches_and_position(dataset: Any) -> None:
 def test_load_checkpoint_refuses_foreign_files(tmp_path: Path) -> None:
     plain = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(2)}, plain)
-    with pytest.raises(TrainingError, match=r"plain\.pt: not a bench training checkpoint"):
-        load_checkpoint(plain)
+    with pytest.raises(WeightsError, match=r"plain\.pt: not a bench training checkpoint"):
+        read_checkpoint(plain)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": "bench-x-1", "training": {}, "obj": TinyAE}, pickled)
-    with pytest.raises(TrainingError, match=r"pickled\.pt: .*weights_only=True"):
-        load_checkpoint(pickled)
-    with pytest.raises(TrainingError, match=r"missing\.pt: no such checkpoint"):
-        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(WeightsError, match=r"pickled\.pt: .*weights_only=True"):
+        read_checkpoint(pickled)
+    with pytest.raises(WeightsError, match=r"missing\.pt: no such checkpoint"):
+        read_checkpoint(tmp_path / "missing.pt")
 
 
 def test_evaluation_hook_and_log_lines(dataset: Any) -> None:

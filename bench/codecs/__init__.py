@@ -34,11 +34,15 @@ for _name, _cls in (
     ("cheng2020-anchor", "Cheng2020AnchorCodec"),
     ("cheng2020-attn", "Cheng2020AttnCodec"),
 ):
-    CODECS.add(_name, f"bench.codecs.compressai_codecs:{_cls}", "pip install compressai")
-CODECS.add("compressai-model", "bench.codecs.learned:CompressAIModelCodec", "pip install torch")
-CODECS.add("gan", "bench.codecs.gan:GanCodec", "pip install torch")
-CODECS.add("tic-hp", "bench.codecs.tic:TicHpCodec", "pip install compressai")
-CODECS.add("tic", "bench.codecs.tic:TicCodec", "pip install compressai")
+    CODECS.add(_name, f"bench.codecs.learned.compressai_codecs:{_cls}", "pip install compressai")
+CODECS.add(
+    "compressai-model",
+    "bench.codecs.learned.compressai_codecs:CompressAIModelCodec",
+    "pip install torch",
+)
+CODECS.add("gan", "bench.codecs.learned.gan.codec:GanCodec", "pip install torch")
+CODECS.add("tic-hp", "bench.codecs.learned.tic.codec:TicHpCodec", "pip install compressai")
+CODECS.add("tic", "bench.codecs.learned.tic.codec:TicCodec", "pip install compressai")
 
 
 def create_codec(name: str, options: Mapping[str, OptionValue] | None = None) -> Codec:

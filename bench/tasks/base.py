@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from bench.download import sha256_of
-from bench.errors import BenchError, UsageError
+from bench.errors import UsageError
 from bench.types import IGNORE_LABEL, Availability, Image, LabelMap
+from bench.weights import load_state_dict, load_strict
 
 CITYSCAPES_CLASSES = (
     "road",
@@ -34,10 +34,6 @@ CITYSCAPES_CLASSES = (
     "motorcycle",
     "bicycle",
 )
-
-
-class WeightsError(BenchError):
-    """A checkpoint cannot be used: unreadable, not plain weights, or the wrong architecture."""
 
 
 class Segmenter(abc.ABC):
@@ -72,71 +68,6 @@ class Segmenter(abc.ABC):
     def provenance(self) -> dict[str, Any]:
         """What the run manifest records about the model (weights file and hash, options)."""
         return {"name": self.name}
-
-
-def load_state_dict(path: Path) -> dict[str, Any]:
-    """Read a checkpoint as plain tensors (``weights_only=True``); unwraps ``state_dict`` /
-    ``model`` containers and a DataParallel ``module.`` prefix.
-
-    Raises:
-        WeightsError: missing file, or a pickle that holds more than plain weights.
-    """
-    import pickle
-
-    import torch
-
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise WeightsError(
-            f"{path}: not a plain-weights checkpoint ({str(exc).splitlines()[0]}); bench loads "
-            "checkpoints with weights_only=True and refuses pickles that run code. If you trust "
-            "the file, save its tensors alone once: torch.save(torch.load(PATH, "
-            "weights_only=False)['state_dict'], OUT)"
-        ) from exc
-    for key in ("state_dict", "model"):
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
-    if not isinstance(loaded, Mapping) or not all(torch.is_tensor(v) for v in loaded.values()):
-        raise WeightsError(f"{path}: expected a mapping of tensor names to tensors")
-    if all(k.startswith("module.") for k in loaded):
-        loaded = {k.removeprefix("module."): v for k, v in loaded.items()}
-    return dict(loaded)
-
-
-def load_strict(model: Any, state: Mapping[str, Any], source: Path, architecture: str) -> None:
-    """Load ``state`` into ``model``, failing with the missing, unexpected and misshapen tensors."""
-    own = model.state_dict()
-    # Checkpoints saved before PyTorch 0.4.1 have no BatchNorm step counters; they do not
-    # affect inference, so the model's own are kept.
-    state = {**{k: v for k, v in own.items() if k.endswith(".num_batches_tracked")}, **state}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshapen = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if tuple(own[k].shape) != tuple(state[k].shape)
-    )
-    if missing or unexpected or misshapen:
-
-        def listing(names: list[str]) -> str:
-            return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-
-        parts = [
-            f"{label} ({len(names)}): {listing(names)}"
-            for label, names in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("wrong shape", misshapen),
-            )
-            if names
-        ]
-        raise WeightsError(
-            f"{source} does not match the {architecture} architecture: " + "; ".join(parts)
-        )
-    model.load_state_dict(state, strict=True)
 
 
 def resolve_device(device: str) -> str:

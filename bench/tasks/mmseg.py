@@ -11,14 +11,9 @@ import numpy as np
 
 from bench.checkpoints import resolve_checkpoint
 from bench.download import sha256_of
-from bench.tasks.base import (
-    CITYSCAPES_CLASSES,
-    Segmenter,
-    load_state_dict,
-    load_strict,
-    resolve_device,
-)
+from bench.tasks.base import CITYSCAPES_CLASSES, Segmenter, resolve_device
 from bench.types import Availability, Image, LabelMap
+from bench.weights import load_state_dict, load_strict
 
 _HINT = (
     "install the mmseg extra: scripts/setup.sh mmseg (mmcv 2.1.0 is compiled against the "

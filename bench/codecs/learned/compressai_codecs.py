@@ -1,4 +1,5 @@
-"""CompressAI's zoo architectures behind the codec contract, with real entropy-coded bitstreams.
+"""CompressAI-contract models behind the codec contract, with real entropy-coded bitstreams:
+the zoo's architectures (``ZooCodec``) and users' own models (``CompressAIModelCodec``).
 
 Weights come from the zoo's published URLs into bench's cache (checked against the SHA-256
 prefix the file names carry), from torch.hub's cache when it already holds them, or from a
@@ -7,21 +8,24 @@ local file or directory (``weights=PATH``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.codecs.base import Availability, RateScale, choice, flag
-from bench.codecs.learned import (
+from bench.codecs.learned.base import (
     MAX_MEGAPIXELS,
+    PAD_MULTIPLE,
     LearnedCodec,
     distributions_installed,
     load_weights,
     pad_amounts,
     read_bitstream,
+    torch_availability,
     write_bitstream,
 )
-from bench.errors import BenchError, CodecUnavailable
+from bench.errors import BenchError, CodecUnavailable, UsageError
 
 METRICS = ("mse", "ms-ssim")
 _HINT = (
@@ -29,7 +33,13 @@ _HINT = (
     "(pip --isolated install torch==2.13.0 torchvision==0.28.0)"
 )
 
-__all__ = ["ZooCodec", "pad_amounts", "read_bitstream", "write_bitstream"]
+__all__ = [
+    "CompressAIModelCodec",
+    "ZooCodec",
+    "pad_amounts",
+    "read_bitstream",
+    "write_bitstream",
+]
 
 
 def _compressai() -> Any:
@@ -204,3 +214,131 @@ Mbt2018MeanCodec = _zoo_codec("mbt2018-mean")
 Mbt2018Codec = _zoo_codec("mbt2018")
 Cheng2020AnchorCodec = _zoo_codec("cheng2020-anchor", 6)
 Cheng2020AttnCodec = _zoo_codec("cheng2020-attn", 6)
+
+
+class CompressAIModelCodec(LearnedCodec):
+    """Your own model with CompressAI's contract, named by import path plus checkpoint.
+
+    Options:
+        model: ``package.module:callable`` returning the ``nn.Module`` (a class or a
+            factory); called with ``quality=RATE`` when it accepts a ``quality`` argument.
+        checkpoint: the weights, a path (``{rate}`` is replaced by the rate point, e.g.
+            ``ckpt/q{rate}.pth``), or an http(s) URL with ``checkpoint_sha256``; loaded with
+            ``weights_only=True`` and strictly (a mismatch names the tensors); ``random`` keeps
+            the model's initial weights (a pipeline check, not a codec).
+        checkpoint_sha256: expected SHA-256 of the checkpoint (required for URLs).
+        quality_rises: whether a larger rate point means more bits (default true).
+        pad_multiple: the model's total down-sampling factor (default 64).
+        device, max_megapixels, batch_size: as for the zoo codecs.
+    """
+
+    name = "compressai-model"
+    description = "your model with CompressAI's compress/decompress, by import path + checkpoint"
+    rate_scale = RateScale("quality", 0, 1000, quality_rises=True)
+    contract_options: ClassVar[dict[str, Any]] = {
+        "model": "compressai.zoo:bmshj2018_factorized",
+        "checkpoint": "random",
+    }
+    contract_rates: ClassVar[tuple[float, ...]] = (1.0, 3.0)
+    """Rate points for the contract tests (a user's model has no default sweep)."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "",
+        checkpoint: str = "",
+        checkpoint_sha256: str = "",
+        quality_rises: bool = True,
+        pad_multiple: int = PAD_MULTIPLE,
+        device: str = "cpu",
+        max_megapixels: float = MAX_MEGAPIXELS,
+        batch_size: int = 1,
+    ) -> None:
+        super().__init__(device=device, max_megapixels=max_megapixels, batch_size=batch_size)
+        if int(pad_multiple) < 1:
+            raise ValueError(f"pad_multiple must be positive, got {pad_multiple}")
+        self.target = model
+        self.checkpoint = str(checkpoint)
+        self.checkpoint_sha256 = str(checkpoint_sha256)
+        self.quality_rises = flag(quality_rises, "quality_rises")
+        self.pad_multiple = int(pad_multiple)  # type: ignore[misc]
+        self.options.update(
+            model=model,
+            checkpoint=self.checkpoint,
+            checkpoint_sha256=self.checkpoint_sha256,
+            quality_rises=self.quality_rises,
+            pad_multiple=self.pad_multiple,
+        )
+
+    @property
+    def scale(self) -> RateScale:
+        return RateScale("quality", 0, 1000, quality_rises=self.quality_rises)
+
+    @classmethod
+    def availability(cls) -> Availability:
+        return torch_availability()
+
+    @classmethod
+    def installed(cls) -> Availability:
+        return distributions_installed("torch")
+
+    def model_id(self, rate: float) -> str:
+        return f"{self.target}/{rate:g}"
+
+    def _checkpoint_path(self, rate: float) -> Path:
+        from bench.checkpoints import resolve_checkpoint
+
+        spec = self.checkpoint.replace("{rate}", f"{rate:g}")
+        try:
+            return resolve_checkpoint(spec, self.checkpoint_sha256)
+        except BenchError as exc:
+            raise CodecUnavailable(f"{self.name}: {exc}") from exc
+
+    def _require_options(self) -> None:
+        if not self.target or ":" not in self.target:
+            raise UsageError(
+                f"{self.name}: --codec-option {self.name}.model=package.module:callable is "
+                "required (the class or factory of your model)"
+            )
+        if not self.checkpoint:
+            raise UsageError(
+                f"{self.name}: --codec-option {self.name}.checkpoint=PATH is required (a file, "
+                "a pattern with {rate}, a URL with checkpoint_sha256, or random)"
+            )
+
+    def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
+        self._require_options()
+        if self.checkpoint == "random":
+            return {"weights": "random (the model's initial weights)"}
+        from bench.download import sha256_of
+
+        weights = {}
+        for rate in rates:
+            path = self._checkpoint_path(rate)
+            weights[f"{rate:g}"] = {"file": str(path), "sha256": sha256_of(path)}
+        return {"weights": weights}
+
+    def load_model(self, rate: float) -> Any:
+        from bench.registry import import_target
+
+        self._require_options()
+        try:
+            factory = import_target(self.target)
+        except (ImportError, AttributeError) as exc:
+            raise CodecUnavailable(
+                f"{self.name}: cannot import model {self.target}: {exc}"
+            ) from exc
+        try:
+            accepts_quality = "quality" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            accepts_quality = False
+        model = factory(quality=int(rate)) if accepts_quality else factory()
+        for method in ("compress", "decompress", "update"):
+            if not callable(getattr(model, method, None)):
+                raise CodecUnavailable(
+                    f"{self.name}: {self.target} made a {type(model).__name__} without "
+                    f"{method}(); bench needs CompressAI's compress/decompress/update contract"
+                )
+        if self.checkpoint != "random":
+            load_weights(model, self._checkpoint_path(rate), self.target)
+        return model

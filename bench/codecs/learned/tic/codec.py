@@ -1,31 +1,9 @@
-"""The TIC codecs: ``tic-hp`` (TransTIC's fixed-rate TIC_hp) and ``tic`` (one prompted model
-for every rate, with regions of interest).
-
-Both entropy-code real bitstreams with CompressAI's coders: z under the factorized
-``EntropyBottleneck``, y under the ``GaussianConditional`` that the hyperprior predicts.
-Images are replicate-padded at the bottom and right to multiples of 256 and cropped back;
-bpp is over the original pixels. Records carry the measured bpp of the bytes and
-``bpp_estimated``, the bits the model's likelihoods give for the same latents.
-
-Bitstream (big-endian)::
-
-    "TIC1" | variant u8 (0 tic-hp, 1 tic) | quality u8 (tic-hp 1..8, tic 0) |
-    model identity 8 bytes | height u32 | width u32 | tile side u16 (0: whole image) |
-    per tile: z rows u16, z cols u16, y bytes u32, z bytes u32, y string, z string
-
-Tiles (``tile=T``, a multiple of 256) split images whose padded size exceeds
-``max_megapixels``; each tile is coded alone (no context crosses a tile border, which costs
-bits and, near borders, quality, as the paper notes). Without ``tile`` such images are
-refused with the option to use.
-
-The quality map of ``tic`` steers the encoder only (its prompts); the decoder has no
-prompts, so neither the map nor q travels in the bitstream.
-"""
+"""The TIC codecs behind bench's codec contract: ``tic-hp`` (TransTIC's fixed-rate TIC_hp) and
+``tic`` (one prompted model for every rate); see ``bench.codecs.learned.tic``."""
 
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,109 +22,45 @@ from bench.codecs.base import (
     check_image,
 )
 from bench.codecs.inputs import QUALITY_MAP, QualityMapSource
-from bench.codecs.learned import (
+from bench.codecs.learned.base import (
     TORCH_HINT,
     distributions_installed,
     synchronize,
     torch_availability,
     weights_identity,
 )
+from bench.codecs.learned.tic.bitstream import (
+    HEADER_BYTES,
+    TILE_HEADER_BYTES,
+    VARIANT_HP,
+    VARIANT_PROMPTED,
+    TicHeader,
+    read_tic_bitstream,
+    tile_boxes,
+    write_tic_bitstream,
+)
+from bench.codecs.learned.tic.checkpoint import (
+    EARLIER_TRAINING,
+    TRAIN_COMMAND,
+    distinct_images,
+    load_tic_checkpoint,
+    read_tic_checkpoint,
+    training_lineage,
+)
 from bench.errors import CodecError, CodecUnavailable
+from bench.weights import training_record
 
 if TYPE_CHECKING:
-    from bench.codecs.tic_model import TicConfig, TicHyperprior
+    from bench.codecs.learned.tic.model import TicHyperprior
 
-MAGIC = b"TIC1"
-_HEADER = struct.Struct(">4sBB8sIIH")
-_TILE = struct.Struct(">HHII")
-HEADER_BYTES = _HEADER.size
-TILE_HEADER_BYTES = _TILE.size
-VARIANT_HP, VARIANT_PROMPTED = 0, 1
-FORMAT = "bench-tic-1"
 MAX_MEGAPIXELS = 4.5
 """Default whole-image limit (padded): Cityscapes' 2048 x 1024 fits; more needs ``tile``."""
-TRAIN_COMMAND = (
-    "bench train tic --dataset folder --data-dir IMAGES --size tiny --steps N --out tic.pt"
-)
 HP_RELEASE = (
     "TransTIC's release v1.0 (github.com/NYCU-MAPL/TransTIC/releases) publishes "
     "base_codec_{1..4}.pth.tar"
 )
 RANDOM_HP_SIZE = (32, 48)
 """(N, M) of the seeded stand-in ``tic-hp`` (pipeline tests only)."""
-
-
-@dataclass(frozen=True)
-class TicHeader:
-    variant: int
-    quality: int
-    identity: bytes
-    height: int
-    width: int
-    tile: int
-
-
-def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """(top, left, rows, cols) of the tiles covering an image, row-major (one box when
-    ``tile`` is 0).
-
-    >>> tile_boxes(600, 300, 256)[:3]
-    [(0, 0, 256, 256), (0, 256, 256, 44), (256, 0, 256, 256)]
-    """
-    if tile <= 0:
-        return [(0, 0, height, width)]
-    return [
-        (top, left, min(tile, height - top), min(tile, width - left))
-        for top in range(0, height, tile)
-        for left in range(0, width, tile)
-    ]
-
-
-def write_tic_bitstream(
-    header: TicHeader, tiles: list[tuple[tuple[int, int], bytes, bytes]]
-) -> bytes:
-    """Header, then each tile's z shape, string lengths and strings."""
-    parts = [
-        _HEADER.pack(
-            MAGIC,
-            header.variant,
-            header.quality,
-            header.identity,
-            header.height,
-            header.width,
-            header.tile,
-        )
-    ]
-    for (rows, cols), y_string, z_string in tiles:
-        parts += [_TILE.pack(rows, cols, len(y_string), len(z_string)), y_string, z_string]
-    return b"".join(parts)
-
-
-def read_tic_bitstream(data: bytes) -> tuple[TicHeader, list[tuple[tuple[int, int], bytes, bytes]]]:
-    """Parse a bitstream made by ``write_tic_bitstream``.
-
-    Raises:
-        CodecError: not a TIC bitstream, or truncated / with trailing bytes.
-    """
-    if len(data) < HEADER_BYTES or data[:4] != MAGIC:
-        raise CodecError("not a TIC bitstream (bad magic or too short)")
-    _, variant, quality, identity, height, width, tile = _HEADER.unpack_from(data)
-    header = TicHeader(variant, quality, identity, height, width, tile)
-    tiles = []
-    offset = HEADER_BYTES
-    for _ in tile_boxes(height, width, tile):
-        if offset + TILE_HEADER_BYTES > len(data):
-            raise CodecError("truncated TIC bitstream (tile header)")
-        rows, cols, y_len, z_len = _TILE.unpack_from(data, offset)
-        offset += TILE_HEADER_BYTES
-        end = offset + y_len + z_len
-        if end > len(data):
-            raise CodecError("truncated TIC bitstream (tile strings)")
-        tiles.append(((rows, cols), data[offset : offset + y_len], data[offset + y_len : end]))
-        offset = end
-    if offset != len(data):
-        raise CodecError(f"TIC bitstream has {len(data) - offset} trailing bytes")
-    return header, tiles
 
 
 @dataclass
@@ -231,7 +145,7 @@ class _TicCodec(Codec):
         raise NotImplementedError
 
     def _tiling(self, height: int, width: int) -> int:
-        from bench.codecs.tic_model import PAD_MULTIPLE
+        from bench.codecs.learned.tic.model import PAD_MULTIPLE
 
         padded = (-(-height // PAD_MULTIPLE) * PAD_MULTIPLE) * (
             -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
@@ -251,7 +165,7 @@ class _TicCodec(Codec):
     def _encode(self, image: Image, loaded: LoadedTic, quality: int, quality_map: Any) -> Bitstream:
         import torch
 
-        from bench.codecs.tic_model import PAD_MULTIPLE, pad_to
+        from bench.codecs.learned.tic.model import PAD_MULTIPLE, pad_to
 
         image = check_image(image, self.name)
         height, width = image.shape[:2]
@@ -356,7 +270,7 @@ class TicHpCodec(_TicCodec):
     def _random(self, quality: int) -> LoadedTic:
         import torch
 
-        from bench.codecs.tic_model import TicHyperprior
+        from bench.codecs.learned.tic.model import TicHyperprior
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(quality)
@@ -377,8 +291,8 @@ class TicHpCodec(_TicCodec):
         return loaded
 
     def _load(self, quality: int, path: Path) -> LoadedTic:
-        from bench.codecs.learned import load_weights
-        from bench.codecs.tic_model import HP_QUALITIES, TicHyperprior
+        from bench.codecs.learned.base import load_weights
+        from bench.codecs.learned.tic.model import HP_QUALITIES, TicHyperprior
 
         n, m = HP_QUALITIES[quality]
         model = TicHyperprior(n, m)
@@ -469,7 +383,7 @@ class TicCodec(_TicCodec):
         if self.is_random:
             import torch
 
-            from bench.codecs.tic_model import TicConfig, build_model
+            from bench.codecs.learned.tic.model import TicConfig, build_model
 
             config = TicConfig.preset("tiny")
             with torch.random.fork_rng(devices=[]):
@@ -511,9 +425,8 @@ class TicCodec(_TicCodec):
             self.scale.validate(rate, self.name)
         if self.is_random:
             return {"weights": "random (seeded tiny stand-in; pipeline tests only, not trained)"}
-        from bench.codecs.tic_model import TicConfig
+        from bench.codecs.learned.tic.model import TicConfig
         from bench.download import sha256_of
-        from bench.train import training_record
 
         loaded = self._single()
         path = Path(self.weights).expanduser()
@@ -559,79 +472,4 @@ class TicCodec(_TicCodec):
         return self._encode(image, self._single(), 0, np.clip(quality_map, 0.0, 1.0))
 
 
-def read_tic_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
-    """A ``bench-tic-1`` checkpoint, read with ``weights_only=True``.
-
-    Raises:
-        WeightsError: no such file, unreadable, or another format.
-    """
-    from bench.train import read_model_checkpoint
-
-    return read_model_checkpoint(
-        path, FORMAT, what="TIC", mmap=mmap,
-        hint=f"make one: {TRAIN_COMMAND} (TransTIC's base codecs are tic-hp weights)",
-    )  # fmt: skip
-
-
-EARLIER_TRAINING = "earlier_training"
-"""Checkpoint key of a fine-tune (``bench train tic --init tic=PATH``): the steps and images
-of the runs it started from."""
-
-
-def training_lineage(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """The ``steps`` and ``images`` that made a ``bench-tic-1`` checkpoint's weights: its own
-    run's and those of the runs it was fine-tuned from."""
-    training = checkpoint.get("training", {})
-    earlier = checkpoint.get(EARLIER_TRAINING, {})
-    return {
-        "steps": int(training.get("step", 0)) + int(earlier.get("steps", 0)),
-        "images": distinct_images([*training.get("images", []), *earlier.get("images", [])]),
-    }
-
-
-def distinct_images(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Training-image records without repeats (runs of one lineage share images), first kept;
-    an image is its pixel hash, or its file hash where a record has no pixel hash."""
-    seen: set[str] = set()
-    kept = []
-    for image in images:
-        key = str(image.get("sha256") or image.get("file_sha256") or image)
-        if key not in seen:
-            seen.add(key)
-            kept.append(image)
-    return kept
-
-
-def load_tic_checkpoint(path: Path) -> tuple[TicConfig, TicHyperprior]:
-    """The config and network (eval mode, CPU) of a ``bench-tic-1`` checkpoint, loaded with
-    ``weights_only=True`` and strictly.
-
-    Raises:
-        WeightsError: unreadable, another format, or tensors that do not fit (named).
-    """
-    from bench.codecs.learned import load_weights
-    from bench.codecs.tic_model import TicConfig, build_model
-    from bench.tasks.base import WeightsError
-
-    loaded = read_tic_checkpoint(path, mmap=True)
-    try:
-        config = TicConfig.from_dict(loaded["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: bad TIC config in checkpoint: {exc}") from exc
-    if not isinstance(loaded.get("model"), dict):
-        raise WeightsError(f"{path}: no model state_dict in checkpoint")
-    model = build_model(config)
-    load_weights(model, path, f"TIC ({config.describe()})")
-    return config, model.eval()
-
-
-__all__ = [
-    "EARLIER_TRAINING",
-    "TicCodec",
-    "TicHpCodec",
-    "load_tic_checkpoint",
-    "read_tic_bitstream",
-    "tile_boxes",
-    "training_lineage",
-    "write_tic_bitstream",
-]
+__all__ = ["LoadedTic", "TicCodec", "TicHpCodec", "prepare_for_coding"]

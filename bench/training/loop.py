@@ -1,4 +1,4 @@
-"""Training learned codecs: one loop, checkpoints, resume, progress and logging for every codec.
+"""The training loop of every learned codec: checkpoints, resume, progress and logging.
 
 A codec contributes a ``Trainable`` (its modules, optimizers, losses and one training step);
 ``ImageSampler`` turns a bench dataset into seeded batches of random crops; ``Trainer`` owns
@@ -22,16 +22,15 @@ Conventions:
   ``scaler.step(optimizer)``; the trainer calls ``scaler.update()`` once after each training
   step. Each optimizer skips its own step when its gradients hold inf/NaN.
 - Checkpoints hold tensors and JSON-able values only, so ``torch.load(path, weights_only=True)``
-  reads them, and are written atomically (a temporary file in the same directory, then
-  ``os.replace``).
+  reads them, and are written atomically (``bench.weights.save_checkpoint``); their format is
+  ``bench.weights.checkpoint_format(trainable.name)``, ``bench-NAME-1``.
 
-torch is imported where it is used, so ``import bench.train`` works without it.
+torch is imported where it is used, so ``import bench.training`` works without it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -39,30 +38,29 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import numpy.typing as npt
 
-from bench.download import sha256_of
-from bench.errors import BenchError, DatasetError, UsageError
-from bench.types import Image
+from bench.errors import BenchError, UsageError
+from bench.training.data import ImageSampler
+from bench.weights import checkpoint_format, read_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     import torch
 
     from bench.datasets.base import Dataset
 
-FORMAT_VERSION = 1
 RESERVED_KEYS = frozenset({"format", "config", "optimizers", "scaler", "training"})
 """Top-level checkpoint keys the trainer owns; module names and extra keys must differ."""
 
 
 class TrainingError(BenchError):
-    """Training cannot start or continue (bad checkpoint, mismatched model, bad options)."""
+    """Training cannot continue from a checkpoint: another model, another config, missing state
+    (an unreadable checkpoint is a ``bench.weights.WeightsError``)."""
 
 
 # --------------------------------------------------------------------------- mixed precision
@@ -275,272 +273,6 @@ class TrainingOptions:
         return values
 
 
-# --------------------------------------------------------------------------- data
-
-
-def pixel_sha256(image: Image) -> str:
-    """SHA-256 of an image's decoded pixels: the C-ordered bytes of its (H, W, 3) uint8 array.
-
-    >>> pixel_sha256(np.zeros((1, 1, 3), np.uint8))[:12]
-    '709e80c88487'
-    """
-    return hashlib.sha256(np.ascontiguousarray(image, dtype=np.uint8).tobytes()).hexdigest()
-
-
-class ImageSampler:
-    """Seeded batches of random crops (with random horizontal flips) from a bench dataset.
-
-    Every image is decoded once at construction, to hash its pixels (``images``) and check
-    its size; the decoded images are kept in memory when they fit in ``max_cache_bytes``,
-    otherwise re-read on demand. Each epoch visits the images in a seeded permutation, in
-    batches of ``batch_size`` (a remainder that does not fill a batch is skipped). The random
-    choices depend only on (seed, epoch, position), so ``state()`` is the sampler's position.
-
-    Args:
-        dataset: a bench dataset (``bench.datasets.open_dataset``).
-        crop: (height, width) of the crops, or None for whole images (which then must all
-            have the same size when ``batch_size > 1``).
-        batch_size: images per batch.
-        seed: the sampler's seed.
-        flip: random horizontal flips.
-        limit: use only the first N images.
-        max_cache_bytes: keep decoded images in memory up to this total size.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        *,
-        crop: tuple[int, int] | None = None,
-        batch_size: int = 1,
-        seed: int = 0,
-        flip: bool = True,
-        limit: int | None = None,
-        max_cache_bytes: int = 1 << 30,
-    ) -> None:
-        self.dataset = dataset
-        self.crop = (int(crop[0]), int(crop[1])) if crop is not None else None
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.flip = flip
-        self.refs = dataset.refs()[:limit] if limit is not None else dataset.refs()
-        if len(self.refs) < self.batch_size:
-            raise DatasetError(
-                f"{dataset.tag}: {len(self.refs)} image(s) cannot fill a batch of "
-                f"{self.batch_size}; lower the batch size or add images"
-            )
-        self.images: list[dict[str, str]] = []
-        self.shapes: list[tuple[int, int]] = []
-        cache: list[Image] = []
-        total = 0
-        for ref in self.refs:
-            pixels = dataset.load(ref, with_label=False).image
-            self._check_size(ref.id, pixels)
-            self.images.append(
-                {"id": ref.id, "sha256": pixel_sha256(pixels), "file_sha256": sha256_of(ref.path)}
-            )
-            self.shapes.append((int(pixels.shape[0]), int(pixels.shape[1])))
-            total += pixels.nbytes
-            if total <= max_cache_bytes:
-                cache.append(pixels)
-        self._cache: list[Image] | None = cache if total <= max_cache_bytes else None
-        if self.crop is None and self.batch_size > 1 and len(set(self.shapes)) > 1:
-            raise DatasetError(
-                f"{dataset.tag}: whole images of different sizes {sorted(set(self.shapes))[:4]} "
-                "cannot be batched; set a crop size or batch size 1"
-            )
-        self.epoch = 0
-        self.index = 0
-
-    def _check_size(self, image_id: str, pixels: Image) -> None:
-        if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-            raise DatasetError(f"{image_id}: expected (H, W, 3) uint8, got {pixels.shape}")
-        if self.crop is not None and (
-            pixels.shape[0] < self.crop[0] or pixels.shape[1] < self.crop[1]
-        ):
-            raise DatasetError(
-                f"{self.dataset.tag}/{image_id}: {pixels.shape[1]}x{pixels.shape[0]} is smaller "
-                f"than the {self.crop[1]}x{self.crop[0]} crop; use a smaller crop"
-            )
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Full batches in one pass over the images."""
-        return len(self.refs) // self.batch_size
-
-    def permutation(self, epoch: int) -> npt.NDArray[np.int64]:
-        """The order in which epoch ``epoch`` visits the images."""
-        return np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.refs))
-
-    def image(self, index: int) -> Image:
-        """The decoded pixels of image ``index`` (from the cache when it holds them)."""
-        if self._cache is not None:
-            return self._cache[index]
-        return self.dataset.load(self.refs[index], with_label=False).image
-
-    def window(self, epoch: int, position: int) -> tuple[int, int, int, bool]:
-        """(image index, top, left, flip) of the ``position``-th image of ``epoch``.
-
-        ``top`` and ``left`` are 0 for whole images.
-        """
-        index = int(self.permutation(epoch)[position])
-        rng = np.random.default_rng([self.seed, 1, epoch, position])
-        height, width = self.shapes[index]
-        top = left = 0
-        if self.crop is not None:
-            top = int(rng.integers(0, height - self.crop[0] + 1))
-            left = int(rng.integers(0, width - self.crop[1] + 1))
-        flip = bool(self.flip and rng.random() < 0.5)
-        return index, top, left, flip
-
-    def sample(self, epoch: int, position: int) -> Image:
-        """The (cropped, maybe flipped) uint8 pixels of the ``position``-th image of ``epoch``."""
-        index, top, left, flip = self.window(epoch, position)
-        pixels = self.image(index)
-        if self.crop is not None:
-            pixels = pixels[top : top + self.crop[0], left : left + self.crop[1]]
-        if flip:
-            pixels = pixels[:, ::-1]
-        return np.ascontiguousarray(pixels)
-
-    def batch_at(self, epoch: int, index: int) -> torch.Tensor:
-        """The batch starting at position ``index`` of epoch ``epoch``: float32 NCHW in [0, 1]."""
-        import torch
-
-        stacked = np.stack([self.sample(epoch, index + k) for k in range(self.batch_size)])
-        return torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-
-    def next_batch(self) -> torch.Tensor:
-        """The next batch; advances the position, moving to the next epoch when one is done."""
-        if self.index + self.batch_size > len(self.refs):
-            self.epoch += 1
-            self.index = 0
-        batch = self.batch_at(self.epoch, self.index)
-        self.index += self.batch_size
-        return batch
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        while True:
-            yield self.next_batch()
-
-    @property
-    def completed_epochs(self) -> int:
-        """Whole passes over the images done so far."""
-        return self.epoch + (1 if self.index + self.batch_size > len(self.refs) else 0)
-
-    def state(self) -> dict[str, int]:
-        """The position: epoch and index in that epoch's permutation."""
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        """Continue from a position saved by ``state()``."""
-        self.epoch = int(state["epoch"])
-        self.index = int(state["index"])
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a bench training checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
-
-    Raises:
-        TrainingError: no such file, a pickle holding more than tensors and plain values,
-            or a file that is not a bench training checkpoint.
-    """
-    import pickle
-
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"{path}: no such checkpoint file")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrainingError(
-            f"{path}: not a bench checkpoint, or one holding more than tensors and plain values "
-            f"({first}); bench loads checkpoints with weights_only=True"
-        ) from exc
-    fmt = loaded.get("format") if isinstance(loaded, dict) else None
-    if (
-        not isinstance(fmt, str)
-        or not fmt.startswith("bench-")
-        or not isinstance(loaded.get("training"), dict)
-    ):
-        raise TrainingError(
-            f"{path}: not a bench training checkpoint (no 'format': 'bench-NAME-N' and "
-            "'training' entries)"
-        )
-    if not fmt.endswith(f"-{FORMAT_VERSION}"):
-        raise TrainingError(
-            f"{path}: checkpoint format {fmt!r} is not version {FORMAT_VERSION}, which this "
-            "version of bench reads"
-        )
-    return dict(loaded)
-
-
-def read_model_checkpoint(
-    path: Path, fmt: str, *, what: str, hint: str = "", mmap: bool = False
-) -> dict[str, Any]:
-    """Read a codec's ``bench-NAME-1`` checkpoint (``weights_only=True``, onto the CPU;
-    ``mmap`` reads its tensors lazily, for configs and records).
-
-    Raises:
-        WeightsError: no such file, an unreadable file, or another format (``hint`` appended).
-    """
-    import torch
-
-    from bench.tasks.base import WeightsError
-
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such {what} checkpoint" + (f"; {hint}" if hint else ""))
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:
-        raise WeightsError(
-            f"{path}: not a readable {fmt} checkpoint ({str(exc).splitlines()[0]}); bench "
-            "loads checkpoints with weights_only=True"
-        ) from exc
-    if not isinstance(loaded, dict) or loaded.get("format") != fmt:
-        found = loaded.get("format") if isinstance(loaded, dict) else type(loaded).__name__
-        raise WeightsError(
-            f"{path}: not a {fmt} checkpoint (format {found!r})" + (f"; {hint}" if hint else "")
-        )
-    return dict(loaded)
-
-
-def training_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """What a checkpoint says about its training: step, epoch, seconds, options, dataset and
-    images ({id, sha256, file_sha256}); empty for a checkpoint without that record."""
-    training = checkpoint.get("training")
-    if not isinstance(training, dict):
-        return {}
-    keep = ("step", "epoch", "seconds", "options", "dataset", "images")
-    return {k: training[k] for k in keep if k in training}
-
-
-def save_atomic(state: Mapping[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _json_normal(value: Any) -> Any:
     """``value`` as JSON would give it back (tuples become lists, keys strings)."""
     return json.loads(json.dumps(value, sort_keys=True))
@@ -682,7 +414,7 @@ class Trainer:
             raise UsageError(
                 f"{trainable.name}: module names {clash} are reserved checkpoint keys; rename them"
             )
-        self.format = f"bench-{trainable.name}-{FORMAT_VERSION}"
+        self.format = checkpoint_format(trainable.name)
         self.amp = AmpContext(options.device, options.amp, options.amp_dtype)
         self.numpy_rng = np.random.default_rng(options.seed)
         """Trainer-level numpy randomness, saved and restored with the checkpoint."""
@@ -816,7 +548,7 @@ class Trainer:
         target = path or self.options.out
         if target is None:
             raise UsageError("no checkpoint path: set the training option out")
-        save_atomic(self.state_dict(), target)
+        save_checkpoint(self.state_dict(), target)
         if target == self.options.out:
             self.saved_step = self.step
         return target
@@ -848,7 +580,7 @@ class Trainer:
                 module.to(options.device)
                 module.train()
             if resume and options.out is not None and options.out.is_file():
-                self.load_state_dict(load_checkpoint(options.out), options.out)
+                self.load_state_dict(read_checkpoint(options.out), options.out)
                 resumed_from = self.saved_step = self.step
                 self.log(f"resuming {self.trainable.name} from {options.out} at step {self.step}")
             elif resume:
@@ -1032,19 +764,13 @@ def train(
 
 __all__ = [
     "AmpContext",
-    "ImageSampler",
     "Trainable",
     "Trainer",
     "TrainingError",
     "TrainingOptions",
     "TrainingResult",
     "config_differences",
-    "load_checkpoint",
-    "pixel_sha256",
-    "read_model_checkpoint",
-    "save_atomic",
     "seed_everything",
     "to_signed",
     "train",
-    "training_record",
 ]

@@ -1,4 +1,5 @@
-"""What the variable-rate TIC contributes to ``bench.train``: quality maps, losses, one step.
+"""What the variable-rate TIC contributes to training: quality maps, losses, one step
+(``TicTrainable``), and ``bench train tic``'s options (``TicTraining``).
 
 The recipe of Chang & Yang (2024), section III-C and IV: stage 1 trains the whole codec on
 uniform quality maps (q stratified over the batch: image i of B gets q in [i/B, (i+1)/B)),
@@ -17,22 +18,35 @@ restores, so a resumed run draws the same maps as an uninterrupted one.
 
 from __future__ import annotations
 
+import argparse
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from bench.codecs.tic import (
+from bench.codecs.learned.tic.checkpoint import (
     EARLIER_TRAINING,
     load_tic_checkpoint,
     read_tic_checkpoint,
     training_lineage,
 )
-from bench.codecs.tic_model import TicConfig, TicHyperprior, build_model, rate_distortion_loss
-from bench.train import AmpContext
+from bench.codecs.learned.tic.model import (
+    TicConfig,
+    TicHyperprior,
+    build_model,
+    rate_distortion_loss,
+)
+from bench.errors import UsageError
+from bench.training import AmpContext, ImageSampler, Trainer, Training, TrainingOptions
+from bench.training.loop import seed_everything
+from bench.weights import WeightsError, load_state_dict
+
+if TYPE_CHECKING:
+    from bench.training.loop import TrainingResult
+    from bench.training.registry import Log
 
 LEARNING_RATE = 1e-4
 """TransTIC's learning rate (its configs); the paper does not restate it."""
@@ -120,8 +134,6 @@ def load_base_codec(model: TicHyperprior, path: Path) -> int:
     """
     from compressai.models.utils import remap_old_keys
 
-    from bench.tasks.base import WeightsError, load_state_dict
-
     state = remap_old_keys("entropy_bottleneck", load_state_dict(path))
     own = model.state_dict()
     base = {k for k in own if "_prompt" not in k}
@@ -151,8 +163,6 @@ def load_tic_weights(model: TicHyperprior, config: TicConfig, path: Path) -> dic
     Raises:
         WeightsError: not a TIC checkpoint, or one of another network (what differs, named).
     """
-    from bench.tasks.base import WeightsError
-
     saved_config, saved_model = load_tic_checkpoint(path)
     if saved_config != config:
         raise WeightsError(
@@ -165,7 +175,7 @@ def load_tic_weights(model: TicHyperprior, config: TicConfig, path: Path) -> dic
 
 
 class TicTrainable:
-    """The variable-rate TIC as a ``bench.train.Trainable``.
+    """The variable-rate TIC as a ``bench.training.Trainable``.
 
     Args:
         config: the network and its lambda curve.
@@ -305,3 +315,129 @@ class TicTrainable:
             "q": float(quality_map.mean()),
             "aux": float(aux.detach()),
         }
+
+
+class TicTraining(Training):
+    """``bench train tic``: the variable-rate TIC, one checkpoint for every q in 0..1."""
+
+    name = "tic"
+    description = "the variable-rate TIC (one checkpoint for every q in 0..1)"
+    details = (
+        "Trains the prompted variable-rate TIC of Chang & Yang: stage 1 on uniform quality maps, "
+        "stage 2 (from --perlin-from) on two-level Perlin maps; loss lambda(q)-weighted MSE + "
+        "bpp, AdamW (weight decay 0.05), polynomial schedule, gradient clipping, aux loss. "
+        "Resumable (--resume), checkpointed atomically, seeded."
+    )
+    defaults: ClassVar[dict[str, Any]] = {"dataset": "folder", "batch_size": 8, "crop": "256x256"}
+
+    def __init__(
+        self,
+        config: TicConfig,
+        *,
+        init: tuple[str, Path] | None,
+        perlin_from: int | None,
+        learning_rate: float,
+        loss: str,
+    ) -> None:
+        self.config = config
+        self.init = init
+        self.perlin_from = perlin_from
+        self.learning_rate = learning_rate
+        self.loss = loss
+        self.total = 0
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--size",
+            choices=["paper", "small", "tiny"],
+            default="paper",
+            help="paper: N=128, M=192 (the paper's); small and tiny are narrower CPU models",
+        )
+        parser.add_argument(
+            "--lambda-curve",
+            choices=["chang", "kao"],
+            default="chang",
+            help="lambda(q): the paper's eq. 7 (chang) or Kao et al.'s eq. 4 (kao)",
+        )
+        parser.add_argument(
+            "--init",
+            metavar="tic-hp=PATH|tic=PATH",
+            help="start from TransTIC's base codec weights (tic-hp=, paper size only) or from a "
+            "checkpoint of bench train tic (tic=, a fine-tune with a new schedule)",
+        )
+        parser.add_argument(
+            "--loss",
+            choices=list(LOSSES),
+            default="paper",
+            help="paper: eq. 3 over the batch; balanced: each image's eq.-3 loss over its own "
+            "value, so that low-q images weigh as much as high-q ones (same optimum per image)",
+        )
+        parser.add_argument(
+            "--perlin-from", type=int, help="step where Perlin maps start (default: half)"
+        )
+        parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="AdamW learning rate")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TicTraining:
+        if args.steps is None and args.epochs is None:
+            raise UsageError("bench train tic needs --steps or --epochs (the paper: 300,000 steps)")
+        init = None
+        if args.init:
+            name, sep, path = args.init.partition("=")
+            if name not in ("tic-hp", "tic") or not sep or not path:
+                raise UsageError(f"--init {args.init!r}: expected tic-hp=PATH or tic=PATH")
+            if name == "tic-hp" and args.size != "paper":
+                raise UsageError("--init tic-hp=PATH needs --size paper (TransTIC's N=128, M=192)")
+            if args.resume:
+                raise UsageError(
+                    "--init starts a new run; --resume continues one: give one of them"
+                )
+            init = (name, Path(path).expanduser())
+        try:
+            config = TicConfig.preset(args.size, lambda_curve=args.lambda_curve)
+        except ValueError as exc:
+            raise UsageError(f"bench train tic: {exc}") from None
+        return cls(config, init=init, perlin_from=args.perlin_from, learning_rate=args.lr,
+                   loss=args.loss)  # fmt: skip
+
+    def check(self, options: TrainingOptions) -> None:
+        crop = options.crop
+        if crop is not None and (crop[0] % 256 or crop[1] % 256):
+            raise UsageError(
+                f"--crop {crop[0]}x{crop[1]}: TIC needs multiples of 256 (e.g. 256x256)"
+            )
+
+    def build(self, options: TrainingOptions, sampler: ImageSampler) -> TicTrainable:
+        self.total = Trainer.length(options, sampler)
+        if self.perlin_from is None:
+            self.perlin_from = self.total // 2
+        seed_everything(options.seed)  # the initial weights too
+        return TicTrainable(
+            self.config,
+            total_steps=self.total,
+            perlin_from=self.perlin_from,
+            device=options.device,
+            learning_rate=self.learning_rate,
+            init=self.init,
+            loss=self.loss,
+        )
+
+    def banner(self, trainable: Any, sampler: ImageSampler, options: TrainingOptions) -> str:
+        params = sum(p.numel() for p in trainable.model.parameters())
+        start = f" from {trainable.initialised_from}" if trainable.initialised_from else ""
+        return (
+            f"bench train tic: {self.config.describe()}, {params:,} parameters{start}; lambda "
+            f"{self.config.lambda_curve}, {self.loss} loss; {self.total} steps (Perlin maps "
+            f"from step {self.perlin_from}); {len(sampler.images)} images "
+            f"of {sampler.dataset.tag} -> {options.out}"
+        )
+
+    def finish(self, trainable: Any, result: TrainingResult, sampler: ImageSampler,
+               log: Log) -> str:  # fmt: skip
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+        return (
+            f"trained to step {result.step} (epoch {result.epoch}) in {result.seconds / 60:.1f} "
+            f"min; last step: {shown}\ncheckpoint: {result.checkpoint}\nuse it: bench run "
+            f"--codecs tic --codec-option tic.weights={result.checkpoint}"
+        )

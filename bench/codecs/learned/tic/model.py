@@ -32,7 +32,14 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from bench.codecs.tic_layers import RSTB, conv, deconv, pad_to, stochastic_depth, trunc_normal_
+from bench.codecs.learned.tic.layers import (
+    RSTB,
+    conv,
+    deconv,
+    pad_to,
+    stochastic_depth,
+    trunc_normal_,
+)
 
 DEPTHS = (2, 4, 6, 2, 2, 2)
 HEADS = (8, 8, 8, 16, 16, 16)

@@ -1,25 +1,21 @@
-"""The GAN codec's networks and losses (``bench.codecs.gan`` has the codec, its config and its
-bitstream; this module needs torch and is imported only when a model is built).
+"""The GAN codec's networks and losses (nn.Modules, no I/O; torch is needed here only).
 
-See ``bench.codecs.gan`` for the architecture and every design choice.
+See ``bench.codecs.learned.gan`` for the architecture and every design choice.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.codecs.gan import FORMAT, GanConfig
-from bench.codecs.learned import weights_identity
+from bench.codecs.learned.base import weights_identity
+from bench.codecs.learned.gan.config import GanConfig
+from bench.types import Image
 
 _Module = nn.Module
 
@@ -293,7 +289,7 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-# --------------------------------------------------------------------------- checkpoints
+# --------------------------------------------------------------------------- identity and pixels
 
 
 def model_identity(config: GanConfig, generator: nn.Module) -> bytes:
@@ -301,30 +297,11 @@ def model_identity(config: GanConfig, generator: nn.Module) -> bytes:
     return weights_identity(generator, config.to_json().encode())
 
 
-def save_generator_checkpoint(
-    path: str | os.PathLike[str],
-    config: GanConfig,
-    generator: nn.Module,
-    discriminator: nn.Module | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a ``bench-gan-1`` checkpoint atomically (temporary file, then ``os.replace``).
+def to_uint8(x_hat: Tensor) -> Tensor:
+    """[-1, 1] floats to uint8, deterministically: ((x + 1) * 127.5).round().clamp(0, 255)."""
+    return ((x_hat + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
-    ``extra`` entries (epoch, optimizer states...) are stored beside ``format``, ``config``,
-    ``generator`` and ``discriminator``; they must be loadable with ``weights_only=True``.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    payload: dict[str, Any] = dict(extra or {})
-    payload.update(format=FORMAT, config=asdict(config), generator=generator.state_dict())
-    if discriminator is not None:
-        payload["discriminator"] = discriminator.state_dict()
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+
+def to_network(image: Image) -> Tensor:
+    """An (H, W, 3) uint8 image as a (1, 3, H, W) float tensor in [-1, 1] (x / 127.5 - 1)."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
