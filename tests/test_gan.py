@@ -416,3 +416,31 @@ def test_entropy_coding_needs_the_checkpoints_own_entropy_model(tmp_path):
     assert plain.decode(plain.encode(image, rate)).shape == image.shape  # packed: needs none
     manifest = GanCodec(weights=str(tmp_path / "a"), entropy_coding=True).prepare([rate])
     assert manifest["weights"][f"{rate:g}"]["entropy_model"]["images"] == 2
+
+
+def test_a_target_bpp_run_searches_only_the_checkpoints_it_has(tmp_path):
+    # Before the fix, --target-bpp 0.0625 with the 0.0625 bpp checkpoint bisected the whole
+    # bpp scale from 1/256 and failed every record: "no checkpoint for 0.00390625 bpp".
+    from PIL import Image
+
+    from bench.datasets.folder import FolderDataset
+    from bench.runner import plan_codec, run
+
+    config = GanConfig(bottleneck=8, levels=4, width=TINY)
+    assert config.nominal_bpp == 0.0625
+    torch.manual_seed(2)
+    weights = save_generator_checkpoint(tmp_path / "w" / "f8l4.pt", config, GanGenerator(config))
+    other = GanConfig(bottleneck=4, levels=4, width=TINY)  # 0.03125 bpp
+    save_generator_checkpoint(tmp_path / "w" / "f4l4.pt", other, GanGenerator(other))
+    (tmp_path / "images").mkdir()
+    for seed in (1, 2):
+        Image.fromarray(_smooth_image(64, 96, seed=seed)).save(tmp_path / "images" / f"{seed}.png")
+    plan = plan_codec("gan", {"weights": str(weights)}, targets=[0.0625])
+    assert plan.usable, plan.unusable_reason
+    result = run(FolderDataset(data_dir=tmp_path / "images"), [plan], tmp_path / "run")
+    assert [r.status for r in result.records] == ["ok", "ok"], [r.error for r in result.records]
+    assert {r.rate for r in result.records} == {0.0625}
+    assert all("searched 1 bpp values" in r.note for r in result.records), result.records[0].note
+    assert GanCodec(weights=str(tmp_path / "w")).rate_points() == (0.03125, 0.0625)
+    assert GanCodec(weights=str(tmp_path / "w"), bottleneck=8).rate_points() == (0.0625,)
+    assert GanCodec(weights="random").rate_points() is None

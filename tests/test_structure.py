@@ -25,7 +25,7 @@ STAGES: list[tuple[str, list[str]]] = [
         ],
     ),
     ("inputs, scores and training", ["bench.datasets", "bench.metrics", "bench.tasks",
-                                     "bench.training", "bench.train"]),
+                                     "bench.training"]),
     ("codecs", ["bench.codecs"]),
     ("running", ["bench.search", "bench.executors", "bench.ray_executor", "bench.store",
                  "bench.manifest", "bench.runner"]),

@@ -202,6 +202,22 @@ class GanCodec(Codec):
         self._index = [_Entry(path, read_gan_config(path)) for path in files]
         return self._index
 
+    def rate_points(self) -> tuple[float, ...] | None:
+        """The nominal bpp of the checkpoints ``weights`` names (those of F = ``bottleneck``
+        when it is set): a target-bpp search visits only these. None with random weights,
+        which code at any rate."""
+        if self.is_random:
+            return None
+        return tuple(
+            sorted(
+                {
+                    e.config.nominal_bpp
+                    for e in self.index()
+                    if not self.bottleneck or e.config.bottleneck == self.bottleneck
+                }
+            )
+        )
+
     def _unavailable(self, rate: float, known: Iterable[_Entry]) -> CodecUnavailable:
         f_value = self.bottleneck or 8
         bits = rate * DOWNSAMPLING**2 / f_value
