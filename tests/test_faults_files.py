@@ -12,6 +12,7 @@ from PIL import Image
 
 from bench.cli import EXIT_OK, EXIT_USAGE, main
 from bench.datasets import open_dataset
+from bench.outputs import write_run_outputs
 from bench.records import read_csv
 from bench.runner import plan_codec, run
 
@@ -30,7 +31,10 @@ def _images(directory: Path) -> Path:
 
 def _sweep(data: Path, out: Path, *, resume: bool = False) -> None:
     dataset = open_dataset("folder", {"data_dir": data})
-    run(dataset, [plan_codec("jpeg", rates=[20, 60])], out, workers=0, resume=resume)
+    run(
+        dataset, [plan_codec("jpeg", rates=[20, 60])], out, workers=0, resume=resume,
+        finish=write_run_outputs,
+    )  # fmt: skip
 
 
 def _ids(path: Path) -> list[tuple[str, str, float, str, float]]:
