@@ -106,9 +106,9 @@ def poisoned(path: Path, module: str, out: Path) -> str:
 class Diverging(ToyTrainable):
     """The toy, whose weights and loss become NaN from step ``at`` on."""
 
-    def __init__(self, at: int) -> None:
+    def __init__(self, at: int, loss_too: bool = True) -> None:
         super().__init__(4, 1e-3)
-        self.at, self.calls = at, 0
+        self.at, self.calls, self.loss_too = at, 0, loss_too
 
     def step(self, batch: torch.Tensor, amp: AmpContext) -> Mapping[str, float]:
         self.calls += 1
@@ -116,7 +116,8 @@ class Diverging(ToyTrainable):
         if self.calls >= self.at:
             with torch.no_grad():
                 next(self.model.parameters()).fill_(math.nan)
-            losses["loss"] = math.nan
+            if self.loss_too:
+                losses["loss"] = math.nan
         return losses
 
 
@@ -133,6 +134,16 @@ def test_a_diverged_run_stops_and_keeps_the_last_good_checkpoint(
     saved = read_checkpoint(out, "toy")  # finite, or it would be refused
     assert saved["training"]["step"] == 2
     assert "loss=nan" in lines[-1]  # the progress line shows the NaN
+
+
+def test_non_finite_weights_are_never_saved(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "toy.pt"
+    sampler = ImageSampler(open_dataset("folder", {"data_dir": images}), crop=(16, 16), seed=0)
+    options = TrainingOptions(steps=4, crop=(16, 16), checkpoint_every=2, out=out)
+    trainer = Trainer(Diverging(at=2, loss_too=False), sampler, options, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"step 2: tensor model\..* is not finite.*nothing"):
+        trainer.run()
+    assert not out.exists()
 
 
 def test_bench_train_gan_with_a_huge_learning_rate_fails_and_saves_nothing(

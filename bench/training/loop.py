@@ -24,6 +24,11 @@ Conventions:
 - Checkpoints hold tensors and JSON-able values only, so ``torch.load(path, weights_only=True)``
   reads them, and are written atomically (``bench.weights.save_checkpoint``); their format is
   ``bench.weights.checkpoint_format(trainable.name)``, ``bench-NAME-1``.
+- Divergence: a step whose losses hold NaN or an infinity (a PSNR's +inf aside) stops the run
+  with ``TrainingDiverged``, and no state with a non-finite tensor is ever saved, so ``out``
+  keeps the last good checkpoint.
+- Resume keeps the model ``config()`` and the trainable's ``hyperparameters()``: other values
+  raise ``ResumeMismatch``. Other batch size, crop, seed, AMP or device only warn.
 
 torch is imported where it is used, so ``import bench.training`` works without it.
 """
@@ -578,9 +583,10 @@ class Trainer:
         if target is None:
             raise UsageError("no checkpoint path: set the training option out")
         state = self.state_dict()
-        bad = first_nonfinite({name: state[name] for name in self.modules})
+        # Never a diverged state: every reader refuses non-finite tensors (check_finite).
+        bad = first_nonfinite(state)
         if bad is not None:
-            self._diverged(f"weight {bad} is not finite")
+            self._diverged(f"tensor {bad} is not finite")
         save_checkpoint(state, target)
         if target == self.options.out:
             self.saved_step = self.step
@@ -678,13 +684,14 @@ class Trainer:
                 losses = {k: float(v) for k, v in self.trainable.step(batch, self.amp).items()}
                 self.amp.update()
                 self.step += 1
-                bad = [f"{k}={v}" for k, v in losses.items() if _diverged_value(k, v)]
-                if bad:
-                    if bar is None:
-                        self.log(_progress_line({**self._window_mean(), **losses}, total, 0.0))
-                    self._diverged("loss " + ", ".join(bad))
                 now = time.monotonic()
                 self.seconds = base_seconds + (now - started)
+                bad = [f"{k}={v}" for k, v in losses.items() if _diverged_value(k, v)]
+                if bad:  # the step's own values, NaN shown as nan; nothing recorded or saved
+                    if bar is None:
+                        rate = (self.step - start_step) / max(now - started, 1e-9)
+                        self.log(_progress_line({**self._window_mean(), **losses}, total, rate))
+                    self._diverged("loss " + ", ".join(bad))
                 for key, value in losses.items():
                     self._window[key] = self._window.get(key, 0.0) + value
                 self._window_count += 1
