@@ -198,6 +198,8 @@ def test_a_tic_checkpoint_with_nan_tensors_is_refused_at_load(tmp_path: Path) ->
     name = poisoned(tmp_path / "tic.pt", "model", bad)
     with pytest.raises(WeightsError, match=rf"{bad}: tensor {name.split('.', 1)[1]} holds NaN"):
         create_codec("tic", {"weights": str(bad)}).encode(np.zeros((64, 64, 3), np.uint8), 0.5)
+    with pytest.raises(WeightsError, match=rf"{bad}: tensor .* holds NaN"):  # --init tic=PATH
+        TicTrainable(TicConfig.preset("tiny"), total_steps=1, perlin_from=1, init=("tic", bad))
 
 
 # --------------------------------------------------------------------------- case 2: overwrite
