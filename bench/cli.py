@@ -568,7 +568,8 @@ def _log_line(line: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """``bench train NAME [options]``: the trainer registered as NAME, with the shared options
     and its own."""
-    from bench.training import TRAINERS, ImageSampler, Trainer, TrainingOptions
+    from bench.training import TRAINERS, ImageSampler, Trainer, TrainingOptions, seed_everything
+    from bench.training.out import check_no_overwrite, check_out_path, out_lock
 
     if not args.model:
         raise UsageError(
@@ -604,21 +605,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         log_every=options.log_every,
         out=Path(options.out),
     )
-    done = job.run_instead(dataset, training, options.limit, _log_line)
-    if done is not None:
-        print(done)
-        return EXIT_OK
-    job.check(training)
-    sampler = ImageSampler(
-        dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
-        limit=options.limit,
-    )  # fmt: skip
-    trainable = job.build(training, sampler)
-    print(job.banner(trainable, sampler, training), file=sys.stderr)
-    result = _train(Trainer(trainable, sampler, training), options.resume)
-    if isinstance(result, int):
-        return result
-    print(job.finish(trainable, result, sampler, _log_line))
+    out = Path(options.out)
+    check_out_path(out)  # before a step is trained, as bench run checks its --out
+    with out_lock(out):  # one writer per checkpoint, for the whole command
+        done = job.run_instead(dataset, training, options.limit, _log_line)
+        if done is not None:
+            print(done)
+            return EXIT_OK
+        check_no_overwrite(out, options.resume)
+        job.check(training)
+        sampler = ImageSampler(
+            dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
+            limit=options.limit,
+        )  # fmt: skip
+        seed_everything(training.seed)  # before build: the initial weights repeat too
+        trainable = job.build(training, sampler)
+        print(job.banner(trainable, sampler, training), file=sys.stderr)
+        result = _train(Trainer(trainable, sampler, training), options.resume)
+        if isinstance(result, int):
+            return result
+        print(job.finish(trainable, result, sampler, _log_line))
     return EXIT_OK
 
 

@@ -19,10 +19,23 @@ LOCK_FILE = ".bench.lock"
 
 
 class RunLock:
-    """``with RunLock(directory): ...`` holds the directory's lock, or raises UsageError."""
+    """``with RunLock(directory): ...`` holds the directory's lock, or raises UsageError.
 
-    def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / LOCK_FILE
+    ``name`` is the lock file in ``directory``; ``target`` and ``what`` name what is locked
+    and by whom in the refusal (default: the directory, another bench run).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        name: str = LOCK_FILE,
+        *,
+        target: Path | None = None,
+        what: str = "bench run",
+    ) -> None:
+        self.path = Path(directory) / name
+        self.target = Path(directory) if target is None else Path(target)
+        self.what = what
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:
@@ -39,7 +52,7 @@ class RunLock:
             holder = handle.read().strip() or "unknown"
             handle.close()
             raise UsageError(
-                f"{self.path.parent} is being written by another bench run (process {holder}); "
+                f"{self.target} is being written by another {self.what} (process {holder}); "
                 "wait for it to finish, or write elsewhere with --out"
             ) from None
         handle.seek(0)

@@ -16,7 +16,6 @@ torch is imported where it is used, so ``import bench.weights`` works without it
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,11 +59,55 @@ def torch_load(path: Path, *, mmap: bool = False, what: str = "checkpoint") -> A
         raise WeightsError(f"{path}: no such {what} file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip), EOFError, ...
+    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip), KeyError, EOFError...
         raise WeightsError(
-            f"{path}: not a readable {what}, or one holding more than tensors and plain values "
-            f"({_first_line(exc)}); bench loads checkpoints with weights_only=True"
+            f"{path}: not a {what}: not a torch file, or one holding more than tensors and plain "
+            f"values ({type(exc).__name__}: {_first_line(exc)}); bench loads checkpoints with "
+            "weights_only=True"
         ) from exc
+
+
+def first_nonfinite(state: Any, prefix: str = "") -> str | None:
+    """The dotted name of the first floating-point tensor in ``state`` (nested dicts, lists)
+    that holds NaN or an infinity, or None when every one is finite.
+
+    >>> import torch
+    >>> first_nonfinite({"a": torch.ones(2), "b": {"c": torch.tensor([1.0, float("nan")])}})
+    'b.c'
+    """
+    import torch
+
+    if torch.is_tensor(state):
+        if (state.is_floating_point() or state.is_complex()) and not bool(
+            torch.isfinite(state).all()
+        ):
+            return prefix or "<tensor>"
+        return None
+    if isinstance(state, Mapping):
+        items: Any = state.items()
+    elif isinstance(state, list | tuple):
+        items = enumerate(state)
+    else:
+        return None
+    for key, value in items:
+        found = first_nonfinite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def check_finite(state: Any, source: str | os.PathLike[str]) -> None:
+    """Refuse weights that hold NaN or infinite values (a diverged training).
+
+    Raises:
+        WeightsError: naming ``source`` and the first non-finite tensor.
+    """
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise WeightsError(
+            f"{source}: tensor {bad} holds NaN or infinite values (a diverged training?); "
+            "these weights cannot be used"
+        )
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
@@ -81,9 +124,10 @@ def load_state_dict(path: Path) -> dict[str, Any]:
         raise WeightsError(f"{path}: no such weights file")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # garbage raises anything: UnpicklingError, KeyError, IndexError...
         raise WeightsError(
-            f"{path}: not a plain-weights checkpoint ({_first_line(exc)}); bench loads "
+            f"{path}: not a plain-weights checkpoint ({type(exc).__name__}: "
+            f"{_first_line(exc)}); bench loads "
             "checkpoints with weights_only=True and refuses pickles that run code. If you trust "
             "the file, save its tensors alone once: torch.save(torch.load(PATH, "
             "weights_only=False)['state_dict'], OUT)"
@@ -95,6 +139,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
         raise WeightsError(f"{path}: expected a mapping of tensor names to tensors")
     if all(k.startswith("module.") for k in loaded):
         loaded = {k.removeprefix("module."): v for k, v in loaded.items()}
+    check_finite(loaded, path)
     return dict(loaded)
 
 
@@ -154,8 +199,12 @@ def read_checkpoint(
         hint: appended to the messages of a missing file or another format (how to make one).
         mmap: memory-map the tensors.
 
+    Every floating-point tensor must be finite (``check_finite``); with ``mmap`` (configs and
+    records only) the tensors are not read, nor checked.
+
     Raises:
-        WeightsError: no such file, an unreadable file, another format or version.
+        WeightsError: no such file, an unreadable file, another format or version, or a
+            non-finite tensor (named).
     """
     path = Path(path)
     label = f"{what or name} checkpoint" if (what or name) else "checkpoint"
@@ -169,6 +218,8 @@ def read_checkpoint(
         if found != expected:
             shown = found if isinstance(loaded, dict) else type(loaded).__name__
             raise WeightsError(f"{path}: not a {expected} checkpoint (format {shown!r}){suffix}")
+        if not mmap:
+            check_finite(loaded, path)
         return dict(loaded)
     if (
         not isinstance(found, str)
@@ -184,6 +235,8 @@ def read_checkpoint(
             f"{path}: checkpoint format {found!r} is not version {FORMAT_VERSION}, which this "
             "version of bench reads"
         )
+    if not mmap:
+        check_finite(loaded, path)
     return dict(loaded)
 
 
@@ -220,7 +273,9 @@ def training_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = [
     "FORMAT_VERSION",
     "WeightsError",
+    "check_finite",
     "checkpoint_format",
+    "first_nonfinite",
     "load_state_dict",
     "load_strict",
     "read_checkpoint",

@@ -24,7 +24,6 @@ from torch import nn
 from bench.codecs.base import Availability, Codec, Image, RateScale, check_image
 from bench.errors import CodecError, CodecUnavailable
 from bench.training import AmpContext, ImageSampler, Trainable, Training, TrainingOptions
-from bench.training.loop import seed_everything
 from bench.weights import load_strict, read_checkpoint
 
 NAME = "toy"
@@ -58,7 +57,7 @@ class ToyTrainable:
     name = NAME
 
     def __init__(self, width: int, learning_rate: float, device: str = "cpu") -> None:
-        self.width = width
+        self.width, self.learning_rate = width, learning_rate
         self.model = ToyAutoencoder(width).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
 
@@ -70,6 +69,9 @@ class ToyTrainable:
 
     def config(self) -> dict[str, Any]:
         return {"width": self.width}
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.learning_rate}
 
     def step(self, batch: torch.Tensor, amp: AmpContext) -> Mapping[str, float]:
         with amp.autocast():
@@ -100,7 +102,7 @@ class ToyTraining(Training):
         return cls(args.width, args.lr)
 
     def build(self, options: TrainingOptions, sampler: ImageSampler) -> Trainable:
-        seed_everything(options.seed)
+        # Not seeded here: `bench train` seeds before it builds, so a plugin need not.
         return ToyTrainable(self.width, self.learning_rate, options.device)
 
 

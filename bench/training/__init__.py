@@ -20,8 +20,10 @@ from __future__ import annotations
 from bench.training.data import ImageSampler, pixel_sha256
 from bench.training.loop import (
     AmpContext,
+    ResumeMismatch,
     Trainable,
     Trainer,
+    TrainingDiverged,
     TrainingError,
     TrainingOptions,
     TrainingResult,
@@ -36,9 +38,11 @@ __all__ = [
     "TRAINERS",
     "AmpContext",
     "ImageSampler",
+    "ResumeMismatch",
     "Trainable",
     "Trainer",
     "Training",
+    "TrainingDiverged",
     "TrainingError",
     "TrainingOptions",
     "TrainingResult",

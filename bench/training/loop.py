@@ -24,6 +24,11 @@ Conventions:
 - Checkpoints hold tensors and JSON-able values only, so ``torch.load(path, weights_only=True)``
   reads them, and are written atomically (``bench.weights.save_checkpoint``); their format is
   ``bench.weights.checkpoint_format(trainable.name)``, ``bench-NAME-1``.
+- Divergence: a step whose losses hold NaN or an infinity (a PSNR's +inf aside) stops the run
+  with ``TrainingDiverged``, and no state with a non-finite tensor is ever saved, so ``out``
+  keeps the last good checkpoint.
+- Resume keeps the model ``config()`` and the trainable's ``hyperparameters()``: other values
+  raise ``ResumeMismatch``. Other batch size, crop, seed, AMP or device only warn.
 
 torch is imported where it is used, so ``import bench.training`` works without it.
 """
@@ -47,7 +52,7 @@ import numpy as np
 
 from bench.errors import BenchError, UsageError
 from bench.training.data import ImageSampler
-from bench.weights import checkpoint_format, read_checkpoint, save_checkpoint
+from bench.weights import checkpoint_format, first_nonfinite, read_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -61,6 +66,15 @@ RESERVED_KEYS = frozenset({"format", "config", "optimizers", "scaler", "training
 class TrainingError(BenchError):
     """Training cannot continue from a checkpoint: another model, another config, missing state
     (an unreadable checkpoint is a ``bench.weights.WeightsError``)."""
+
+
+class ResumeMismatch(TrainingError, UsageError):
+    """``resume`` with a model config or hyper-parameters other than the checkpoint's: the
+    command's fault (``bench train`` exits 2), so it is a ``UsageError`` too."""
+
+
+class TrainingDiverged(TrainingError):
+    """A loss or a weight became NaN or infinite; the checkpoint keeps the last good step."""
 
 
 # --------------------------------------------------------------------------- mixed precision
@@ -178,6 +192,9 @@ class Trainable(Protocol):
     - ``evaluate() -> dict[str, float]``: metrics (e.g. PSNR on a held-out crop), called under
       ``torch.no_grad()`` every ``options.evaluate_every`` steps; the modules are put back in
       train mode afterwards.
+    - ``hyperparameters() -> dict``: JSON-able values of the optimisation a resume keeps
+      (learning rate, betas, loss...): saved in the checkpoint, and a resume that gives other
+      values is refused (``ResumeMismatch``), as one with another ``config()`` is.
     """
 
     name: str
@@ -467,6 +484,9 @@ class Trainer:
             "window": {"sums": dict(self._window), "count": self._window_count},
             "rng": _rng_state(self.numpy_rng, self.sampler, self.options.device),
         }
+        hyperparameters = self._hyperparameters()
+        if hyperparameters is not None:
+            state["training"]["hyperparameters"] = hyperparameters
         if extra:
             clash = sorted(set(extra) & (RESERVED_KEYS | set(self.modules)))
             if clash:
@@ -491,11 +511,21 @@ class Trainer:
         current = _json_normal(self.trainable.config())
         differences = config_differences(state.get("config"), current)
         if differences:
-            raise TrainingError(
+            raise ResumeMismatch(
                 f"{source}: the model's config differs from the checkpoint's at "
                 + "; ".join(differences)
                 + ". Resume with the same model options, or train into another checkpoint"
             )
+        saved_hyper = state.get("training", {}).get("hyperparameters")
+        given_hyper = self._hyperparameters()
+        if saved_hyper is not None and given_hyper is not None:
+            differences = config_differences(saved_hyper, given_hyper)
+            if differences:
+                raise ResumeMismatch(
+                    f"{source}: a resume keeps the checkpoint's hyper-parameters, and these "
+                    "differ: " + "; ".join(differences) + ". Resume with the checkpoint's "
+                    "values, or start a new run into another --out"
+                )
         missing = sorted(set(self.modules) - set(state)) + sorted(
             set(self.optimizers) - set(state.get("optimizers", {}))
         )
@@ -520,6 +550,10 @@ class Trainer:
         if callable(restore):
             reserved = RESERVED_KEYS | set(self.modules)
             restore({k: v for k, v in state.items() if k not in reserved})
+
+    def _hyperparameters(self) -> dict[str, Any] | None:
+        function = getattr(self.trainable, "hyperparameters", None)
+        return _json_normal(dict(function())) if callable(function) else None
 
     def _warn_on_changes(self, training: Mapping[str, Any], source: Path | str) -> None:
         saved = training.get("options", {})
@@ -548,7 +582,12 @@ class Trainer:
         target = path or self.options.out
         if target is None:
             raise UsageError("no checkpoint path: set the training option out")
-        save_checkpoint(self.state_dict(), target)
+        state = self.state_dict()
+        # Never a diverged state: every reader refuses non-finite tensors (check_finite).
+        bad = first_nonfinite(state)
+        if bad is not None:
+            self._diverged(f"tensor {bad} is not finite")
+        save_checkpoint(state, target)
         if target == self.options.out:
             self.saved_step = self.step
         return target
@@ -600,6 +639,19 @@ class Trainer:
             evaluations=list(self.evaluations),
         )
 
+    def _diverged(self, what: str) -> None:
+        out, saved = self.options.out, self.saved_step
+        if out is None:
+            kept = "no checkpoint is written (no out)"
+        elif saved is not None:
+            kept = f"{out} keeps step {saved}, the last good checkpoint"
+        else:
+            kept = f"nothing was saved to {out}"
+        raise TrainingDiverged(
+            f"{self.trainable.name} diverged at step {self.step}: {what}; training stopped and "
+            f"{kept}. Lower the learning rate (or resume from an earlier checkpoint)"
+        )
+
     def _seed(self, seed: int) -> None:
         seed_everything(seed)
         self.numpy_rng = np.random.default_rng(seed)
@@ -634,6 +686,12 @@ class Trainer:
                 self.step += 1
                 now = time.monotonic()
                 self.seconds = base_seconds + (now - started)
+                bad = [f"{k}={v}" for k, v in losses.items() if _diverged_value(k, v)]
+                if bad:  # the step's own values, NaN shown as nan; nothing recorded or saved
+                    if bar is None:
+                        rate = (self.step - start_step) / max(now - started, 1e-9)
+                        self.log(_progress_line({**self._window_mean(), **losses}, total, rate))
+                    self._diverged("loss " + ", ".join(bad))
                 for key, value in losses.items():
                     self._window[key] = self._window.get(key, 0.0) + value
                 self._window_count += 1
@@ -711,6 +769,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def _diverged_value(name: str, value: float) -> bool:
+    """NaN, or an infinity other than a PSNR's (+inf on a perfect reconstruction)."""
+    if math.isnan(value):
+        return True
+    return math.isinf(value) and not (value > 0 and "psnr" in name)
+
+
 def _optional(trainable: Trainable, method: str) -> dict[str, Any]:
     function = getattr(trainable, method, None)
     return dict(function()) if callable(function) else {}
@@ -764,8 +829,10 @@ def train(
 
 __all__ = [
     "AmpContext",
+    "ResumeMismatch",
     "Trainable",
     "Trainer",
+    "TrainingDiverged",
     "TrainingError",
     "TrainingOptions",
     "TrainingResult",

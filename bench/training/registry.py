@@ -81,8 +81,9 @@ class Training(abc.ABC):
 
     @abc.abstractmethod
     def build(self, options: TrainingOptions, sampler: ImageSampler) -> Trainable:
-        """The trainable to train; call ``seed_everything(options.seed)`` first for initial
-        weights that repeat across processes (``Trainer.run`` seeds only the training)."""
+        """The trainable to train. ``bench train`` calls ``seed_everything(options.seed)`` just
+        before, so the initial weights repeat (same seed and data: the same checkpoint tensors,
+        bit for bit); call it here too for callers that build without the command."""
 
     def banner(self, trainable: Trainable, sampler: ImageSampler, options: TrainingOptions) -> str:
         """The line printed before training starts."""

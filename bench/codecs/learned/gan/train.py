@@ -38,7 +38,16 @@ from bench.codecs.learned.gan.model import (
     to_network,
 )
 from bench.errors import UsageError
-from bench.training import AmpContext, ImageSampler, Training, TrainingOptions, to_signed
+from bench.training import (
+    AmpContext,
+    ImageSampler,
+    ResumeMismatch,
+    Training,
+    TrainingOptions,
+    config_differences,
+    seed_everything,
+    to_signed,
+)
 from bench.types import Image
 
 if TYPE_CHECKING:
@@ -93,8 +102,26 @@ class GanTrainable:
     def config(self) -> dict[str, Any]:
         return asdict(self.gan_config)
 
+    def hyperparameters(self) -> dict[str, Any]:
+        """What a resume keeps (``--lr``, ``--beta1``): another value is refused."""
+        return {"lr": self.learning_rate, "betas": list(self.betas)}
+
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"optimiser": {"name": "adam", "lr": self.learning_rate, "betas": list(self.betas)}}
+
+    def restore_extra(self, extra: dict[str, Any]) -> None:
+        # Checkpoints written before the trainer compared hyper-parameters hold them here.
+        saved = extra.get("optimiser")
+        if not isinstance(saved, dict):
+            return
+        saved = {"lr": saved.get("lr"), "betas": saved.get("betas")}
+        differences = config_differences(saved, self.hyperparameters())
+        if differences:
+            raise ResumeMismatch(
+                "a resume keeps the checkpoint's hyper-parameters, and these differ: "
+                + "; ".join(differences)
+                + ". Resume with the checkpoint's values, or start a new run into another --out"
+            )
 
     def step(self, batch: torch.Tensor, amp: AmpContext) -> dict[str, float]:
         """One discriminator update, then one generator update, on a [0, 1] batch.
@@ -135,6 +162,8 @@ def psnr_of_signed_mse(mse: float) -> float:
     >>> round(psnr_of_signed_mse(4 / 255**2), 6)  # one 8-bit step of error everywhere
     48.130804
     """
+    if math.isnan(mse):
+        return math.nan  # a diverged step: never shown as a perfect one
     return math.inf if mse <= 0 else 10.0 * math.log10(4.0 / mse)
 
 
@@ -278,9 +307,8 @@ class GanTraining(Training):
         return fit_and_store(generator.to(options.device), sampler, out, source, log)
 
     def build(self, options: TrainingOptions, sampler: ImageSampler) -> GanTrainable:
-        # Not seeded here: `bench train gan` never seeded its initial weights (torch's
-        # start-up generator fixes them in a fresh process), and its runs stay as they were.
         assert self.config is not None
+        seed_everything(options.seed)  # the initial weights repeat too
         return GanTrainable(
             self.config,
             device=options.device,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -41,7 +40,7 @@ from bench.codecs.learned.tic.model import (
 )
 from bench.errors import UsageError
 from bench.training import AmpContext, ImageSampler, Trainer, Training, TrainingOptions
-from bench.training.loop import seed_everything
+from bench.training.loop import ResumeMismatch, config_differences, seed_everything
 from bench.weights import WeightsError, load_state_dict
 
 if TYPE_CHECKING:
@@ -174,6 +173,17 @@ def load_tic_weights(model: TicHyperprior, config: TicConfig, path: Path) -> dic
     return training_lineage(read_tic_checkpoint(path, mmap=True))
 
 
+def psnr_of_mse(mse: float) -> float:
+    """PSNR in dB of an MSE on [0, 1]; NaN stays NaN (a diverged step is never shown as +inf).
+
+    >>> psnr_of_mse(0.01), psnr_of_mse(0.0), psnr_of_mse(float("nan"))
+    (20.0, inf, nan)
+    """
+    if math.isnan(mse):
+        return math.nan
+    return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
+
+
 class TicTrainable:
     """The variable-rate TIC as a ``bench.training.Trainable``.
 
@@ -248,6 +258,10 @@ class TicTrainable:
     def config(self) -> dict[str, Any]:
         return self.tic_config.to_dict()
 
+    def hyperparameters(self) -> dict[str, Any]:
+        """What a resume keeps (``--lr``, ``--loss``): another value is refused."""
+        return {"lr": self.learning_rate, "loss": self.loss}
+
     def checkpoint_extra(self) -> dict[str, Any]:
         return {
             "schedule": {
@@ -268,11 +282,15 @@ class TicTrainable:
         schedule = extra.get("schedule", {})
         self.steps_done = int(schedule.get("steps_done", 0))
         self.earlier = dict(extra.get(EARLIER_TRAINING, self.earlier))
-        saved_loss = schedule.get("loss", "paper")
-        if saved_loss != self.loss:
-            warnings.warn(
-                f"resuming a run trained with --loss {saved_loss} with --loss {self.loss}",
-                stacklevel=2,
+        # Checkpoints written before the trainer compared hyper-parameters hold them here.
+        saved = {"lr": schedule.get("learning_rate", self.learning_rate),
+                 "loss": schedule.get("loss", "paper")}  # fmt: skip
+        differences = config_differences(saved, self.hyperparameters())
+        if differences:
+            raise ResumeMismatch(
+                "a resume keeps the checkpoint's hyper-parameters, and these differ: "
+                + "; ".join(differences)
+                + ". Resume with the checkpoint's values, or start a new run into another --out"
             )
 
     def learning_rate_now(self) -> float:
@@ -311,7 +329,7 @@ class TicTrainable:
             "loss": float(losses["loss"].detach()),
             "bpp": float(losses["bpp"].detach()),
             "mse": mse,
-            "psnr": 10 * math.log10(1.0 / mse) if mse > 0 else math.inf,
+            "psnr": psnr_of_mse(mse),
             "q": float(quality_map.mean()),
             "aux": float(aux.detach()),
         }
