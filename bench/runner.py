@@ -665,7 +665,8 @@ def run(
 
     Args:
         workers: processes to code in (the default executor); 0 codes in this process.
-        executor: runs the jobs instead (``bench.executors``).
+        executor: runs the jobs instead (``bench.executors``); started before ``out_dir`` is
+            made, so one that cannot start (no cluster) leaves nothing there.
         metrics: what to score (default: PSNR, SSIM, MS-SSIM).
         limit: only the first N images of the dataset.
         resume: continue a run in ``out_dir``, redoing only what did not succeed or was
@@ -688,6 +689,8 @@ def run(
     for plan in plans:
         if plan.input_source is not None:
             plan.input_source.check(tuple(dataset.class_names), dataset.tag)
+    if executor is not None:
+        executor.start()  # an executor that cannot start leaves no run directory behind
     check_out_dir(out_dir)
     with RunLock(out_dir):
         try:

@@ -115,6 +115,17 @@ def _schema(names: list[str], records: list[Record]) -> Any:
     return pa.schema([(c, kind(c)) for c in names])
 
 
+def _holds_no_rows(path: Path) -> bool:
+    """Whether ``path`` is a records CSV of its header alone (no record, no damaged row)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        read = read_records(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return not read.records and not read.damaged
+
+
 @dataclass(frozen=True)
 class SetAside:
     """How many records ``RunStore.keep_only`` moved to records.superseded.csv, by why.
@@ -176,6 +187,10 @@ class RunStore:
         self.csv_path = directory / RECORDS_CSV
         self.records: list[Record] = []
         wanted = list(value_columns or [])
+        if not resume and _holds_no_rows(self.csv_path):
+            # A run that failed before its first record (no cluster, a full disk) left its
+            # header: nothing to lose, so a plain rerun starts the file again.
+            self.csv_path.unlink()
         if self.csv_path.exists() and self.csv_path.stat().st_size > 0:
             if not resume:
                 raise UsageError(
