@@ -144,6 +144,7 @@ def test_auto_with_no_cluster_leaves_no_run_directory_and_a_rerun_is_not_refused
     if ray.is_initialized():
         pytest.skip("a Ray instance is running in this process")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
     # No cluster here, whatever else runs on this machine: Ray finds none to connect to.
     def no_instances() -> list[str]:
         return []
