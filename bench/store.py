@@ -181,8 +181,16 @@ class RunStore:
     """
 
     def __init__(
-        self, directory: Path, *, resume: bool = False, value_columns: list[str] | None = None
+        self,
+        directory: Path,
+        *,
+        resume: bool = False,
+        value_columns: list[str] | None = None,
+        adopt: Callable[[Record], bool] | None = None,
     ) -> None:
+        """Open ``directory``'s records; on ``resume``, ``adopt`` may complete each record
+        read (e.g. an older bench version's) and returns whether it changed it; changed
+        records are written back."""
         self.directory = directory
         self.csv_path = directory / RECORDS_CSV
         self.records: list[Record] = []
@@ -212,9 +220,10 @@ class RunStore:
                 # A complete last row without its line end: the next row starts a fresh line.
                 with self.csv_path.open("a", newline="") as handle:
                     handle.write("\r\n")
+            adopted = [adopt(record) for record in self.records] if adopt else []
             held = [c for c in header if c not in columns()]
             self.columns = columns(list(dict.fromkeys([*held, *wanted])))
-            if header != self.columns:  # other metrics or another bench version: rewrite
+            if header != self.columns or any(adopted):  # another bench version: rewrite
                 write_records(self.csv_path, self.columns, self.records)
         else:
             self.columns = columns(wanted)

@@ -120,6 +120,7 @@ class GanCodec(Codec):
     default_rates = tuple(8 * bits / 256 for bits in range(1, 7))  # F = 8, L = 2..64
     contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
     contract_rates: ClassVar[tuple[float, ...]] = (0.03125, 0.0625, 0.09375)
+    weight_options: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(
         self,
