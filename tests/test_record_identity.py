@@ -19,11 +19,15 @@ from PIL import Image  # noqa: E402
 from bench.codecs.learned.gan.checkpoint import save_generator_checkpoint  # noqa: E402
 from bench.codecs.learned.gan.config import GanConfig  # noqa: E402
 from bench.codecs.learned.gan.model import GanGenerator  # noqa: E402
+from bench.datasets import open_dataset  # noqa: E402
 from bench.datasets.folder import FolderDataset  # noqa: E402
 from bench.download import sha256_of  # noqa: E402
 from bench.records import read_csv  # noqa: E402
-from bench.runner import plan_codec, run  # noqa: E402
+from bench.registry import Entry  # noqa: E402
+from bench.runner import plan_codec, plan_segmenter, run  # noqa: E402
 from bench.store import SUPERSEDED_CSV  # noqa: E402
+from bench.tasks import SEGMENTERS  # noqa: E402
+from bench.tasks.base import TorchSegmenter  # noqa: E402
 from bench.tasks.segmentation import SegmentationTask  # noqa: E402
 
 TINY = 1 / 32
@@ -175,3 +179,92 @@ def test_the_segmenter_identity_is_its_weights_content_not_their_path():
     earlier = same[0].previous_identities()
     assert len(earlier) == 1 and earlier[0] != same[0].identity
     assert earlier != same[1].previous_identities()
+
+
+# --------------------------------------------------------------------------- segmenter runs
+
+
+class TinySegmenter(TorchSegmenter):
+    """A 1x1 convolution over three classes: a segmenter with a weights file, in no time."""
+
+    name = "tiny-test"
+    class_names = ("a", "b", "c")
+
+    @property
+    def architecture(self) -> str:
+        return "1x1 conv"
+
+    def build_model(self):
+        return torch.nn.Conv2d(3, 3, 1)
+
+    def prepare(self, image):
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.fixture
+def labelled(tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(
+        SEGMENTERS._entries, "tiny-test", Entry("tiny-test", f"{__name__}:TinySegmenter")
+    )
+    root = tmp_path / "labelled"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)).save(
+            root / "images" / f"{name}.png"
+        )
+        Image.fromarray(rng.integers(0, 3, (32, 48), dtype=np.uint8)).save(
+            root / "labels" / f"{name}.png"
+        )
+    options = {"data_dir": root / "images", "label_dir": root / "labels", "num_classes": 3}
+    return open_dataset("folder", options)
+
+
+def _segmented(dataset, weights: Path, out: Path, **kwargs) -> tuple[list, int]:
+    jobs: list[int] = []
+    task = plan_segmenter("tiny-test", {"weights": str(weights)})
+    result = run(
+        dataset,
+        [plan_codec("jpeg", rates=[50])],
+        out,
+        task=task,
+        progress=lambda *_: jobs.append(1),
+        **kwargs,
+    )
+    return result.records, len(jobs)
+
+
+def test_a_copy_of_the_segmenter_weights_at_another_path_redoes_nothing(labelled, tmp_path):
+    # Before the fix, every record was done again (the path was part of the task identity).
+    torch.manual_seed(0)
+    weights = tmp_path / "seg.pt"
+    torch.save(torch.nn.Conv2d(3, 3, 1).state_dict(), weights)
+    first, _ = _segmented(labelled, weights, tmp_path / "run")
+    copy = tmp_path / "copy" / "seg.pt"
+    copy.parent.mkdir()
+    shutil.copyfile(weights, copy)
+    again, jobs = _segmented(labelled, copy, tmp_path / "run", resume=True)
+    assert jobs == 0
+    assert [r.segment_s for r in again] == [r.segment_s for r in first]
+    # Other weights at the copy's path: every record is redone.
+    torch.save(torch.nn.Conv2d(3, 3, 1).state_dict(), copy)
+    _, jobs = _segmented(labelled, copy, tmp_path / "run", resume=True)
+    assert jobs > 0
+
+
+def test_older_segmentation_records_keep_counting(labelled, tmp_path):
+    """Records whose task column holds the identity of earlier versions (path included)
+    are this task's: a resume redoes none of them."""
+    torch.manual_seed(0)
+    weights = tmp_path / "seg.pt"
+    torch.save(torch.nn.Conv2d(3, 3, 1).state_dict(), weights)
+    _segmented(labelled, weights, tmp_path / "run")
+    task = plan_segmenter("tiny-test", {"weights": str(weights)})
+    (earlier,) = task.previous_identities()
+    path = tmp_path / "run" / "records.csv"
+    path.write_text(path.read_text().replace(task.identity, earlier))
+    assert {r.task for r in read_csv(path)} == {earlier}
+    _, jobs = _segmented(labelled, weights, tmp_path / "run", resume=True)
+    assert jobs == 0
+    assert {r.task for r in read_csv(path)} == {task.identity}
