@@ -268,3 +268,21 @@ def test_older_segmentation_records_keep_counting(labelled, tmp_path):
     _, jobs = _segmented(labelled, weights, tmp_path / "run", resume=True)
     assert jobs == 0
     assert {r.task for r in read_csv(path)} == {task.identity}
+
+
+def test_older_segmentation_records_of_a_copy_at_another_path_keep_counting(labelled, tmp_path):
+    """An older run's records (path-based identity, also in its manifest) resumed with a
+    byte-identical copy of the weights elsewhere: the manifest's hash matches them."""
+    torch.manual_seed(0)
+    weights = tmp_path / "seg.pt"
+    torch.save(torch.nn.Conv2d(3, 3, 1).state_dict(), weights)
+    _segmented(labelled, weights, tmp_path / "run")
+    task = plan_segmenter("tiny-test", {"weights": str(weights)})
+    (earlier,) = task.previous_identities()
+    for name in ("records.csv", "manifest.json"):
+        path = tmp_path / "run" / name
+        path.write_text(path.read_text().replace(task.identity, earlier))
+    copy = tmp_path / "copy.pt"
+    shutil.copyfile(weights, copy)
+    _, jobs = _segmented(labelled, copy, tmp_path / "run", resume=True)
+    assert jobs == 0
