@@ -286,3 +286,40 @@ def test_older_segmentation_records_of_a_copy_at_another_path_keep_counting(labe
     shutil.copyfile(weights, copy)
     _, jobs = _segmented(labelled, copy, tmp_path / "run", resume=True)
     assert jobs == 0
+
+
+def test_codec_identity_replaces_every_weight_option_by_the_content_of_its_rate_point():
+    from bench.runner import codec_identity
+
+    one_file = {"weights": {"file": "/w/tic.pt", "sha256": "a" * 64, "config": {}}}
+    per_rate = {"weights": {"3": {"file": "/z/q3.pth", "sha256": "b" * 64}, "4": {"missing": "x"}}}
+    options = {"weights": "/w/tic.pt", "device": "cpu"}
+    assert json.loads(codec_identity(options, ("weights",), one_file, 0.5)) == {
+        "weights": "sha256:" + "a" * 64,
+        "device": "cpu",
+    }
+    assert json.loads(codec_identity(options, ("weights",), per_rate, 3.0))["weights"] == (
+        "sha256:" + "b" * 64
+    )
+    assert codec_identity(options, ("weights",), per_rate, 4.0) == ""  # no checkpoint: fails
+    assert codec_identity(options, ("weights",), {"weights": "random (seeded)"}, 3.0) == ""
+    assert codec_identity(options, (), one_file, 0.5) == ""  # a classical codec
+    both = {"checkpoint": "ckpt/q{rate}.pth", "checkpoint_sha256": "", "model": "m:f"}
+    named = json.loads(codec_identity(both, ("checkpoint", "checkpoint_sha256"), per_rate, 3.0))
+    assert named == {
+        "checkpoint": "sha256:" + "b" * 64,
+        "checkpoint_sha256": "sha256:" + "b" * 64,
+        "model": "m:f",
+    }
+    two = {"weights": {"0.03125": {"sha256": "c" * 64}, "0.0625": {"sha256": "d" * 64}}}
+    searched = json.loads(codec_identity(options, ("weights",), two, 0.05, searched=True))
+    assert searched["weights"] == ["sha256:" + "c" * 64, "sha256:" + "d" * 64]
+
+
+def test_every_learned_codec_names_its_weight_options():
+    from bench.codecs import CODECS
+
+    for name in ("gan", "tic", "tic-hp", "bmshj2018-factorized", "mbt2018", "cheng2020-attn"):
+        assert CODECS.load(name).weight_options == ("weights",), name
+    assert CODECS.load("compressai-model").weight_options == ("checkpoint", "checkpoint_sha256")
+    assert CODECS.load("jpeg").weight_options == ()
