@@ -32,6 +32,14 @@ class Executor(abc.ABC):
 
     name: str = ""
 
+    def start(self) -> None:  # noqa: B027 (optional hook)
+        """Get ready to run jobs (e.g. connect to a cluster); the runner calls it before it
+        makes the run directory, so an executor that cannot start leaves nothing behind.
+
+        Raises:
+            UsageError: the executor cannot start (naming why).
+        """
+
     @abc.abstractmethod
     def map(
         self,

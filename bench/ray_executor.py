@@ -63,6 +63,13 @@ class RayExecutor(Executor):
         if self.address:
             check_reachable(self.address)  # before the run directory is made
 
+    def start(self) -> None:
+        """Connect to the cluster ``address`` names (``auto`` with no cluster fails here, in
+        about two seconds, before the run directory is made); a local instance starts with
+        the first jobs."""
+        if self.address:
+            self._ray()
+
     def _ray(self) -> Any:
         try:
             import ray

@@ -35,6 +35,11 @@ class Record:
         dataset, image_id: which image; height, width: its size in pixels.
         conversion: how the file was turned into 8-bit RGB ("" when it already was).
         codec, codec_version, codec_options: the codec, its library version, its options (JSON).
+        codec_identity: for codecs with weight files (learned codecs), their options (JSON)
+            with each option that names weights (``weights``, ``checkpoint``) replaced by
+            ``sha256:<hash>`` of the file that coded this rate point: the weights' content,
+            not their path, tells records apart. Empty for codecs without weight files
+            (classical codecs, ``random`` stand-ins) and in records of older bench versions.
         rate_param, rate: the codec's rate parameter and its value at this point.
         target_bpp: with --target-bpp, the target this point was searched for (``rate`` is
             then the value the search chose for this image); empty otherwise.
@@ -62,6 +67,7 @@ class Record:
     codec: str = ""
     codec_version: str = ""
     codec_options: str = ""
+    codec_identity: str = ""
     rate_param: str = ""
     rate: float = math.nan
     target_bpp: float | None = None
@@ -113,10 +119,16 @@ class Record:
         return (self.dataset, self.image_id, self.codec, self.point_kind, self.point)
 
     @property
+    def codec_key(self) -> str:
+        """What made the codec's numbers: ``codec_identity`` where the record has one (the
+        weights by content), else ``codec_options``."""
+        return self.codec_identity or self.codec_options
+
+    @property
     def key(self) -> tuple[Any, ...]:
-        """Everything that changes the record's numbers: the slot, the codec's options, the
-        per-image input's hash, the metrics and the task."""
-        return (*self.slot, self.codec_options, self.input_sha256, self.metrics, self.task)
+        """Everything that changes the record's numbers: the slot, the codec (its options,
+        its weights by content), the per-image input's hash, the metrics and the task."""
+        return (*self.slot, self.codec_key, self.input_sha256, self.metrics, self.task)
 
     @property
     def ok(self) -> bool:

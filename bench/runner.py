@@ -29,13 +29,22 @@ from bench.codecs.base import (
     OptionValue,
     bitstream_info,
     instantiate,
+    weight_digests,
 )
 from bench.codecs.inputs import QUALITY_MAP, QualityMapSource, map_sha256
 from bench.datasets import Dataset, Sample, SampleRef
 from bench.errors import CodecError, CodecUnavailable, MetricUndefined, UsageError
 from bench.executors import Executor, InProcess, local
 from bench.lock import RunLock
-from bench.manifest import CodecEntry, RunManifest, task_entry, write_manifest
+from bench.manifest import (
+    MANIFEST,
+    CodecEntry,
+    RunManifest,
+    read_manifest,
+    rebuild_task,
+    task_entry,
+    write_manifest,
+)
 from bench.metrics import Metric, create_metrics, metric_names
 from bench.provenance import git_state, machine, now, software
 from bench.records import ERROR, RATE_VALUE, TARGET_BPP, Record
@@ -71,6 +80,8 @@ class CodecPlan:
     """Images per job, coded together by ``Codec.encode_batch`` where their shapes agree."""
     input_source: QualityMapSource | None = None
     """For codecs with per-image inputs: where their quality map comes from."""
+    weight_options: tuple[str, ...] = ()
+    """The options that name weight files (``Codec.weight_options``)."""
 
     @property
     def points(self) -> tuple[float, ...]:
@@ -88,6 +99,51 @@ class CodecPlan:
     @property
     def codec_input(self) -> str:
         return self.input_source.describe() if self.input_source else ""
+
+    def identity(self, point: float) -> str:
+        """The ``codec_identity`` of this codec's records at a rate point (see
+        :func:`codec_identity`)."""
+        return codec_identity(
+            self.options, self.weight_options, self.provenance, point, bool(self.targets)
+        )
+
+    def codec_key(self, point: float) -> str:
+        """What a record of this codec at ``point`` must have as its ``codec_key`` to count
+        as made by this codec: its identity, or its options where it has none."""
+        return self.identity(point) or self.options_json
+
+
+def codec_identity(
+    options: Mapping[str, Any],
+    weight_options: Sequence[str],
+    provenance: Mapping[str, Any],
+    point: float,
+    searched: bool = False,
+) -> str:
+    """A codec's options (JSON) with each option in ``weight_options`` replaced by
+    ``sha256:<hash>`` of the weights ``prepare`` found for rate point ``point`` (the file of
+    that rate point in a directory of checkpoints, the one file that serves them all, or, for
+    a target-bpp search (``searched``) over several, the sorted list of them all).
+
+    "" where nothing can stand for the weights: a codec without weight options, ``random``
+    stand-ins, or a rate point without a checkpoint (its records fail).
+    """
+    if not weight_options:
+        return ""
+    digests = weight_digests(provenance)
+    content: str | list[str]
+    if "" in digests:
+        content = f"sha256:{digests['']}"
+    elif searched and digests:
+        found = sorted({f"sha256:{d}" for d in digests.values()})
+        content = found[0] if len(found) == 1 else found
+    elif f"{point:g}" in digests:
+        content = f"sha256:{digests[f'{point:g}']}"
+    else:
+        return ""
+    named = dict(options)
+    named.update({name: content for name in weight_options if name in named})
+    return json.dumps(named, sort_keys=True)
 
 
 def plan_segmenter(
@@ -158,6 +214,7 @@ def plan_codec(
         target_mode=target_mode,
         batch_size=max(1, int(getattr(codec, "batch_size", 1))),
         input_source=codec.input_source() if QUALITY_MAP in codec.inputs else None,
+        weight_options=tuple(getattr(codec, "weight_options", ())),
     )
 
 
@@ -192,6 +249,7 @@ class Job:
             codec=self.plan.name,
             codec_version=self.plan.version,
             codec_options=self.plan.options_json,
+            codec_identity=self.plan.identity(point),
             rate_param=self.plan.rate_param,
             codec_input=self.plan.codec_input,
             metrics=metric_names(self.metrics),
@@ -665,7 +723,8 @@ def run(
 
     Args:
         workers: processes to code in (the default executor); 0 codes in this process.
-        executor: runs the jobs instead (``bench.executors``).
+        executor: runs the jobs instead (``bench.executors``); started before ``out_dir`` is
+            made, so one that cannot start (no cluster) leaves nothing there.
         metrics: what to score (default: PSNR, SSIM, MS-SSIM).
         limit: only the first N images of the dataset.
         resume: continue a run in ``out_dir``, redoing only what did not succeed or was
@@ -688,6 +747,8 @@ def run(
     for plan in plans:
         if plan.input_source is not None:
             plan.input_source.check(tuple(dataset.class_names), dataset.tag)
+    if executor is not None:
+        executor.start()  # an executor that cannot start leaves no run directory behind
     check_out_dir(out_dir)
     with RunLock(out_dir):
         try:
@@ -725,7 +786,8 @@ def _run(
     value_columns = [c.name for m in chosen for c in m.record_columns]
     if task is not None:
         value_columns += [c.name for c in task.record_columns]
-    store = RunStore(out_dir, resume=resume, value_columns=value_columns)
+    adopt = _adopt_older_records(out_dir, plans, task) if resume else None
+    store = RunStore(out_dir, resume=resume, value_columns=value_columns, adopt=adopt)
     done = store.done_keys()
     jobs = _plan_jobs(dataset, refs, plans, chosen, task, done)
     runner = executor or local(workers)
@@ -788,6 +850,53 @@ def _run(
         _finish_after_failure(exc, store, manifest, "failed", refs, plans, chosen, task)
         raise
     return _finish(store, manifest, "finished", refs, plans, chosen, task)
+
+
+def _adopt_older_records(
+    out_dir: Path, plans: Sequence[CodecPlan], task: Task | None
+) -> Callable[[Record], bool]:
+    """What completes the records of an older bench version for a resume: their
+    ``codec_identity`` (records without one, made under the options the run directory's last
+    manifest names, get it from the weights' SHA-256 that manifest recorded) and their task
+    identity (an earlier identity of the same task becomes this one's). Records it cannot
+    match keep what they have, and a resume redoes them. Returns whether it changed one."""
+    earlier: RunManifest | None = None
+    if (out_dir / MANIFEST).is_file():
+        with contextlib.suppress(UsageError):
+            earlier = read_manifest(out_dir)
+    tasks: dict[str, str] = {}
+    if task is not None:
+        tasks.update(dict.fromkeys(task.previous_identities(), task.identity))
+        if earlier is not None and earlier.task is not None and earlier.task.identity:
+            try:
+                rebuilt = rebuild_task(earlier)
+            except Exception:  # a task not installed here: its records are redone
+                rebuilt = None
+            if rebuilt is not None and rebuilt.identity == task.identity:
+                tasks[earlier.task.identity] = task.identity
+    tasks.pop(task.identity if task else "", None)
+    weighted = {p.name: p.weight_options for p in plans if p.weight_options}
+    entries = earlier.codecs if earlier is not None else {}
+
+    def adopt(record: Record) -> bool:
+        changed = False
+        if record.task in tasks:
+            record.task, changed = tasks[record.task], True
+        entry, options = entries.get(record.codec), weighted.get(record.codec)
+        if record.codec_identity or entry is None or not options:
+            return changed
+        try:
+            same = json.loads(record.codec_options or "null") == entry.options
+        except ValueError:
+            same = False
+        if same:
+            record.codec_identity = codec_identity(
+                entry.options, options, entry.provenance, record.point, bool(entry.target_bpp)
+            )
+            changed = changed or bool(record.codec_identity)
+        return changed
+
+    return adopt
 
 
 def _import_output_libraries() -> None:
@@ -893,12 +1002,15 @@ def _finish(
         for plan in plans
         for point in plan.points
     }
-    options = {plan.name: plan.options_json for plan in plans}
+    by_name = {plan.name: plan for plan in plans}
     names, identity = metric_names(metrics), task.identity if task else ""
     set_aside = store.keep_only(
         wanted,
         lambda r: (
-            options.get(r.codec) == r.codec_options and r.metrics == names and r.task == identity
+            r.codec in by_name
+            and by_name[r.codec].codec_key(r.point) == r.codec_key
+            and r.metrics == names
+            and r.task == identity
         ),
     )
     for message in set_aside.messages():

@@ -115,6 +115,17 @@ def _schema(names: list[str], records: list[Record]) -> Any:
     return pa.schema([(c, kind(c)) for c in names])
 
 
+def _holds_no_rows(path: Path) -> bool:
+    """Whether ``path`` is a records CSV of its header alone (no record, no damaged row)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        read = read_records(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return not read.records and not read.damaged
+
+
 @dataclass(frozen=True)
 class SetAside:
     """How many records ``RunStore.keep_only`` moved to records.superseded.csv, by why.
@@ -170,12 +181,24 @@ class RunStore:
     """
 
     def __init__(
-        self, directory: Path, *, resume: bool = False, value_columns: list[str] | None = None
+        self,
+        directory: Path,
+        *,
+        resume: bool = False,
+        value_columns: list[str] | None = None,
+        adopt: Callable[[Record], bool] | None = None,
     ) -> None:
+        """Open ``directory``'s records; on ``resume``, ``adopt`` may complete each record
+        read (e.g. an older bench version's) and returns whether it changed it; changed
+        records are written back."""
         self.directory = directory
         self.csv_path = directory / RECORDS_CSV
         self.records: list[Record] = []
         wanted = list(value_columns or [])
+        if not resume and _holds_no_rows(self.csv_path):
+            # A run that failed before its first record (no cluster, a full disk) left its
+            # header: nothing to lose, so a plain rerun starts the file again.
+            self.csv_path.unlink()
         if self.csv_path.exists() and self.csv_path.stat().st_size > 0:
             if not resume:
                 raise UsageError(
@@ -197,9 +220,10 @@ class RunStore:
                 # A complete last row without its line end: the next row starts a fresh line.
                 with self.csv_path.open("a", newline="") as handle:
                     handle.write("\r\n")
+            adopted = [adopt(record) for record in self.records] if adopt else []
             held = [c for c in header if c not in columns()]
             self.columns = columns(list(dict.fromkeys([*held, *wanted])))
-            if header != self.columns:  # other metrics or another bench version: rewrite
+            if header != self.columns or any(adopted):  # another bench version: rewrite
                 write_records(self.csv_path, self.columns, self.records)
         else:
             self.columns = columns(wanted)

@@ -444,3 +444,40 @@ def test_a_target_bpp_run_searches_only_the_checkpoints_it_has(tmp_path):
     assert GanCodec(weights=str(tmp_path / "w")).rate_points() == (0.03125, 0.0625)
     assert GanCodec(weights=str(tmp_path / "w"), bottleneck=8).rate_points() == (0.0625,)
     assert GanCodec(weights="random").rate_points() is None
+
+
+def test_a_truncated_checkpoint_in_a_directory_costs_only_its_rate_points(tmp_path):
+    # Before the fix, one truncated file of weights=DIR failed the whole run (WeightsError
+    # from indexing the directory) although the other checkpoints were fine.
+    from PIL import Image
+
+    from bench.datasets.folder import FolderDataset
+    from bench.runner import plan_codec, run
+
+    for levels in (2, 4):
+        config = GanConfig(bottleneck=8, levels=levels, width=TINY)
+        save_generator_checkpoint(tmp_path / "w" / f"f8l{levels}.pt", config, GanGenerator(config))
+    bad = tmp_path / "w" / "f8l4.pt"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    (tmp_path / "images").mkdir()
+    Image.fromarray(_smooth_image(32, 48)).save(tmp_path / "images" / "a.png")
+    plan = plan_codec("gan", {"weights": str(tmp_path / "w")}, rates=[0.03125, 0.0625])
+    assert plan.usable, plan.unusable_reason
+    result = run(FolderDataset(data_dir=tmp_path / "images"), [plan], tmp_path / "run")
+    by_rate = {r.rate: r for r in result.records}
+    assert by_rate[0.03125].ok, by_rate[0.03125].error
+    assert not by_rate[0.0625].ok and str(bad) in by_rate[0.0625].error
+    assert "no checkpoint for 0.0625 bpp" in by_rate[0.0625].error
+    assert "missing" in plan.provenance["weights"]["0.0625"]
+
+
+def test_no_checkpoint_names_the_option_that_excluded_one(tmp_path):
+    # Before the fix: "no checkpoint for 0.0625 bpp (it has 0.0625 (F=8, L=4))".
+    config = GanConfig(bottleneck=8, levels=4, width=TINY)
+    save_generator_checkpoint(tmp_path / "f8l4.pt", config, GanGenerator(config))
+    with pytest.raises(CodecUnavailable) as caught:
+        GanCodec(weights=str(tmp_path), bottleneck=3).prepare([0.0625])
+    assert "it has 0.0625 bpp (F=8, L=4), excluded by gan.bottleneck=3" in str(caught.value)
+    with pytest.raises(CodecUnavailable) as caught:
+        GanCodec(weights=str(tmp_path)).prepare([0.03125])
+    assert "(it has 0.0625 bpp (F=8, L=4))" in str(caught.value)

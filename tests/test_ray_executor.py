@@ -131,3 +131,45 @@ def test_an_address_nothing_answers_on_is_a_usage_error_before_the_run(kodak, tm
     with pytest.raises(UsageError, match="expected HOST:PORT"):
         RayExecutor("nonsense")
     assert main(["run", "--codecs", "jpeg", "--ray-address", "h:1", "--out", str(out)]) == 2
+
+
+def test_auto_with_no_cluster_leaves_no_run_directory_and_a_rerun_is_not_refused(
+    kodak, tmp_path, monkeypatch
+):
+    """``--ray-address auto`` with no cluster running exits 2 before the run directory is
+    made; and a run directory a failed run left without records (a lock, a ``failed``
+    manifest, a records.csv of its header) takes a plain rerun."""
+    from bench.cli import EXIT_USAGE, main
+
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is running in this process")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    # No cluster here, whatever else runs on this machine: Ray finds none to connect to.
+    def no_instances() -> list[str]:
+        return []
+
+    no_instances.cache_clear = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setattr(ray._private.services, "find_gcs_addresses", no_instances)
+    monkeypatch.setattr(ray._private.services, "find_bootstrap_address", lambda _: None)
+    out = tmp_path / "run"
+    argv = ["run", "--codecs", "jpeg", "--rates", "jpeg=50", "--limit", "1"]
+    argv += ["--data-dir", str(kodak), "--out", str(out)]
+    assert main([*argv, "--executor", "ray", "--ray-address", "auto"]) == EXIT_USAGE
+    assert not out.exists()
+    # What the failed run used to leave: its lock, a failed manifest, a header-only CSV.
+    from bench.runner import run as sweep
+
+    class Refused(RayExecutor):
+        def start(self) -> None:  # connects only when the jobs start, like the old code
+            pass
+
+        def map(self, jobs, work, crashed):
+            raise UsageError("--ray-address auto: cannot connect")
+            yield
+
+    with pytest.raises(UsageError, match="cannot connect"):
+        sweep(KodakDataset(data_dir=kodak), _plans()[:1], out, executor=Refused(), limit=1)
+    assert (out / "records.csv").is_file() and '"failed"' in (out / "manifest.json").read_text()
+    assert main(argv) == 0
+    assert len(read_csv(out / "records.csv")) == 1

@@ -23,6 +23,27 @@ TRAINING_FILES = "training_files_sha256"
 its weights were trained on; the runner warns when they overlap the images it scores."""
 
 
+def weight_digests(provenance: Mapping[str, Any]) -> dict[str, str]:
+    """The SHA-256 of the weight files a learned codec's ``prepare`` reported, by rate point
+    label (``f"{rate:g}"``), or under ``""`` for one file that serves every rate point; empty
+    for codecs without weight files (classical ones, ``random`` stand-ins).
+
+    ``prepare`` reports ``{"weights": {"file": ..., "sha256": ...}}`` for one file and
+    ``{"weights": {"0.0625": {"file": ..., "sha256": ...}, ...}}`` for one per rate point (a
+    rate point without a checkpoint has ``{"missing": ...}`` instead and no digest).
+    """
+    weights = provenance.get("weights")
+    if not isinstance(weights, Mapping):
+        return {}
+    if isinstance(weights.get("sha256"), str):
+        return {"": str(weights["sha256"])}
+    return {
+        str(label): str(entry["sha256"])
+        for label, entry in weights.items()
+        if isinstance(entry, Mapping) and isinstance(entry.get("sha256"), str)
+    }
+
+
 class Bitstream(bytes):
     """The bytes of an encoded image, with what the encoder measured beyond them.
 
@@ -112,6 +133,11 @@ class Codec(abc.ABC):
     when set, the tests check the mechanics only, not quality."""
     default_rates: ClassVar[tuple[float, ...]] = ()
     """Fallback sweep for plugins; built-ins take theirs from ``bench/codecs/defaults.toml``."""
+
+    weight_options: ClassVar[tuple[str, ...]] = ()
+    """Options that name weight files (``weights``, ``checkpoint``): a record's
+    ``codec_identity`` has the SHA-256 of the file coding its rate point in their place, so
+    that records are told apart by the weights' content, never by their path."""
 
     inputs: ClassVar[tuple[str, ...]] = ()
     """Names of the per-image inputs the codec takes besides the image (``quality_map``);

@@ -186,8 +186,24 @@ class SegmentationTask(Task):
 
     @property
     def identity(self) -> str:
-        options = {k: v for k, v in self.options.items() if k != "device"}
+        """``segmentation:<segmenter>@<hash>`` of the segmenter, its options and its weights'
+        SHA-256: the weights count by content (their path and the expected hash given as
+        ``weights_sha256`` are left out where the content's hash is known), the device not
+        at all."""
         weights = self.model_provenance.get("weights_sha256", "")
+        dropped = {"device", "weights", "weights_sha256"} if weights else {"device"}
+        options = {k: v for k, v in self.options.items() if k not in dropped}
+        return self._identity_of(options, weights)
+
+    def previous_identities(self) -> tuple[str, ...]:
+        """The identity bench gave this task before the weights counted by content alone
+        (with their path in it): records that carry it were made by the same model."""
+        weights = self.model_provenance.get("weights_sha256", "")
+        options = {k: v for k, v in self.options.items() if k != "device"}
+        earlier = self._identity_of(options, weights)
+        return (earlier,) if earlier != self.identity else ()
+
+    def _identity_of(self, options: Mapping[str, Any], weights: Any) -> str:
         text = json.dumps([self.segmenter, options, weights], sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         return f"{self.name}:{self.segmenter}@{digest}"

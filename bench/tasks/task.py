@@ -102,6 +102,12 @@ class Task(abc.ABC):
         """What changes the task's numbers (task, model, options, weights): the ``task``
         column of records, part of their key."""
 
+    def previous_identities(self) -> tuple[str, ...]:
+        """Identities that earlier bench versions gave this same task (same model, same
+        options): a resumed run counts records that carry one as this task's. None by
+        default."""
+        return ()
+
     @property
     @abc.abstractmethod
     def record_columns(self) -> tuple[Column, ...]:

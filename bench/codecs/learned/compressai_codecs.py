@@ -73,6 +73,7 @@ class ZooCodec(LearnedCodec):
     architecture: ClassVar[str]
     rate_scale = RateScale("quality", 1, 8, quality_rises=True)
     contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
+    weight_options: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(
         self,
@@ -241,6 +242,7 @@ class CompressAIModelCodec(LearnedCodec):
     }
     contract_rates: ClassVar[tuple[float, ...]] = (1.0, 3.0)
     """Rate points for the contract tests (a user's model has no default sweep)."""
+    weight_options: ClassVar[tuple[str, ...]] = ("checkpoint", "checkpoint_sha256")
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ from bench.codecs.learned.gan.checkpoint import (
 from bench.codecs.learned.gan.config import DOWNSAMPLING, GanConfig
 from bench.codecs.learned.gan.entropy import EntropyTables
 from bench.errors import CodecError, CodecUnavailable, UsageError
+from bench.weights import WeightsError
 
 if TYPE_CHECKING:
     from bench.codecs.learned.gan.model import GanGenerator
@@ -119,6 +120,7 @@ class GanCodec(Codec):
     default_rates = tuple(8 * bits / 256 for bits in range(1, 7))  # F = 8, L = 2..64
     contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
     contract_rates: ClassVar[tuple[float, ...]] = (0.03125, 0.0625, 0.09375)
+    weight_options: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(
         self,
@@ -158,6 +160,8 @@ class GanCodec(Codec):
             except ValueError:
                 raise ValueError(f"weights=random:WIDTH needs a number, got {weights!r}") from None
         self._index: list[_Entry] | None = None
+        self._unreadable: list[tuple[Path, str]] = []
+        """Checkpoint files of ``weights`` whose config cannot be read, and why."""
         self._random: dict[tuple[int, int], LoadedGan] = {}
         self.options = {
             "weights": self.weights,
@@ -199,7 +203,15 @@ class GanCodec(Codec):
             files = [root]
         else:
             raise CodecUnavailable(f"{self.name}: weights {root} is neither a file nor a directory")
-        self._index = [_Entry(path, read_gan_config(path)) for path in files]
+        index: list[_Entry] = []
+        for path in files:
+            try:
+                index.append(_Entry(path, read_gan_config(path)))
+            except WeightsError as exc:  # costs the rate points it would serve, not the run
+                if root.is_file():
+                    raise
+                self._unreadable.append((path, str(exc)))
+        self._index = index
         return self._index
 
     def rate_points(self) -> tuple[float, ...] | None:
@@ -226,13 +238,23 @@ class GanCodec(Codec):
             command = TRAIN_COMMAND.format(F=f_value, L=levels)
         else:
             command = TRAIN_COMMAND.format(F="F", L="L") + f" with F * log2(L) / 256 = {rate:g}"
-        have = ", ".join(
-            f"{e.config.nominal_bpp:.6g} (F={e.config.bottleneck}, L={e.config.levels})"
+        have = "; ".join(
+            f"{e.config.nominal_bpp:.6g} bpp (F={e.config.bottleneck}, L={e.config.levels})"
+            + (
+                f", excluded by {self.name}.bottleneck={self.bottleneck}"
+                if self.bottleneck and e.config.bottleneck != self.bottleneck
+                else ""
+            )
             for e in known
+        )
+        unreadable = "".join(
+            f"; a checkpoint could not be read, so the rate point it gives is unknown: {why}"
+            for _, why in self._unreadable
         )
         return CodecUnavailable(
             f"{self.name}: no checkpoint for {rate:g} bpp in {self.weights}"
             + (f" (it has {have})" if have else "")
+            + unreadable
             + f"; make one: {command}"
         )
 

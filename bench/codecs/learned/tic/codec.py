@@ -87,6 +87,7 @@ class _TicCodec(Codec):
 
     variant: ClassVar[int]
     ceiling = None
+    weight_options: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(
         self,
