@@ -19,7 +19,7 @@ from bench.codecs.learned.gan.config import GanConfig  # noqa: E402
 from bench.codecs.learned.gan.train import GanTrainable  # noqa: E402
 from bench.datasets import open_dataset  # noqa: E402
 from bench.records import read_csv  # noqa: E402
-from bench.training import ImageSampler, Trainer, TrainingOptions  # noqa: E402
+from bench.training import ImageSampler, Trainer, TrainingOptions, seed_everything  # noqa: E402
 from bench.weights import read_checkpoint, save_checkpoint  # noqa: E402
 
 TINY = GanConfig(bottleneck=4, levels=4, width=1 / 32)
@@ -51,6 +51,7 @@ def trainer(images: Path, out: Path, steps: int, every: int | None = None) -> Tr
     options = TrainingOptions(
         steps=steps, crop=(32, 64), seed=3, checkpoint_every=every, log_every=2, out=out
     )
+    seed_everything(3)  # as bench train does before it builds the model
     return Trainer(GanTrainable(TINY), sampler, options, progress=False, log=lambda _: None)
 
 

@@ -295,6 +295,21 @@ def _json_normal(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
+def refuse_other_hyperparameters(
+    saved: Any, given: Mapping[str, Any], source: Path | str = ""
+) -> None:
+    """Raise ``ResumeMismatch`` naming each hyper-parameter whose value in the checkpoint
+    (``saved``) differs from the one given now: a resume keeps the checkpoint's."""
+    differences = config_differences(saved, given)
+    if differences:
+        raise ResumeMismatch(
+            (f"{source}: " if source else "")
+            + "a resume keeps the checkpoint's hyper-parameters, and these differ: "
+            + "; ".join(differences)
+            + ". Resume with the checkpoint's values, or start a new run into another --out"
+        )
+
+
 def config_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     """Dotted keys where two JSON-able configs differ, with both values.
 
@@ -519,13 +534,7 @@ class Trainer:
         saved_hyper = state.get("training", {}).get("hyperparameters")
         given_hyper = self._hyperparameters()
         if saved_hyper is not None and given_hyper is not None:
-            differences = config_differences(saved_hyper, given_hyper)
-            if differences:
-                raise ResumeMismatch(
-                    f"{source}: a resume keeps the checkpoint's hyper-parameters, and these "
-                    "differ: " + "; ".join(differences) + ". Resume with the checkpoint's "
-                    "values, or start a new run into another --out"
-                )
+            refuse_other_hyperparameters(saved_hyper, given_hyper, source)
         missing = sorted(set(self.modules) - set(state)) + sorted(
             set(self.optimizers) - set(state.get("optimizers", {}))
         )

@@ -41,10 +41,9 @@ from bench.errors import UsageError
 from bench.training import (
     AmpContext,
     ImageSampler,
-    ResumeMismatch,
     Training,
     TrainingOptions,
-    config_differences,
+    refuse_other_hyperparameters,
     seed_everything,
     to_signed,
 )
@@ -115,13 +114,7 @@ class GanTrainable:
         if not isinstance(saved, dict):
             return
         saved = {"lr": saved.get("lr"), "betas": saved.get("betas")}
-        differences = config_differences(saved, self.hyperparameters())
-        if differences:
-            raise ResumeMismatch(
-                "a resume keeps the checkpoint's hyper-parameters, and these differ: "
-                + "; ".join(differences)
-                + ". Resume with the checkpoint's values, or start a new run into another --out"
-            )
+        refuse_other_hyperparameters(saved, self.hyperparameters())
 
     def step(self, batch: torch.Tensor, amp: AmpContext) -> dict[str, float]:
         """One discriminator update, then one generator update, on a [0, 1] batch.

@@ -40,7 +40,7 @@ from bench.codecs.learned.tic.model import (
 )
 from bench.errors import UsageError
 from bench.training import AmpContext, ImageSampler, Trainer, Training, TrainingOptions
-from bench.training.loop import ResumeMismatch, config_differences, seed_everything
+from bench.training.loop import refuse_other_hyperparameters, seed_everything
 from bench.weights import WeightsError, load_state_dict
 
 if TYPE_CHECKING:
@@ -285,13 +285,7 @@ class TicTrainable:
         # Checkpoints written before the trainer compared hyper-parameters hold them here.
         saved = {"lr": schedule.get("learning_rate", self.learning_rate),
                  "loss": schedule.get("loss", "paper")}  # fmt: skip
-        differences = config_differences(saved, self.hyperparameters())
-        if differences:
-            raise ResumeMismatch(
-                "a resume keeps the checkpoint's hyper-parameters, and these differ: "
-                + "; ".join(differences)
-                + ". Resume with the checkpoint's values, or start a new run into another --out"
-            )
+        refuse_other_hyperparameters(saved, self.hyperparameters())
 
     def learning_rate_now(self) -> float:
         """The polynomial schedule: lr * (1 - step / total) ^ 0.9."""
