@@ -319,7 +319,8 @@ def test_codec_identity_replaces_every_weight_option_by_the_content_of_its_rate_
 def test_every_learned_codec_names_its_weight_options():
     from bench.codecs import CODECS
 
-    for name in ("gan", "tic", "tic-hp", "bmshj2018-factorized", "mbt2018", "cheng2020-attn"):
+    learned = ("gan", "mae", "tic", "tic-hp", "bmshj2018-factorized", "mbt2018", "cheng2020-attn")
+    for name in learned:
         assert CODECS.load(name).weight_options == ("weights",), name
     assert CODECS.load("compressai-model").weight_options == ("checkpoint", "checkpoint_sha256")
     assert CODECS.load("jpeg").weight_options == ()

@@ -101,5 +101,6 @@ class Training(abc.ABC):
 TRAINERS: Registry[Training] = Registry("trainers", "bench.trainers")
 TRAINERS.add("gan", "bench.codecs.learned.gan.train:GanTraining", "pip install torch")
 TRAINERS.add("tic", "bench.codecs.learned.tic.train:TicTraining", "pip install compressai")
+TRAINERS.add("mae", "bench.codecs.learned.mae.train:MaeTraining", "pip install compressai")
 
 __all__ = ["TRAINERS", "Training"]

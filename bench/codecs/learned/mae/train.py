@@ -1,0 +1,179 @@
+"""What the modulated autoencoder contributes to training: one step over every lambda of its
+set on the same batch (``MaeTrainable``), and ``bench train mae``'s options (``MaeTraining``).
+
+Loss (the student report's eq. 3 with w = 1, and the authors' code): sum over lambda of
+(bpp_lambda + lambda * MSE_lambda), MSE on [0, 1]. Adam on the networks; a separate Adam
+(1e-3) on the entropy bottlenecks' quantiles for their auxiliary loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from bench.codecs.learned.mae.model import PRESETS, MaeConfig, MaeNetwork, rate_distortion
+from bench.errors import UsageError
+from bench.training import AmpContext, ImageSampler, Training, TrainingOptions
+from bench.training.loop import seed_everything
+
+if TYPE_CHECKING:
+    from bench.training.loop import TrainingResult
+    from bench.training.registry import Log
+
+LEARNING_RATES = {"paper": 1e-4, "authors": 1e-4, "cpu": 5e-4}
+"""Adam's rate by preset: the authors' 1e-4; 5e-4 for short CPU runs (the spec's CHOICE)."""
+AUX_LEARNING_RATE = 1e-3
+
+
+def psnr_of_mse(mse: float) -> float:
+    """PSNR in dB of an MSE on [0, 1] (NaN stays NaN)."""
+    if math.isnan(mse):
+        return math.nan
+    return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
+
+
+class MaeTrainable:
+    """The modulated autoencoder (or its single-rate baseline) as a ``Trainable``."""
+
+    name = "mae"
+
+    def __init__(self, config: MaeConfig, *, learning_rate: float, device: str = "cpu") -> None:
+        self.mae_config = config
+        self.learning_rate = float(learning_rate)
+        self.model = MaeNetwork(config).to(device)
+        main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+        quantiles = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
+        self.main = torch.optim.Adam(main, lr=self.learning_rate)
+        self.aux = torch.optim.Adam(quantiles, lr=AUX_LEARNING_RATE)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"main": self.main, "aux": self.aux}
+
+    def config(self) -> dict[str, Any]:
+        return self.mae_config.to_dict()
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """What a resume keeps (``--lr``): the trainer refuses another value."""
+        return {"lr": self.learning_rate}
+
+    def step(self, batch: Tensor, amp: AmpContext) -> dict[str, float]:
+        total = torch.zeros((), device=batch.device)
+        shown: dict[str, float] = {}
+        with amp.autocast():
+            for lam in self.mae_config.lambdas:
+                out = self.model(batch, lam)
+                out = {
+                    "x_hat": out["x_hat"].float(),
+                    "likelihoods": {k: v.float() for k, v in out["likelihoods"].items()},
+                }
+                loss, bpp, mse = rate_distortion(batch, out, lam)
+                total = total + loss
+                shown[f"bpp@{lam:g}"] = float(bpp.detach())
+                shown[f"psnr@{lam:g}"] = psnr_of_mse(float(mse.detach()))
+        amp.backward(total, self.main)
+        aux = self.model.aux_loss()
+        amp.backward(aux, self.aux)
+        return {"loss": float(total.detach()), **shown, "aux": float(aux.detach())}
+
+
+class MaeTraining(Training):
+    """``bench train mae``: the modulated autoencoder, or (``--single-lambda``) the
+    single-rate baseline."""
+
+    name = "mae"
+    description = "the variable-rate modulated autoencoder (one checkpoint for its lambda set)"
+    details = (
+        "Trains Yang et al.'s modulated autoencoder (Balle 2017 factorized prior + six "
+        "modulation networks): every lambda of the set on the same batch each step, loss "
+        "sum(bpp + lambda * MSE) with MSE on [0, 1], Adam plus an auxiliary Adam (1e-3) for the "
+        "entropy bottlenecks. --single-lambda L trains the single-rate baseline (no modulation). "
+        "Presets: paper (N=128, hidden 64, lambda 64..4096; the report used 256 crops, batch 1), "
+        "authors (N=192, hidden 50, lambda 128,512,2048; 240 crops, batch 8), cpu (N=64, "
+        "hidden 32; 128 crops, batch 8, lr 5e-4). Resumable (--resume), checkpointed, seeded."
+    )
+    defaults: ClassVar[dict[str, Any]] = {"dataset": "folder", "batch_size": 8, "crop": "128x128"}
+
+    def __init__(self, config: MaeConfig, *, learning_rate: float) -> None:
+        self.mae_config = config
+        self.learning_rate = learning_rate
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--preset", choices=list(PRESETS), default="cpu",
+                            help="paper (N=128), authors (N=192) or cpu (N=64, not a published "
+                            "size)")  # fmt: skip
+        parser.add_argument("--n", type=int, help="channels N (overrides the preset)")
+        parser.add_argument(
+            "--hidden", type=int, help="modulation networks' hidden width (overrides the preset)"
+        )
+        parser.add_argument("--lambdas", help="the lambda set, comma-separated (e.g. 64,256)")
+        parser.add_argument(
+            "--single-lambda",
+            type=float,
+            metavar="L",
+            help="train the single-rate baseline at lambda L (no modulation)",
+        )
+        parser.add_argument("--shared-entropy-model", action="store_true",
+                            help="one entropy model for every lambda (codes lambda values "
+                            "between the trained ones, at some cost in rate)")  # fmt: skip
+        parser.add_argument("--lr", type=float, help="Adam's rate (paper/authors 1e-4, cpu 5e-4)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> MaeTraining:
+        if args.steps is None and args.epochs is None:
+            raise UsageError("bench train mae needs --steps or --epochs")
+        lambdas = None
+        if args.lambdas:
+            try:
+                lambdas = tuple(float(v) for v in args.lambdas.split(","))
+            except ValueError:
+                raise UsageError(f"--lambdas {args.lambdas!r}: expected numbers") from None
+        changes: dict[str, Any] = {"n": args.n, "hidden": args.hidden, "lambdas": lambdas}
+        if args.single_lambda is not None:
+            if lambdas is not None or args.shared_entropy_model:
+                raise UsageError("--single-lambda trains one lambda: drop --lambdas and "
+                                 "--shared-entropy-model")  # fmt: skip
+            changes.update(lambdas=(args.single_lambda,), modulated=False)
+        else:
+            changes["shared_entropy_model"] = bool(args.shared_entropy_model) or None
+        try:
+            config = MaeConfig.from_preset(args.preset, **changes)
+        except ValueError as exc:
+            raise UsageError(f"bench train mae: {exc}") from None
+        lr = args.lr if args.lr is not None else LEARNING_RATES[args.preset]
+        return cls(config, learning_rate=lr)
+
+    def check(self, options: TrainingOptions) -> None:
+        crop = options.crop
+        if crop is not None and (crop[0] % 16 or crop[1] % 16):
+            raise UsageError(f"--crop {crop[0]}x{crop[1]}: MAE needs multiples of 16")
+
+    def build(self, options: TrainingOptions, sampler: ImageSampler) -> MaeTrainable:
+        seed_everything(options.seed)  # the initial weights too
+        return MaeTrainable(self.mae_config, learning_rate=self.learning_rate,
+                            device=options.device)  # fmt: skip
+
+    def banner(self, trainable: Any, sampler: ImageSampler, options: TrainingOptions) -> str:
+        params = sum(p.numel() for p in trainable.model.parameters())
+        return (
+            f"bench train mae: {self.mae_config.describe()}, {params:,} parameters, lr "
+            f"{self.learning_rate:g}; {len(sampler.images)} images of {sampler.dataset.tag} "
+            f"-> {options.out}"
+        )
+
+    def finish(self, trainable: Any, result: TrainingResult, sampler: ImageSampler,
+               log: Log) -> str:  # fmt: skip
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+        rates = ",".join(f"{v:g}" for v in self.mae_config.lambdas)
+        return (
+            f"trained to step {result.step} (epoch {result.epoch}) in {result.seconds / 60:.1f} "
+            f"min; last step: {shown}\ncheckpoint: {result.checkpoint}\nuse it: bench run "
+            f"--codecs mae --rates mae={rates} --codec-option mae.weights={result.checkpoint}"
+        )

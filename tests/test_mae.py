@@ -1,0 +1,183 @@
+"""The modulated autoencoder (``mae``): parameter counts against the spec's arithmetic, the
+bitstream, identity modulation at start, training steps, resume, and ``bench train mae`` then
+``bench run`` (tiny widths and crops; runs in seconds)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("compressai")
+
+from bench.cli import main  # noqa: E402
+from bench.codecs import create_codec  # noqa: E402
+from bench.codecs.learned.mae.bitstream import read_mae_bitstream  # noqa: E402
+from bench.codecs.learned.mae.model import MaeConfig, MaeNetwork, pad_replicate  # noqa: E402
+from bench.codecs.learned.mae.train import MaeTrainable  # noqa: E402
+from bench.datasets import open_dataset  # noqa: E402
+from bench.errors import CodecError  # noqa: E402
+from bench.records import read_csv  # noqa: E402
+from bench.training import ImageSampler, Trainer, TrainingOptions, seed_everything  # noqa: E402
+
+TINY = MaeConfig(n=8, hidden=4, lambdas=(64.0, 1024.0), preset="custom")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """Two smooth 40x56 images (sides not multiples of 16: padding is exercised)."""
+    root = tmp_path_factory.mktemp("mae-images")
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:40, 0:56]
+    for i in range(2):
+        base = 120 + 60 * np.sin(x / (7 + 3 * i)) * np.cos(y / (5 + i))
+        pixels = base[..., None] + rng.normal(0, 3, (40, 56, 3)) + np.array([10, -5, 20]) * i
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / f"im{i}.png")
+    return root
+
+
+# The spec's arithmetic (section 5): conv = k*k*cin*cout (+cout), GDN = N + N*N, modulation MLP
+# = (h + h) + (h*N + N), CompressAI EntropyBottleneck = 58 + 3 per channel.
+def _expected(n: int, hidden: int, entropy_models: int) -> int:
+    def conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
+        return cin * cout * k * k + (cout if bias else 0)
+
+    gdn = n + n * n
+    analysis = conv(3, n, 9) + conv(n, n, 5) + conv(n, n, 5, bias=False) + 3 * gdn
+    synthesis = 3 * gdn + 2 * conv(n, n, 5) + conv(n, 3, 9)
+    modulation = 6 * (2 * hidden + hidden * n + n)
+    return analysis + synthesis + modulation + entropy_models * 61 * n
+
+
+@pytest.mark.parametrize(
+    ("config", "stated"),
+    [
+        (MaeConfig.from_preset("paper"), 1_882_115),
+        (MaeConfig.from_preset("paper", shared_entropy_model=True), 1_858_691),
+        (MaeConfig.from_preset("authors"), 4_097_307),
+        (MaeConfig.from_preset("cpu"), 494_595),
+    ],
+)
+def test_parameter_counts_equal_the_specs_arithmetic(config, stated):
+    counted = sum(p.numel() for p in MaeNetwork(config).parameters())
+    assert counted == stated == _expected(config.n, config.hidden, config.entropy_models)
+
+
+def test_a_fresh_models_modulation_is_the_identity():
+    torch.manual_seed(0)
+    modulated = MaeNetwork(TINY).eval()
+    plain = MaeNetwork(MaeConfig(n=8, hidden=4, lambdas=(64.0,), modulated=False)).eval()
+    shared = {k: v for k, v in modulated.state_dict().items() if "modulation" not in k}
+    plain.load_state_dict({k: v for k, v in shared.items() if not k.startswith("entropy.1")})
+    x = torch.rand(1, 3, 32, 48)
+    for lam in TINY.lambdas:
+        assert torch.equal(modulated.analysis(x, lam), plain.analysis(x, 64.0))
+    y = modulated.analysis(x, 64.0)
+    assert torch.equal(modulated.synthesis(y, 1024.0), plain.synthesis(y, 64.0))
+
+
+def _image(height: int = 40, width: int = 56) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width]
+    base = 128 + 50 * np.sin(x / 6) * np.cos(y / 4)
+    return np.clip(base[..., None] + rng.normal(0, 5, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def test_round_trip_is_deterministic_and_equals_the_networks_forward_pass():
+    codec = create_codec("mae", {"weights": "random"})
+    image = _image()
+    first = codec.encode(image, 4096)
+    again = create_codec("mae", {"weights": "random"}).encode(image, 4096)
+    assert bytes(first) == bytes(again)
+    header, _ = read_mae_bitstream(bytes(first))
+    assert (header.height, header.width, header.lam, header.entropy_index) == (40, 56, 4096, 3)
+    assert header.latent == (3, 4) and header.padding == (4, 4, 4, 4)
+    decoded = codec.decode(first)
+    assert np.array_equal(decoded, create_codec("mae", {"weights": "random"}).decode(first))
+    # The network's own eval forward pass (rounding around the medians) gives the same pixels.
+    _, model, _ = codec.network()
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
+    padded, (top, _, left, _) = pad_replicate(x)
+    with torch.inference_mode():
+        x_hat = model(padded, 4096.0)["x_hat"][0, :, top : top + 40, left : left + 56]
+    own = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(decoded, own)
+    assert first.info["bpp_estimated"] > 0  # type: ignore[attr-defined]
+    # A per-lambda model codes only its trained lambda; the shared one any lambda.
+    assert codec.rate_points() == (64.0, 256.0, 1024.0, 4096.0)
+    with pytest.raises(CodecError, match="not trained"):
+        codec.encode(image, 100)
+    shared = create_codec("mae", {"weights": "random", "shared_entropy_model": True})
+    assert shared.rate_points() is None
+    assert shared.decode(shared.encode(image, 100)).shape == image.shape
+
+
+def trainer(images: Path, out: Path, steps: int, config: MaeConfig = TINY) -> Trainer:
+    sampler = ImageSampler(open_dataset("folder", {"data_dir": images}), crop=(32, 32),
+                           batch_size=2, seed=3)  # fmt: skip
+    options = TrainingOptions(steps=steps, crop=(32, 32), batch_size=2, seed=3,
+                              checkpoint_every=None, log_every=1, out=out)  # fmt: skip
+    seed_everything(3)  # as bench train does before it builds the model
+    trainable = MaeTrainable(config, learning_rate=3e-3)
+    return Trainer(trainable, sampler, options, progress=False, log=lambda _: None)
+
+
+def test_a_few_training_steps_give_finite_falling_losses(images, tmp_path):
+    result = trainer(images, tmp_path / "m.pt", 12).run()
+    losses = [record["loss"] for record in result.history if "loss" in record]
+    assert len(losses) == 12 and all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert {"bpp@64", "bpp@1024", "psnr@64", "psnr@1024", "aux"} <= set(result.losses)
+
+
+def test_single_rate_baseline_trains_with_the_same_trainer(images, tmp_path):
+    config = MaeConfig(n=8, hidden=4, lambdas=(256.0,), modulated=False, preset="custom")
+    result = trainer(images, tmp_path / "s.pt", 2, config).run()
+    assert set(result.losses) == {"loss", "bpp@256", "psnr@256", "aux"}
+    codec = create_codec("mae", {"weights": str(result.checkpoint)})
+    assert codec.rate_points() == (256.0,)
+    assert codec.decode(codec.encode(_image(), 256)).shape == (40, 56, 3)
+
+
+def test_resume_equals_an_uninterrupted_run(images, tmp_path):
+    straight = trainer(images, tmp_path / "a.pt", 4)
+    straight.run()
+    trainer(images, tmp_path / "b.pt", 2).run()
+    resumed = trainer(images, tmp_path / "b.pt", 4)
+    resumed.run(resume=True)
+    a, b = (t.trainable.model.state_dict() for t in (straight, resumed))  # type: ignore[attr-defined]
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_bench_train_mae_then_bench_run_gives_ok_records_with_real_bpp(images, tmp_path, capsys):
+    checkpoint = tmp_path / "mae.pt"
+    argv = ["train", "mae", "--dataset", "folder", "--data-dir", str(images), "--n", "8",
+            "--hidden", "4", "--lambdas", "64,1024", "--crop", "32x32", "--batch-size", "2",
+            "--steps", "2", "--log-every", "1", "--out", str(checkpoint)]  # fmt: skip
+    assert main(argv) == 0
+    assert "--codec-option mae.weights=" in capsys.readouterr().out
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert saved["format"] == "bench-mae-1" and saved["training"]["step"] == 2
+    assert saved["config"]["preset"] == "custom"
+    run_dir = tmp_path / "run"
+    argv = ["run", "--codecs", "mae", "--dataset", "folder", "--data-dir", str(images),
+            "--rates", "mae=64,1024", "--codec-option", f"mae.weights={checkpoint}",
+            "--workers", "0", "--out", str(run_dir)]  # fmt: skip
+    assert main(argv) == 0
+    records = read_csv(run_dir / "records.csv")
+    assert len(records) == 4 and all(r.ok for r in records), [r.error for r in records]
+    for record in records:
+        assert record.bpp == pytest.approx(8 * record.bytes / (40 * 56))
+        assert record.bytes > int(record.header_bytes or 0)
