@@ -181,3 +181,42 @@ def test_bench_train_mae_then_bench_run_gives_ok_records_with_real_bpp(images, t
     for record in records:
         assert record.bpp == pytest.approx(8 * record.bytes / (40 * 56))
         assert record.bytes > int(record.header_bytes or 0)
+
+
+def _training(*options: str):
+    import argparse
+
+    from bench.codecs.learned.mae.train import MaeTraining
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--epochs", type=int)
+    MaeTraining.add_arguments(parser)
+    return MaeTraining.from_args(parser.parse_args(list(options)))
+
+
+def test_presets_and_options_of_bench_train_mae():
+    from bench.errors import UsageError
+
+    paper = _training("--preset", "paper")
+    assert (paper.mae_config.n, paper.mae_config.hidden, paper.learning_rate) == (128, 64, 1e-4)
+    assert "the student report's size" in paper.mae_config.describe()
+    single = _training("--preset", "paper", "--single-lambda", "256").mae_config
+    assert (single.lambdas, single.modulated, single.entropy_models) == ((256.0,), False, 1)
+    assert single.preset == "paper"  # the same size, so still labelled as the paper's
+    shared = _training("--shared-entropy-model", "--lambdas", "128,512").mae_config
+    assert shared.shared_entropy_model and shared.lambdas == (128.0, 512.0)
+    assert _training("--n", "32").mae_config.preset == "custom"
+    assert "NOT a published size" in _training("--n", "32").mae_config.describe()
+    with pytest.raises(UsageError, match="--single-lambda"):
+        _training("--single-lambda", "256", "--lambdas", "64,256")
+    with pytest.raises(UsageError, match="distinct"):
+        _training("--lambdas", "64,64")
+
+
+def test_a_bitstream_of_other_weights_is_refused(images, tmp_path):
+    checkpoint = trainer(images, tmp_path / "m.pt", 1).run().checkpoint
+    trained = create_codec("mae", {"weights": str(checkpoint)})
+    data = create_codec("mae", {"weights": "random"}).encode(_image(), 64)
+    with pytest.raises(CodecError, match="other weights"):
+        trained.decode(data)

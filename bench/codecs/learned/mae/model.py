@@ -61,7 +61,9 @@ class MaeConfig:
         if preset not in PRESETS:
             raise ValueError(f"preset {preset!r}: expected one of {', '.join(PRESETS)}")
         fields = {**PRESETS[preset], **{k: v for k, v in changes.items() if v is not None}}
-        same = all(fields[k] == PRESETS[preset][k] for k in PRESETS[preset])
+        # The label names the network's size: another lambda set, a single-rate baseline or a
+        # shared entropy model at the preset's N and hidden width keep it.
+        same = all(fields[k] == PRESETS[preset][k] for k in ("n", "hidden"))
         return cls(**fields, preset=preset if same else "custom")
 
     @classmethod
