@@ -220,3 +220,15 @@ def test_a_bitstream_of_other_weights_is_refused(images, tmp_path):
     data = create_codec("mae", {"weights": "random"}).encode(_image(), 64)
     with pytest.raises(CodecError, match="other weights"):
         trained.decode(data)
+
+
+def test_a_checkpoint_with_nan_tensors_is_refused(images, tmp_path):
+    from bench.weights import WeightsError
+
+    checkpoint = trainer(images, tmp_path / "m.pt", 1).run().checkpoint
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved["model"]["g_s.2.bias"][0] = float("nan")
+    bad = tmp_path / "bad.pt"
+    torch.save(saved, bad)
+    with pytest.raises(WeightsError, match="NaN"):
+        create_codec("mae", {"weights": str(bad)}).encode(_image(), 64)
