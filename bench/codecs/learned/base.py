@@ -116,6 +116,19 @@ def torch_availability() -> Availability:
     return Availability(True, f"torch {torch.__version__}")
 
 
+def compressai_availability() -> Availability:
+    """Whether torch and CompressAI both import here, with their versions (for the learned
+    codecs built on CompressAI's entropy models and layers)."""
+    found = torch_availability()
+    if not found.usable:
+        return found
+    try:
+        import compressai
+    except Exception as exc:  # ImportError, or torchvision failing to load its ops
+        return Availability(False, f"compressai is not importable ({exc})", TORCH_HINT)
+    return Availability(True, f"{found.detail}, compressai {compressai.__version__}")
+
+
 def distributions_installed(*names: str, hint: str = TORCH_HINT) -> Availability:
     """Whether the named distributions are installed (their versions), from package metadata
     only: nothing is imported, so ``bench list codecs`` does not load torch."""

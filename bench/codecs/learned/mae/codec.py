@@ -20,9 +20,9 @@ from bench.codecs.base import (
 from bench.codecs.learned.base import (
     TORCH_HINT,
     check_size,
+    compressai_availability,
     distributions_installed,
     synchronize,
-    torch_availability,
     weights_identity,
 )
 from bench.codecs.learned.mae.bitstream import (
@@ -103,14 +103,7 @@ class MaeCodec(Codec):
 
     @classmethod
     def availability(cls) -> Availability:
-        found = torch_availability()
-        if not found.usable:
-            return found
-        try:
-            import compressai
-        except Exception as exc:
-            return Availability(False, f"compressai is not importable ({exc})", TORCH_HINT)
-        return Availability(True, f"{found.detail}, compressai {compressai.__version__}")
+        return compressai_availability()
 
     @classmethod
     def installed(cls) -> Availability:

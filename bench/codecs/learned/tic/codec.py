@@ -24,9 +24,9 @@ from bench.codecs.base import (
 from bench.codecs.inputs import QUALITY_MAP, QualityMapSource
 from bench.codecs.learned.base import (
     TORCH_HINT,
+    compressai_availability,
     distributions_installed,
     synchronize,
-    torch_availability,
     weights_identity,
 )
 from bench.codecs.learned.tic.bitstream import (
@@ -120,14 +120,7 @@ class _TicCodec(Codec):
 
     @classmethod
     def availability(cls) -> Availability:
-        found = torch_availability()
-        if not found.usable:
-            return found
-        try:
-            import compressai
-        except Exception as exc:
-            return Availability(False, f"compressai is not importable ({exc})", TORCH_HINT)
-        return Availability(True, f"{found.detail}, compressai {compressai.__version__}")
+        return compressai_availability()
 
     @classmethod
     def installed(cls) -> Availability:
