@@ -232,3 +232,45 @@ def test_a_checkpoint_with_nan_tensors_is_refused(images, tmp_path):
     torch.save(saved, bad)
     with pytest.raises(WeightsError, match="NaN"):
         create_codec("mae", {"weights": str(bad)}).encode(_image(), 64)
+
+
+def test_a_directory_of_single_rate_models_is_one_codec_over_their_lambdas(images, tmp_path):
+    from bench.weights import WeightsError
+
+    models = tmp_path / "single"
+    models.mkdir()
+    for lam in (1024.0, 64.0):
+        config = MaeConfig(n=8, hidden=4, lambdas=(lam,), modulated=False, preset="custom")
+        trainer(images, models / f"{lam:g}.pt", 1, config).run()
+    codec = create_codec("mae", {"weights": str(models)})
+    assert codec.rate_points() == (64.0, 1024.0)
+    image = _image()
+    for lam in (64.0, 1024.0):  # each lambda is coded by the model trained for it
+        data = codec.encode(image, lam)
+        alone = create_codec("mae", {"weights": str(models / f"{lam:g}.pt")})
+        assert bytes(data) == bytes(alone.encode(image, lam))
+        assert np.array_equal(codec.decode(data), alone.decode(data))
+    with pytest.raises(CodecError, match="none for 256"):
+        codec.encode(image, 256)
+    provenance = codec.prepare([64.0, 1024.0])
+    assert set(provenance["weights"]) == {"64", "1024"}
+    assert provenance["weights"]["64"]["file"] == str(models / "64.pt")
+    # Records are keyed by the content of the file that coded each lambda.
+    run_dir = tmp_path / "run"
+    argv = ["run", "--codecs", "mae", "--dataset", "folder", "--data-dir", str(images),
+            "--rates", "mae=64,1024", "--codec-option", f"mae.weights={models}",
+            "--workers", "0", "--out", str(run_dir)]  # fmt: skip
+    assert main(argv) == 0
+    records = read_csv(run_dir / "records.csv")
+    assert len(records) == 4 and all(r.ok for r in records), [r.error for r in records]
+    identities = {r.rate: r.codec_identity for r in records}
+    assert provenance["weights"]["64"]["sha256"] in identities[64.0]
+    assert provenance["weights"]["1024"]["sha256"] in identities[1024.0]
+    # A modulated checkpoint does not belong in such a directory, nor two for one lambda.
+    trainer(images, models / "modulated.pt", 1).run()
+    with pytest.raises(WeightsError, match="modulated.pt: a modulated model"):
+        create_codec("mae", {"weights": str(models)}).rate_points()
+    (models / "modulated.pt").unlink()
+    (models / "again.pt").write_bytes((models / "64.pt").read_bytes())
+    with pytest.raises(WeightsError, match="two single-rate models for lambda 64"):
+        create_codec("mae", {"weights": str(models)}).rate_points()

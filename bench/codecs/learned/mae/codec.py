@@ -38,7 +38,7 @@ from bench.codecs.learned.mae.checkpoint import (
     read_mae_checkpoint,
 )
 from bench.errors import CodecError, CodecUnavailable
-from bench.weights import training_record
+from bench.weights import WeightsError, training_record
 
 if TYPE_CHECKING:
     from bench.codecs.learned.mae.model import MaeConfig, MaeNetwork
@@ -56,8 +56,11 @@ class MaeCodec(Codec):
     (``rate_points``), one with a shared entropy model any lambda in 1..65536.
 
     Options:
-        weights: a ``bench-mae-1`` checkpoint (``bench train mae``); ``random`` for a seeded
-            narrow stand-in with the paper's lambda set (pipeline tests only).
+        weights: a ``bench-mae-1`` checkpoint (``bench train mae``); a directory of single-rate
+            checkpoints (``bench train mae --single-lambda L``, one per lambda), which codes
+            each lambda with the model trained for it, so N independent models are one curve;
+            ``random`` for a seeded narrow stand-in with the paper's lambda set (pipeline tests
+            only).
         shared_entropy_model: for ``weights=random`` only: the stand-in's entropy-model layout.
         device, max_megapixels: where to run and the largest image coded in one pass.
     """
@@ -93,7 +96,8 @@ class MaeCodec(Codec):
 
             self.device = resolve_device(self.device)
         self.max_megapixels = float(max_megapixels)
-        self._network: tuple[MaeConfig, MaeNetwork, bytes] | None = None
+        self._checkpoints: dict[float | None, Path] | None = None
+        self._networks: dict[Path | None, tuple[MaeConfig, MaeNetwork, bytes]] = {}
         self.options = {
             "weights": self.weights,
             "shared_entropy_model": self.shared,
@@ -109,6 +113,14 @@ class MaeCodec(Codec):
     def installed(cls) -> Availability:
         return distributions_installed("torch", "compressai", hint=TORCH_HINT)
 
+    def _sources(self) -> dict[float | None, Path]:
+        """The checkpoint of each lambda: ``{None: file}`` for one checkpoint (it serves every
+        lambda it knows), ``{lambda: file}`` for a directory of single-rate checkpoints."""
+        if self._checkpoints is None:
+            path = self._path()
+            self._checkpoints = single_rate_members(path) if path.is_dir() else {None: path}
+        return self._checkpoints
+
     def _config(self) -> MaeConfig:
         from bench.codecs.learned.mae.model import MaeConfig
 
@@ -116,7 +128,7 @@ class MaeCodec(Codec):
             return MaeConfig(
                 n=RANDOM_N, hidden=RANDOM_HIDDEN, shared_entropy_model=self.shared, preset="custom"
             )
-        path = self._path()
+        path = self._sources()[None]
         return mae_config_of(read_mae_checkpoint(path, mmap=True), path)
 
     def _path(self) -> Path:
@@ -126,75 +138,80 @@ class MaeCodec(Codec):
                 f"--codec-option {self.name}.weights=CHECKPOINT"
             )
         path = Path(self.weights).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise CodecUnavailable(f"{self.name}: weights {path} do not exist ({TRAIN_COMMAND})")
         return path
 
-    def network(self) -> tuple[MaeConfig, MaeNetwork, bytes]:
-        """The config, the network (eval mode, entropy tables built) and its identity."""
-        if self._network is None:
-            import torch
+    def network(self, lam: float | None = None) -> tuple[MaeConfig, MaeNetwork, bytes]:
+        """The config, the network (eval mode, entropy tables built) and its identity, of the
+        model that codes lambda ``lam`` (the one model where ``weights`` names one)."""
+        import torch
 
-            from bench.codecs.learned.mae.model import MaeNetwork
+        from bench.codecs.learned.mae.model import MaeNetwork
 
-            if self.weights == "random":
+        if self.weights == "random":
+            key: Path | None = None
+        else:
+            sources = self._sources()
+            key = sources.get(None)
+            if key is None:
+                key = sources.get(float(np.float32(lam))) if lam is not None else None
+                if key is None:
+                    trained = ",".join(f"{v:g}" for v in sorted(k for k in sources if k))
+                    raise CodecError(f"{self.name}: {self.weights} has single-rate models for "
+                                     f"lambda {trained}, none for {lam}")  # fmt: skip
+        if key not in self._networks:
+            if key is None:
                 config = self._config()
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
                     model = MaeNetwork(config)
             else:
-                config, model = load_mae_checkpoint(self._path())
+                config, model = load_mae_checkpoint(key)
             model = model.eval().to(self.device)
             model.update(force=True)
-            self._network = (config, model, weights_identity(model))
-        return self._network
+            self._networks[key] = (config, model, weights_identity(model))
+        return self._networks[key]
 
     def rate_points(self) -> tuple[float, ...] | None:
+        if self.weights != "random" and None not in self._sources():
+            return tuple(sorted(float(lam) for lam in self._sources() if lam is not None))
         config = self._config()
         if config.entropy_models == 1 and config.modulated:
             return None
         return config.lambdas
 
-    def _lambda(self, rate: float) -> tuple[float, int]:
+    def _lambda(self, rate: float) -> tuple[float, int, tuple[MaeConfig, MaeNetwork, bytes]]:
+        """Lambda as coded (float32), its entropy model's index and the network coding it."""
         lam = float(np.float32(self.scale.validate(rate, self.name)))
-        config, model, _ = self.network()
+        network = self.network(lam)
+        config, model, _ = network
         if not config.modulated and lam != float(np.float32(config.lambdas[0])):
             raise CodecError(
                 f"{self.name}: a single-rate model trained for lambda {config.lambdas[0]:g} "
                 f"cannot code at lambda {lam:g}"
             )
         try:
-            return lam, model.entropy_index(lam)
+            return lam, model.entropy_index(lam), network
         except ValueError as exc:
             raise CodecError(f"{self.name}: {exc}") from None
 
     def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
         for rate in rates:
             self._lambda(rate)
-        config, _, _ = self.network()
         if self.weights == "random":
+            config, _, _ = self.network()
             return {
                 "weights": f"random (seeded stand-in, {config.describe()}; pipeline tests only)"
             }
-        from bench.download import sha256_of
-
-        path = self._path()
-        checkpoint = read_mae_checkpoint(path, mmap=True)
-        training = training_record(checkpoint)
-        files = sorted({str(i["file_sha256"]) for i in training.get("images", [])
-                        if i.get("file_sha256")})  # fmt: skip
-        return {
-            "weights": {
-                "file": str(path),
-                "sha256": sha256_of(path),
-                "config": config.to_dict(),
-                "size": config.describe(),
-                "note": "unverified: trained by bench",
-                "training": {k: v for k, v in training.items() if k != "images"},
-                "training_images": len(training.get("images", [])),
-            },
-            TRAINING_FILES: files,
+        sources = self._sources()
+        described = {
+            ("" if lam is None else f"{lam:g}"): _describe_weights(path)
+            for lam, path in sources.items()
         }
+        files = sorted({f for entry in described.values() for f in entry.pop(TRAINING_FILES)})
+        weights: dict[str, Any] = described.get("") or described
+        return {"weights": weights, TRAINING_FILES: files}
 
     def encode(self, image: Image, rate: float) -> bytes:
         import torch
@@ -204,8 +221,7 @@ class MaeCodec(Codec):
         image = check_image(image, self.name)
         height, width = image.shape[:2]
         check_size(self.name, height, width, self.max_megapixels)
-        lam, index = self._lambda(rate)
-        _, model, identity = self.network()
+        lam, index, (_, model, identity) = self._lambda(rate)
         x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255.0)
         x, padding = pad_replicate(x.to(self.device))
         with torch.inference_mode():
@@ -226,11 +242,10 @@ class MaeCodec(Codec):
         import torch
 
         header, string = read_mae_bitstream(bytes(data))
-        _, model, identity = self.network()
+        lam, index, (_, model, identity) = self._lambda(header.lam)
         if header.identity != identity:
             raise CodecError(f"{self.name}: the bitstream was made by other weights than "
                              f"{self.weights}")  # fmt: skip
-        lam, index = self._lambda(header.lam)
         if index != header.entropy_index:
             raise CodecError(f"{self.name}: bitstream names entropy model {header.entropy_index} "
                              f"for lambda {lam:g}, these weights {index}")  # fmt: skip
@@ -246,4 +261,52 @@ class MaeCodec(Codec):
         return np.ascontiguousarray(pixels.cpu().numpy())
 
 
-__all__ = ["MaeCodec"]
+def single_rate_members(directory: Path) -> dict[float | None, Path]:
+    """The single-rate checkpoints (``*.pt``) of a directory by their lambda.
+
+    Raises:
+        WeightsError: none there, an unreadable or modulated checkpoint, or two for one lambda
+            (each named).
+    """
+    members: dict[float | None, Path] = {}
+    for path in sorted(directory.glob("*.pt")):
+        config = mae_config_of(read_mae_checkpoint(path, mmap=True), path)
+        if config.modulated:
+            raise WeightsError(
+                f"{path}: a modulated model; a weights directory holds single-rate models "
+                f"(bench train mae --single-lambda L). Pass a modulated checkpoint as "
+                f"weights={path}"
+            )
+        lam = float(np.float32(config.lambdas[0]))
+        if lam in members:
+            raise WeightsError(f"{path} and {members[lam]}: two single-rate models for "
+                               f"lambda {lam:g}; keep one in {directory}")  # fmt: skip
+        members[lam] = path
+    if not members:
+        raise WeightsError(f"{directory}: no MAE checkpoints (*.pt) here; make them with "
+                           f"bench train mae --single-lambda L --out {directory}/L.pt")  # fmt: skip
+    return dict(sorted(members.items(), key=lambda item: item[0] or 0.0))
+
+
+def _describe_weights(path: Path) -> dict[str, Any]:
+    """A checkpoint's provenance entry: file, SHA-256, network, training; and (under
+    ``TRAINING_FILES``) the SHA-256 of the images it was trained on."""
+    from bench.download import sha256_of
+
+    checkpoint = read_mae_checkpoint(path, mmap=True)
+    config = mae_config_of(checkpoint, path)
+    training = training_record(checkpoint)
+    images = training.get("images", [])
+    return {
+        "file": str(path),
+        "sha256": sha256_of(path),
+        "config": config.to_dict(),
+        "size": config.describe(),
+        "note": "unverified: trained by bench",
+        "training": {k: v for k, v in training.items() if k != "images"},
+        "training_images": len(images),
+        TRAINING_FILES: [str(i["file_sha256"]) for i in images if i.get("file_sha256")],
+    }
+
+
+__all__ = ["MaeCodec", "single_rate_members"]
