@@ -272,5 +272,5 @@ def test_a_directory_of_single_rate_models_is_one_codec_over_their_lambdas(image
         create_codec("mae", {"weights": str(models)}).rate_points()
     (models / "modulated.pt").unlink()
     (models / "again.pt").write_bytes((models / "64.pt").read_bytes())
-    with pytest.raises(WeightsError, match="two single-rate models for lambda 64"):
+    with pytest.raises(WeightsError, match="two single-rate MAE models for rate point 64"):
         create_codec("mae", {"weights": str(models)}).rate_points()

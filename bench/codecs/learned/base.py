@@ -15,13 +15,13 @@ from __future__ import annotations
 import abc
 import math
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.codecs.base import Availability, Bitstream, Codec, Image, check_image
+from bench.codecs.base import TRAINING_FILES, Availability, Bitstream, Codec, Image, check_image
 from bench.errors import CodecError
 
 MAGIC = b"BLC1"
@@ -216,6 +216,55 @@ def check_size(codec: str, height: int, width: int, max_megapixels: float) -> No
             "one pass, whose activations grow with its area. Crop or downscale it, or raise "
             f"the limit (--codec-option {codec}.max_megapixels=N) if memory allows"
         )
+
+
+def checkpoints_by_rate(
+    directory: Path, rate_of: Callable[[Path], float], *, what: str, make: str
+) -> dict[float, Path]:
+    """The checkpoints (``*.pt``) of a directory of one-rate models, by the rate point each
+    was trained for (float32, as bitstreams carry it), lowest first.
+
+    Args:
+        directory: where they are.
+        rate_of: a checkpoint's rate point; raises ``WeightsError`` (naming the file) for one
+            that does not belong there.
+        what: the models' name in messages ("MAE", "impmap").
+        make: the command that makes one, for the message of an empty directory.
+
+    Raises:
+        WeightsError: none there, an unreadable or unfit checkpoint, or two for one rate.
+    """
+    from bench.weights import WeightsError
+
+    members: dict[float, Path] = {}
+    for path in sorted(directory.glob("*.pt")):
+        rate = float(np.float32(rate_of(path)))
+        if rate in members:
+            raise WeightsError(f"{path} and {members[rate]}: two {what} models for rate point "
+                               f"{rate:g}; keep one in {directory}")  # fmt: skip
+        members[rate] = path
+    if not members:
+        raise WeightsError(f"{directory}: no {what} checkpoints (*.pt) here; make them: {make}")
+    return dict(sorted(members.items()))
+
+
+def describe_weights(path: Path, config: Any, training: Mapping[str, Any]) -> dict[str, Any]:
+    """A trained checkpoint's provenance entry: file, SHA-256, network (``config`` with
+    ``to_dict()`` and ``describe()``) and training; under ``TRAINING_FILES``, the SHA-256 of
+    the images it was trained on (``bench.weights.training_record``'s ``images``)."""
+    from bench.download import sha256_of
+
+    images = training.get("images", [])
+    return {
+        "file": str(path),
+        "sha256": sha256_of(path),
+        "config": config.to_dict(),
+        "size": config.describe(),
+        "note": "unverified: trained by bench",
+        "training": {k: v for k, v in training.items() if k != "images"},
+        "training_images": len(images),
+        TRAINING_FILES: [str(i["file_sha256"]) for i in images if i.get("file_sha256")],
+    }
 
 
 class LearnedCodec(Codec):

@@ -20,7 +20,9 @@ from bench.codecs.base import (
 from bench.codecs.learned.base import (
     TORCH_HINT,
     check_size,
+    checkpoints_by_rate,
     compressai_availability,
+    describe_weights,
     distributions_installed,
     synchronize,
     weights_identity,
@@ -268,8 +270,8 @@ def single_rate_members(directory: Path) -> dict[float | None, Path]:
         WeightsError: none there, an unreadable or modulated checkpoint, or two for one lambda
             (each named).
     """
-    members: dict[float | None, Path] = {}
-    for path in sorted(directory.glob("*.pt")):
+
+    def lambda_of(path: Path) -> float:
         config = mae_config_of(read_mae_checkpoint(path, mmap=True), path)
         if config.modulated:
             raise WeightsError(
@@ -277,36 +279,16 @@ def single_rate_members(directory: Path) -> dict[float | None, Path]:
                 f"(bench train mae --single-lambda L). Pass a modulated checkpoint as "
                 f"weights={path}"
             )
-        lam = float(np.float32(config.lambdas[0]))
-        if lam in members:
-            raise WeightsError(f"{path} and {members[lam]}: two single-rate models for "
-                               f"lambda {lam:g}; keep one in {directory}")  # fmt: skip
-        members[lam] = path
-    if not members:
-        raise WeightsError(f"{directory}: no MAE checkpoints (*.pt) here; make them with "
-                           f"bench train mae --single-lambda L --out {directory}/L.pt")  # fmt: skip
-    return dict(sorted(members.items(), key=lambda item: item[0] or 0.0))
+        return config.lambdas[0]
+
+    make = f"bench train mae --single-lambda L --out {directory}/L.pt"
+    found = checkpoints_by_rate(directory, lambda_of, what="single-rate MAE", make=make)
+    return {float(lam): path for lam, path in found.items()}
 
 
 def _describe_weights(path: Path) -> dict[str, Any]:
-    """A checkpoint's provenance entry: file, SHA-256, network, training; and (under
-    ``TRAINING_FILES``) the SHA-256 of the images it was trained on."""
-    from bench.download import sha256_of
-
     checkpoint = read_mae_checkpoint(path, mmap=True)
-    config = mae_config_of(checkpoint, path)
-    training = training_record(checkpoint)
-    images = training.get("images", [])
-    return {
-        "file": str(path),
-        "sha256": sha256_of(path),
-        "config": config.to_dict(),
-        "size": config.describe(),
-        "note": "unverified: trained by bench",
-        "training": {k: v for k, v in training.items() if k != "images"},
-        "training_images": len(images),
-        TRAINING_FILES: [str(i["file_sha256"]) for i in images if i.get("file_sha256")],
-    }
+    return describe_weights(path, mae_config_of(checkpoint, path), training_record(checkpoint))
 
 
 __all__ = ["MaeCodec", "single_rate_members"]
