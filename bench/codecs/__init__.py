@@ -14,7 +14,7 @@ from bench.codecs.base import (
     instantiate,
 )
 from bench.config import codec_defaults
-from bench.errors import UsageError
+from bench.errors import BenchError, UsageError
 from bench.registry import Registry
 
 CODECS: Registry[Codec] = Registry("codecs", "bench.codecs")
@@ -52,11 +52,20 @@ def create_codec(name: str, options: Mapping[str, OptionValue] | None = None) ->
 
 
 def default_rates(codec: Codec) -> list[float]:
-    """A codec's default sweep: ``bench/codecs/defaults.toml``, else its ``default_rates``."""
+    """A codec's default sweep: ``bench/codecs/defaults.toml``, else its ``default_rates``,
+    else (a codec of trained models, one per rate point) the rate points its weights have."""
     configured = codec_defaults().get(codec.name, {}).get("rates")
     rates = configured if configured is not None else list(codec.default_rates)
+    why = ""
     if not rates:
-        raise UsageError(f"{codec.name}: no default rates; pass --rates {codec.name}=v1,v2,...")
+        try:
+            rates = list(codec.rate_points() or ())
+        except BenchError as exc:
+            why = f" ({exc})"
+    if not rates:
+        raise UsageError(
+            f"{codec.name}: no default rates; pass --rates {codec.name}=v1,v2,...{why}"
+        )
     return [float(r) for r in rates]
 
 
