@@ -44,6 +44,7 @@ CODECS.add("gan", "bench.codecs.learned.gan.codec:GanCodec", "pip install torch"
 CODECS.add("tic-hp", "bench.codecs.learned.tic.codec:TicHpCodec", "pip install compressai")
 CODECS.add("tic", "bench.codecs.learned.tic.codec:TicCodec", "pip install compressai")
 CODECS.add("mae", "bench.codecs.learned.mae.codec:MaeCodec", "pip install compressai")
+CODECS.add("impmap", "bench.codecs.learned.impmap.codec:ImpMapCodec", "pip install torch numba")
 
 
 def create_codec(name: str, options: Mapping[str, OptionValue] | None = None) -> Codec:

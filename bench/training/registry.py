@@ -102,5 +102,6 @@ TRAINERS: Registry[Training] = Registry("trainers", "bench.trainers")
 TRAINERS.add("gan", "bench.codecs.learned.gan.train:GanTraining", "pip install torch")
 TRAINERS.add("tic", "bench.codecs.learned.tic.train:TicTraining", "pip install compressai")
 TRAINERS.add("mae", "bench.codecs.learned.mae.train:MaeTraining", "pip install compressai")
+TRAINERS.add("impmap", "bench.codecs.learned.impmap.train:ImpMapTraining", "pip install torch")
 
 __all__ = ["TRAINERS", "Training"]

@@ -51,6 +51,10 @@ MAX_MEGAPIXELS = 16.0
 BLOCK = 4
 """The bit-plane coder's block side (the paper's Table 1: 4 x 4)."""
 Loaded = tuple["ImpMapConfig", "ImpMapNetwork", bytes]
+RANDOM_SIZE: dict[str, int] = {
+    "n": 16, "groups": 0, "blocks_per_group": 1, "importance_width": 8, "importance_blocks": 1,
+}  # fmt: skip
+"""Size of the seeded stand-in (``weights=random``; pipeline tests only)."""
 
 
 class ImpMapCodec(Codec):
@@ -164,7 +168,7 @@ class ImpMapCodec(Codec):
                                  f"none for {lam:g}")  # fmt: skip
         if key not in self._networks:
             if key is None:
-                config = ImpMapConfig.from_preset("tiny")
+                config = ImpMapConfig(**RANDOM_SIZE, preset="custom")
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
                     model = ImpMapNetwork(config)
