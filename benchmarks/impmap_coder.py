@@ -21,6 +21,7 @@ compile. Run by hand; the figures go in the notes, never in a timed test.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -36,7 +37,10 @@ from bench.codecs.learned.impmap.coder import (
     mask_indices,
 )
 
-SHAPES = {"kodak 768x512": (16, 96, 64), "2K 2048x1024": (16, 128, 256)}
+SHAPES: dict[str, tuple[int, int, int]] = {
+    "kodak 768x512": (16, 96, 64),
+    "2K 2048x1024": (16, 128, 256),
+}
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], cell: int) -> np.ndarray:
@@ -71,7 +75,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    latents = {name: realistic_latent(rng, shape) for name, shape in SHAPES.items()}
+    latents = {name: (shape, realistic_latent(rng, shape)) for name, shape in SHAPES.items()}
 
     tiny = np.zeros((1, 1, 1), np.uint8)
     start = time.perf_counter()
@@ -87,11 +91,11 @@ def main() -> None:
         f"\n{'latent':<15} {'coder':<7} {'encode ms':>9} {'decode ms':>9} {'bytes':>7} "
         f"{'ideal B':>8} {'bpp':>6}"
     )
-    for name, x in latents.items():
-        c, h, w = x.shape
+    for name, (shape, x) in latents.items():
+        c, h, w = shape
         pixels = 64 * h * w
-        enc_ms, data = median_ms(lambda x=x: encode_planes(x), args.repeat)
-        dec_ms, y = median_ms(lambda d=data, s=x.shape: decode_planes(d, s), args.repeat)
+        enc_ms, data = median_ms(functools.partial(encode_planes, x), args.repeat)
+        dec_ms, y = median_ms(functools.partial(decode_planes, data, shape), args.repeat)
         assert np.array_equal(y, x), "impmap round trip failed"
         ideal = ideal_code_length_bits(x) / 8
         print(
@@ -99,10 +103,10 @@ def main() -> None:
             f"{ideal:>8.0f} {8 * len(data) / pixels:>6.3f}"
         )
         counts = np.stack([np.bincount(x[i].ravel(), minlength=16) for i in range(c)])
-        table_ms, tables = median_ms(lambda n=counts: EntropyTables(n), args.repeat)
+        table_ms, tables = median_ms(functools.partial(EntropyTables, counts), args.repeat)
         flat = x.reshape(c, -1)
-        enc_ms, data = median_ms(lambda f=flat, t=tables: t.encode(f), args.repeat)
-        dec_ms, y = median_ms(lambda d=data, t=tables, f=flat: t.decode(d, f.shape), args.repeat)
+        enc_ms, data = median_ms(functools.partial(tables.encode, flat), args.repeat)
+        dec_ms, y = median_ms(functools.partial(tables.decode, data, flat.shape), args.repeat)
         assert np.array_equal(y, flat), "rANS round trip failed"
         print(
             f"{'':<15} {'rans':<7} {enc_ms:>9.2f} {dec_ms:>9.2f} {len(data):>7} "

@@ -390,7 +390,7 @@ def encode_planes(indices: npt.ArrayLike, bits: int = 4, block: int = 4) -> byte
 
 
 def decode_planes(
-    data: bytes, shape: tuple[int, int, int], bits: int = 4, block: int = 4
+    data: bytes, shape: tuple[int, ...], bits: int = 4, block: int = 4
 ) -> npt.NDArray[np.uint8]:
     """Inverse of ``encode_planes``: the (C, h, w) uint8 indices of ``shape``.
 
