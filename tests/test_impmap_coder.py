@@ -4,18 +4,22 @@ model's ideal code length, and damaged streams."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 pytest.importorskip("numba")
 
+from bench.codecs.learned.impmap import coder
 from bench.codecs.learned.impmap.coder import (
     decode_planes,
     encode_planes,
     ideal_code_length_bits,
     mask_indices,
 )
+from bench.errors import CodecUnavailable
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], cell: int) -> np.ndarray:
@@ -228,3 +232,23 @@ def test_decode_rejects_bad_arguments(kwargs, match):
 def test_encode_rejects_bad_indices(x, match):
     with pytest.raises(ValueError, match=match):
         encode_planes(x)
+
+
+def test_without_numba_the_coder_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(coder, "_numba", None)
+    x = np.zeros((1, 2, 2), np.uint8)
+    for call in (
+        lambda: encode_planes(x),
+        lambda: decode_planes(b"", x.shape),
+        lambda: ideal_code_length_bits(x),
+    ):
+        with pytest.raises(CodecUnavailable, match=r"numba.*learned extra.*numba 0\.60\.0"):
+            call()
+    assert mask_indices([5], [1]).tolist() == [0]  # numpy only
+
+
+def test_the_package_does_not_import_numba():
+    code = (
+        "import sys, bench.codecs.learned.impmap as p; sys.exit(1 if 'numba' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

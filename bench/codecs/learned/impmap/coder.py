@@ -110,9 +110,8 @@ def _jit(func: _F) -> _F:
 def _require_numba() -> None:
     if _numba is None:
         raise CodecUnavailable(
-            "impmap: the bit-plane coder needs numba 0.60.0, which does not import; install "
-            "the learned extra (scripts/setup.sh learned, or pip install -c constraints.txt "
-            f"numba==0.60.0). The extra also brings: {TORCH_HINT}"
+            f"impmap: the bit-plane coder needs numba, which does not import; {TORCH_HINT}, "
+            "numba 0.60.0"
         )
 
 
