@@ -392,8 +392,8 @@ def encode_planes(indices: npt.ArrayLike, bits: int = 4, block: int = 4) -> byte
     bits, block = _check_params(bits, block)
     k = _check_latent(indices, bits)
     out, st, _ = _run(_ENCODE, k, bits, block, b"")
-    if st[_BAD]:
-        raise RuntimeError("impmap coder: output buffer overflow (a bug)")
+    if st[_BAD] or out[0] != 0:
+        raise RuntimeError("impmap coder: buffer overflow or a first byte other than 0 (a bug)")
     # Skip the always-zero first byte; trailing zeros are implied (the decoder reads zeros).
     return bytes(out[1 : int(st[_POS])]).rstrip(b"\0")
 
