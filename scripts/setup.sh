@@ -4,7 +4,7 @@
 #   scripts/setup.sh            # the package
 #   scripts/setup.sh test dev   # plus the test and dev extras
 #   scripts/setup.sh mmseg      # plus mmsegmentation (compiles mmcv first)
-#   scripts/setup.sh learned    # plus CompressAI (torch and torchvision from the index)
+#   scripts/setup.sh learned    # plus CompressAI and numba (torch and torchvision from the index)
 #   scripts/setup.sh ray        # plus Ray (bench run --executor ray)
 set -euo pipefail
 cd "$(dirname "$0")/.."
