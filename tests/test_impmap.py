@@ -157,7 +157,7 @@ def test_bench_train_impmap_then_bench_run_over_a_directory_of_lambdas(images, t
     models = tmp_path / "models"
     for lam in (20, 400):
         argv = ["train", "impmap", "--dataset", "folder", "--data-dir", str(images), "--n", "8",
-                "--groups", "0", "--lambda", str(lam), "--phases", "1,1,1", "--crop", "104x104",
+                "--groups", "0", "--lambda", str(lam), "--phases", "1,1,1", "--crop", "112x112",
                 "--batch-size", "2", "--log-every", "1",
                 "--out", str(models / f"{lam}.pt")]  # fmt: skip
         assert main(argv) == 0

@@ -225,8 +225,9 @@ class ImpMapCodec(Codec):
         synchronize(self.device)
         masked = mask_indices(indices, importance, config.bits)
         payload = encode_planes(masked, config.bits, BLOCK)
+        latent = (int(masked.shape[1]), int(masked.shape[2]))
         header = ImpMapHeader(identity, height, width, padding, lam, config.channels,
-                              config.bits, BLOCK, masked.shape[1:])  # fmt: skip
+                              config.bits, BLOCK, latent)  # fmt: skip
         pixels = height * width
         info = {
             "bpp_estimated": ideal_code_length_bits(masked, config.bits, BLOCK) / pixels,
@@ -249,6 +250,12 @@ class ImpMapCodec(Codec):
             raise CodecError(f"{self.name}: bitstream has {header.channels} maps of "
                              f"{header.bits} bits in {header.block}-blocks; these weights "
                              f"{config.channels} of {config.bits} in {BLOCK}")  # fmt: skip
+        top, bottom, left, right = header.padding
+        padded = (header.height + top + bottom, header.width + left + right)
+        if padded != (header.latent[0] * 8, header.latent[1] * 8):
+            raise CodecError(f"{self.name}: bitstream header is inconsistent: a "
+                             f"{padded[1]}x{padded[0]} padded image with a "
+                             f"{header.latent[1]}x{header.latent[0]} latent")  # fmt: skip
         try:
             masked = decode_planes(payload, header.latent_shape, header.bits, header.block)
         except ValueError as exc:
@@ -256,7 +263,6 @@ class ImpMapCodec(Codec):
         with torch.inference_mode():
             indices = torch.from_numpy(masked.astype(np.int64))[None].to(self.device)
             x_hat = model.decode_indices(indices)
-        top, _, left, _ = header.padding
         x_hat = x_hat[0, :, top : top + header.height, left : left + header.width]
         pixels = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
         synchronize(self.device)

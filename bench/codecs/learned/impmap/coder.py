@@ -68,6 +68,7 @@ import numpy.typing as npt
 
 from bench.codecs.learned.base import TORCH_HINT
 from bench.errors import CodecUnavailable
+from bench.types import Availability
 
 try:
     import numba as _numba
@@ -75,6 +76,7 @@ except ImportError:  # the learned extra is not installed: the public functions 
     _numba = None
 
 __all__ = [
+    "coder_availability",
     "decode_planes",
     "encode_planes",
     "ideal_code_length_bits",
@@ -105,6 +107,13 @@ def _jit(func: _F) -> _F:
     if _numba is None:
         return func
     return _numba.njit(cache=True, nogil=True)(func)  # type: ignore[no-any-return]
+
+
+def coder_availability() -> Availability:
+    """Whether the compiled coder can run: numba imports (and its version)."""
+    if _numba is None:
+        return Availability(False, "numba does not import", f"{TORCH_HINT}, numba 0.60.0")
+    return Availability(True, f"numba {_numba.__version__}")
 
 
 def _require_numba() -> None:
