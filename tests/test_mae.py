@@ -274,3 +274,21 @@ def test_a_directory_of_single_rate_models_is_one_codec_over_their_lambdas(image
     (models / "again.pt").write_bytes((models / "64.pt").read_bytes())
     with pytest.raises(WeightsError, match="two single-rate MAE models for rate point 64"):
         create_codec("mae", {"weights": str(models)}).rate_points()
+
+
+def test_inverse_lambda_weights_make_the_loss_a_sum_of_mse_plus_bpp_over_lambda(images, tmp_path):
+    from bench.training import AmpContext
+
+    seed_everything(1)
+    trainable = MaeTrainable(TINY, learning_rate=1e-3, lambda_weights="inverse")
+    batch = torch.rand(2, 3, 32, 32)
+    shown = trainable.step(batch, AmpContext("cpu", enabled=False))
+    expected = sum(shown[f"bpp@{lam:g}"] / lam + 10 ** (-shown[f"psnr@{lam:g}"] / 10)
+                   for lam in TINY.lambdas)  # fmt: skip
+    assert shown["loss"] == pytest.approx(expected, rel=1e-4)
+    assert trainable.hyperparameters() == {"lr": 1e-3, "lambda_weights": "inverse"}
+    assert MaeTrainable(TINY, learning_rate=1e-3).hyperparameters() == {"lr": 1e-3}
+    with pytest.raises(ValueError, match="equal or inverse"):
+        MaeTrainable(TINY, learning_rate=1e-3, lambda_weights="log")
+    inverse = _training("--lambda-weights", "inverse")
+    assert inverse.lambda_weights == "inverse"
