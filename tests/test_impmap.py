@@ -186,3 +186,29 @@ def test_bench_train_impmap_then_bench_run_over_a_directory_of_lambdas(images, t
     assert main(argv) == 0
     found = read_csv(searched / "records.csv")
     assert len(found) == 2 and all(r.ok and r.rate in (20.0, 400.0) for r in found)
+
+
+def test_the_report_shows_the_importance_map_beside_the_reconstruction(images, tmp_path):
+    from bench.report.crops import crops
+    from bench.report.rundir import load_run
+
+    codec = create_codec("impmap", {"weights": "random"})
+    image = _image()
+    (caption, picture), *_ = codec.side_images(image, 100).items()
+    assert "importance map" in caption and picture.shape == image.shape
+    _, model, _ = codec.network(100)
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
+    padded, (top, _, left, _) = pad_replicate(x, 8)
+    with torch.inference_mode():
+        levels = model.importance_map(model.encode(padded))[0].float().mean(0)
+    # Each 8x8 block of the padded image shows its latent position's mean level.
+    expected = ((levels - 1) / 3 * 255).round().to(torch.uint8).numpy()
+    assert picture[8 - top, 8 - left, 0] == expected[1, 1]
+    assert np.array_equal(picture[..., 0], picture[..., 2])
+    run_dir = tmp_path / "run"
+    argv = ["run", "--codecs", "impmap", "--rates", "impmap=100", "--dataset", "folder",
+            "--data-dir", str(images), "--codec-option", "impmap.weights=random",
+            "--workers", "0", "--out", str(run_dir)]  # fmt: skip
+    assert main(argv) == 0
+    html = crops(load_run(run_dir))
+    assert 'data-kind="side"' in html and "impmap: importance map" in html

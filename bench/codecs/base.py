@@ -168,6 +168,12 @@ class Codec(abc.ABC):
         """The name and version of the library or binary that does the coding."""
         return self.availability().detail
 
+    def side_images(self, image: Image, rate: float) -> dict[str, Image]:
+        """Pictures of what the encoder decided for ``image`` at ``rate`` (an importance map,
+        a quality map), by caption: RGB uint8 arrays of the image's size, which the report
+        shows beside the reconstruction. Default: none."""
+        return {}
+
     def rate_points(self) -> tuple[float, ...] | None:
         """The only rate values the codec can code at, when they are a finite set (a learned
         codec's checkpoints); None when any value of its scale is allowed. A target-bpp search

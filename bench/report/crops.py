@@ -14,7 +14,7 @@ import io
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class Reproduction:
     decoded: Image | None
     sha256: str
     reason: str = ""
+    side_images: dict[str, Image] = field(default_factory=dict)
+    """``Codec.side_images`` of the image at the record's rate (an importance map)."""
 
     @property
     def ok(self) -> bool:
@@ -199,7 +201,15 @@ def reproduce(
         return Reproduction(record, None, "", f"{record.codec} failed here: {exc}")
     if decoded.shape != image.shape:
         return Reproduction(record, None, digest, f"decoded to {decoded.shape}")
-    return Reproduction(record, decoded, digest)
+    try:
+        side = {
+            name: picture
+            for name, picture in codec.side_images(image, record.rate).items()
+            if picture.shape == image.shape and picture.dtype == np.uint8
+        }
+    except Exception:  # a picture of the encoder's decisions never costs the crop
+        side = {}
+    return Reproduction(record, decoded, digest, side_images=side)
 
 
 def png_uri(pixels: npt.NDArray[np.uint8]) -> str:
@@ -413,6 +423,8 @@ def _cell(
     if item.sha256 in masks:
         blended = overlay(window.cut(item.decoded), window.cut(masks[item.sha256]), colours)
         out += _figure(png_uri(blended), f"{record.codec}, segmented", {"kind": "overlay"})
+    for name, picture in item.side_images.items():
+        out += _figure(png_uri(window.cut(picture)), f"{record.codec}: {name}", {"kind": "side"})
     return out
 
 

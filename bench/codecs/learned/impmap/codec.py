@@ -236,6 +236,26 @@ class ImpMapCodec(Codec):
         }
         return Bitstream(write_impmap_bitstream(header, payload), info)
 
+    def side_images(self, image: Image, rate: float) -> dict[str, Image]:
+        """The importance map: per 8x8 block, the bits kept per element averaged over the
+        channels, from black (1 of 4, the fewest) to white (all 4)."""
+        import torch
+
+        from bench.codecs.learned.impmap.model import pad_replicate
+
+        image = check_image(image, self.name)
+        height, width = image.shape[:2]
+        config, model, _ = self.network(float(np.float32(rate)))
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255.0)
+        x, (top, _, left, _) = pad_replicate(x.to(self.device), 8)
+        with torch.inference_mode():
+            levels = model.importance_map(model.encode(x))[0].float().mean(dim=0)
+        grey = ((levels - 1) / max(config.bits - 1, 1) * 255).round().to("cpu", torch.uint8)
+        full = np.kron(grey.numpy(), np.ones((8, 8), dtype=np.uint8))
+        full = full[top : top + height, left : left + width]
+        caption = f"importance map (bits kept, black 1 .. white {config.bits})"
+        return {caption: np.ascontiguousarray(np.repeat(full[..., None], 3, axis=2))}
+
     def decode(self, data: bytes) -> Image:
         import torch
 
