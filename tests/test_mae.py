@@ -292,3 +292,20 @@ def test_inverse_lambda_weights_make_the_loss_a_sum_of_mse_plus_bpp_over_lambda(
         MaeTrainable(TINY, learning_rate=1e-3, lambda_weights="log")
     inverse = _training("--lambda-weights", "inverse")
     assert inverse.lambda_weights == "inverse"
+
+
+def test_the_modulation_networks_can_learn_faster_than_the_rest():
+    plain = MaeTrainable(TINY, learning_rate=1e-3)
+    assert [g["lr"] for g in plain.main.param_groups] == [1e-3]  # earlier checkpoints' layout
+    scaled = MaeTrainable(TINY, learning_rate=1e-3, modulation_lr_scale=10)
+    rest, modulation = scaled.main.param_groups
+    assert (rest["lr"], modulation["lr"]) == (1e-3, pytest.approx(1e-2))
+    names = {id(p): n for n, p in scaled.model.named_parameters()}
+    assert all(
+        names[id(p)].startswith(("modulation.", "demodulation.")) for p in modulation["params"]
+    )
+    assert len(rest["params"]) + len(modulation["params"]) == len(
+        plain.main.param_groups[0]["params"]
+    )
+    assert scaled.hyperparameters() == {"lr": 1e-3, "modulation_lr_scale": 10.0}
+    assert _training("--modulation-lr-scale", "10").modulation_lr_scale == 10.0

@@ -55,6 +55,7 @@ class MaeTrainable:
         *,
         learning_rate: float,
         lambda_weights: str = "equal",
+        modulation_lr_scale: float = 1.0,
         device: str = "cpu",
     ) -> None:
         if lambda_weights not in LAMBDA_WEIGHTS:
@@ -62,10 +63,22 @@ class MaeTrainable:
         self.mae_config = config
         self.learning_rate = float(learning_rate)
         self.lambda_weights = lambda_weights
+        self.modulation_lr_scale = float(modulation_lr_scale)
         self.model = MaeNetwork(config).to(device)
-        main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
-        quantiles = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
-        self.main = torch.optim.Adam(main, lr=self.learning_rate)
+        named = list(self.model.named_parameters())
+        scaled = ("modulation.", "demodulation.")
+        modulation = [p for n, p in named if n.startswith(scaled)]
+        quantiles = [p for n, p in named if n.endswith(".quantiles")]
+        rest = [p for n, p in named if not n.endswith(".quantiles") and not n.startswith(scaled)]
+        # One group unless scaled, so the optimiser state of earlier checkpoints still loads.
+        main = [p for n, p in named if not n.endswith(".quantiles")]
+        groups: list[dict[str, Any]] = [{"params": main, "lr": self.learning_rate}]
+        if modulation and self.modulation_lr_scale != 1.0:
+            groups = [
+                {"params": rest, "lr": self.learning_rate},
+                {"params": modulation, "lr": self.learning_rate * self.modulation_lr_scale},
+            ]
+        self.main = torch.optim.Adam(groups, lr=self.learning_rate)
         self.aux = torch.optim.Adam(quantiles, lr=AUX_LEARNING_RATE)
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -83,6 +96,8 @@ class MaeTrainable:
         kept: dict[str, Any] = {"lr": self.learning_rate}
         if self.lambda_weights != "equal":
             kept["lambda_weights"] = self.lambda_weights
+        if self.modulation_lr_scale != 1.0:
+            kept["modulation_lr_scale"] = self.modulation_lr_scale
         return kept
 
     def weight(self, lam: float) -> float:
@@ -127,11 +142,17 @@ class MaeTraining(Training):
     defaults: ClassVar[dict[str, Any]] = {"dataset": "folder", "batch_size": 8, "crop": "128x128"}
 
     def __init__(
-        self, config: MaeConfig, *, learning_rate: float, lambda_weights: str = "equal"
+        self,
+        config: MaeConfig,
+        *,
+        learning_rate: float,
+        lambda_weights: str = "equal",
+        modulation_lr_scale: float = 1.0,
     ) -> None:
         self.mae_config = config
         self.learning_rate = learning_rate
         self.lambda_weights = lambda_weights
+        self.modulation_lr_scale = modulation_lr_scale
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -157,6 +178,9 @@ class MaeTraining(Training):
                             help="w of the loss sum(w (bpp + lambda MSE)): equal (w = 1, the "
                             "report's and the authors') or inverse (w = 1/lambda: every lambda "
                             "weighs alike; the rates separate much sooner)")  # fmt: skip
+        parser.add_argument("--modulation-lr-scale", type=float, default=1.0, metavar="K",
+                            help="the modulation networks learn at K times --lr (default 1; "
+                            "they start at zero and move slowly in short runs)")  # fmt: skip
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MaeTraining:
@@ -181,7 +205,10 @@ class MaeTraining(Training):
         except ValueError as exc:
             raise UsageError(f"bench train mae: {exc}") from None
         lr = args.lr if args.lr is not None else LEARNING_RATES[args.preset]
-        return cls(config, learning_rate=lr, lambda_weights=args.lambda_weights)
+        if not (args.modulation_lr_scale > 0 and math.isfinite(args.modulation_lr_scale)):
+            raise UsageError(f"--modulation-lr-scale {args.modulation_lr_scale}: expected > 0")
+        return cls(config, learning_rate=lr, lambda_weights=args.lambda_weights,
+                   modulation_lr_scale=args.modulation_lr_scale)  # fmt: skip
 
     def check(self, options: TrainingOptions) -> None:
         crop = options.crop
@@ -191,13 +218,16 @@ class MaeTraining(Training):
     def build(self, options: TrainingOptions, sampler: ImageSampler) -> MaeTrainable:
         seed_everything(options.seed)  # the initial weights too
         return MaeTrainable(self.mae_config, learning_rate=self.learning_rate,
-                            lambda_weights=self.lambda_weights, device=options.device)  # fmt: skip
+                            lambda_weights=self.lambda_weights,
+                            modulation_lr_scale=self.modulation_lr_scale,
+                            device=options.device)  # fmt: skip
 
     def banner(self, trainable: Any, sampler: ImageSampler, options: TrainingOptions) -> str:
         params = sum(p.numel() for p in trainable.model.parameters())
         return (
             f"bench train mae: {self.mae_config.describe()}, {params:,} parameters, lr "
-            f"{self.learning_rate:g}, lambda weights {self.lambda_weights}; "
+            f"{self.learning_rate:g} (modulation x{self.modulation_lr_scale:g}), lambda weights "
+            f"{self.lambda_weights}; "
             f"{len(sampler.images)} images of {sampler.dataset.tag} -> {options.out}"
         )
 
