@@ -87,9 +87,11 @@ class MaeConfig:
         published = {"paper": "the student report's size", "authors": "the authors' size"}
         label = published.get(self.preset, "NOT a published size")
         entropy = (
-            "one shared entropy model"
-            if self.entropy_models == 1
-            else (f"{self.entropy_models} entropy models")
+            f"{self.entropy_models} entropy models"
+            if self.entropy_models > 1
+            else "one shared entropy model"
+            if self.modulated
+            else "one entropy model"
         )
         return (f"{kind}, N={self.n}, hidden {self.hidden}, lambda "
                 f"{','.join(f'{v:g}' for v in self.lambdas)}, {entropy} ({label})")  # fmt: skip
