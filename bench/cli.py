@@ -390,8 +390,8 @@ def list_codecs(verbose: bool) -> int:
         if availability.usable:
             try:
                 sweep = ",".join(f"{r:g}" for r in default_rates(codec))
-            except UsageError:  # no default sweep (a user's model): rates come from --rates
-                sweep = "--rates"
+            except UsageError:  # no default sweep: its weights' rate points, or --rates
+                sweep = "trained rates" if codec.weight_options else "--rates"
             detail = f"{sweep}  [{availability.detail}]"
         else:
             detail = f"{availability.detail}. To use: {availability.hint}"

@@ -19,6 +19,8 @@ def test_list_codecs_shows_every_codec_and_how_to_use_it(capsys):
     assert set(CODECS.names()) <= set(lines)
     assert "quality 1..100 (higher=better)" in lines["jpeg"]
     assert "qp 0..51 (lower=better)" in lines["bpg"]
+    if lines["impmap"].split()[1] == "yes":  # one checkpoint per lambda: no sweep of its own
+        assert "trained rates" in lines["impmap"]
     for name in CODECS.names():
         usable = lines[name].split()[1]
         assert usable in {"yes", "no"}
