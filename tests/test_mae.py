@@ -309,3 +309,20 @@ def test_the_modulation_networks_can_learn_faster_than_the_rest():
     )
     assert scaled.hyperparameters() == {"lr": 1e-3, "modulation_lr_scale": 10.0}
     assert _training("--modulation-lr-scale", "10").modulation_lr_scale == 10.0
+
+
+def test_gradient_clipping_bounds_the_networks_gradient_norm():
+    from bench.errors import UsageError
+    from bench.training import AmpContext
+
+    seed_everything(2)
+    clipped = MaeTrainable(TINY, learning_rate=1e-3, clip_grad_norm=1e-3)
+    clipped.step(torch.rand(2, 3, 32, 32), AmpContext("cpu", enabled=False))
+    grads = [p.grad for group in clipped.main.param_groups for p in group["params"]
+             if p.grad is not None]  # fmt: skip
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    assert float(norm) == pytest.approx(1e-3, rel=1e-3)  # a fresh model's gradient is far above
+    assert clipped.hyperparameters() == {"lr": 1e-3, "clip_grad_norm": 1e-3}
+    assert _training("--clip-grad-norm", "1").clip_grad_norm == 1.0
+    with pytest.raises(UsageError, match="clip-grad-norm"):
+        _training("--clip-grad-norm", "0")

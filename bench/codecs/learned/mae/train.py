@@ -56,6 +56,7 @@ class MaeTrainable:
         learning_rate: float,
         lambda_weights: str = "equal",
         modulation_lr_scale: float = 1.0,
+        clip_grad_norm: float | None = None,
         device: str = "cpu",
     ) -> None:
         if lambda_weights not in LAMBDA_WEIGHTS:
@@ -64,6 +65,7 @@ class MaeTrainable:
         self.learning_rate = float(learning_rate)
         self.lambda_weights = lambda_weights
         self.modulation_lr_scale = float(modulation_lr_scale)
+        self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
         self.model = MaeNetwork(config).to(device)
         named = list(self.model.named_parameters())
         scaled = ("modulation.", "demodulation.")
@@ -98,6 +100,8 @@ class MaeTrainable:
             kept["lambda_weights"] = self.lambda_weights
         if self.modulation_lr_scale != 1.0:
             kept["modulation_lr_scale"] = self.modulation_lr_scale
+        if self.clip_grad_norm is not None:
+            kept["clip_grad_norm"] = self.clip_grad_norm
         return kept
 
     def weight(self, lam: float) -> float:
@@ -118,7 +122,7 @@ class MaeTrainable:
                 total = total + self.weight(lam) * loss
                 shown[f"bpp@{lam:g}"] = float(bpp.detach())
                 shown[f"psnr@{lam:g}"] = psnr_of_mse(float(mse.detach()))
-        amp.backward(total, self.main)
+        amp.backward(total, self.main, clip_grad_norm=self.clip_grad_norm)
         aux = self.model.aux_loss()
         amp.backward(aux, self.aux)
         return {"loss": float(total.detach()), **shown, "aux": float(aux.detach())}
@@ -148,8 +152,10 @@ class MaeTraining(Training):
         learning_rate: float,
         lambda_weights: str = "equal",
         modulation_lr_scale: float = 1.0,
+        clip_grad_norm: float | None = None,
     ) -> None:
         self.mae_config = config
+        self.clip_grad_norm = clip_grad_norm
         self.learning_rate = learning_rate
         self.lambda_weights = lambda_weights
         self.modulation_lr_scale = modulation_lr_scale
@@ -181,6 +187,9 @@ class MaeTraining(Training):
         parser.add_argument("--modulation-lr-scale", type=float, default=1.0, metavar="K",
                             help="the modulation networks learn at K times --lr (default 1; "
                             "they start at zero and move slowly in short runs)")  # fmt: skip
+        parser.add_argument("--clip-grad-norm", type=float, metavar="C",
+                            help="clip the networks' gradient norm to C (default: none, as "
+                            "the authors; CompressAI's example trainer clips at 1.0)")  # fmt: skip
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MaeTraining:
@@ -207,8 +216,12 @@ class MaeTraining(Training):
         lr = args.lr if args.lr is not None else LEARNING_RATES[args.preset]
         if not (args.modulation_lr_scale > 0 and math.isfinite(args.modulation_lr_scale)):
             raise UsageError(f"--modulation-lr-scale {args.modulation_lr_scale}: expected > 0")
+        clip = args.clip_grad_norm
+        if clip is not None and not (clip > 0 and math.isfinite(clip)):
+            raise UsageError(f"--clip-grad-norm {clip}: expected a positive number")
         return cls(config, learning_rate=lr, lambda_weights=args.lambda_weights,
-                   modulation_lr_scale=args.modulation_lr_scale)  # fmt: skip
+                   modulation_lr_scale=args.modulation_lr_scale,
+                   clip_grad_norm=clip)  # fmt: skip
 
     def check(self, options: TrainingOptions) -> None:
         crop = options.crop
@@ -220,6 +233,7 @@ class MaeTraining(Training):
         return MaeTrainable(self.mae_config, learning_rate=self.learning_rate,
                             lambda_weights=self.lambda_weights,
                             modulation_lr_scale=self.modulation_lr_scale,
+                            clip_grad_norm=self.clip_grad_norm,
                             device=options.device)  # fmt: skip
 
     def banner(self, trainable: Any, sampler: ImageSampler, options: TrainingOptions) -> str:
