@@ -193,13 +193,9 @@ class ImpMapCodec(Codec):
             config = impmap_config_of(checkpoint, path)
             described[f"{lam:g}"] = describe_weights(path, config, training_record(checkpoint))
         files = sorted({f for entry in described.values() for f in entry.pop(TRAINING_FILES)})
-        weights: dict[str, Any] = described
-        if not self.path_is_directory():
-            weights = next(iter(described.values()))
+        # One file reports one entry; a directory one per lambda (as ``weight_digests`` reads).
+        weights = described if self._path().is_dir() else next(iter(described.values()))
         return {"weights": weights, TRAINING_FILES: files}
-
-    def path_is_directory(self) -> bool:
-        return self.weights not in ("", "random") and Path(self.weights).expanduser().is_dir()
 
     def encode(self, image: Image, rate: float) -> bytes:
         import torch
