@@ -45,6 +45,7 @@ CODECS.add("tic-hp", "bench.codecs.learned.tic.codec:TicHpCodec", "pip install c
 CODECS.add("tic", "bench.codecs.learned.tic.codec:TicCodec", "pip install compressai")
 CODECS.add("mae", "bench.codecs.learned.mae.codec:MaeCodec", "pip install compressai")
 CODECS.add("impmap", "bench.codecs.learned.impmap.codec:ImpMapCodec", "pip install torch numba")
+CODECS.add("gdae", "bench.codecs.learned.gdae.codec:GdaeCodec", "pip install torch")
 
 
 def create_codec(name: str, options: Mapping[str, OptionValue] | None = None) -> Codec:

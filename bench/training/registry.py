@@ -103,5 +103,6 @@ TRAINERS.add("gan", "bench.codecs.learned.gan.train:GanTraining", "pip install t
 TRAINERS.add("tic", "bench.codecs.learned.tic.train:TicTraining", "pip install compressai")
 TRAINERS.add("mae", "bench.codecs.learned.mae.train:MaeTraining", "pip install compressai")
 TRAINERS.add("impmap", "bench.codecs.learned.impmap.train:ImpMapTraining", "pip install torch")
+TRAINERS.add("gdae", "bench.codecs.learned.gdae.train:GdaeTraining", "pip install torch")
 
 __all__ = ["TRAINERS", "Training"]

@@ -39,12 +39,15 @@ class EntropyTables:
     0..L-1; the quantizer still gives the escape symbol the least frequency) and quantized to
     16 bits by ``compressai._CXX.pmf_to_quantized_cdf``. Offsets are 0, CDF lengths L + 2.
 
+    ``what`` names the codec in messages (the ``gdae`` codec uses these tables too).
+
     Raises:
         ValueError: counts that are not a non-negative integer (F, L) array.
         CodecUnavailable: CompressAI is not importable.
     """
 
-    def __init__(self, counts: npt.ArrayLike) -> None:
+    def __init__(self, counts: npt.ArrayLike, what: str = "gan") -> None:
+        self.what = what
         array = np.asarray(counts)
         if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 2:
             raise ValueError(f"entropy-model counts must be (F, L >= 2), got {array.shape}")
@@ -58,7 +61,7 @@ class EntropyTables:
             from compressai._CXX import pmf_to_quantized_cdf
         except Exception as exc:  # compressai missing or broken
             raise CodecUnavailable(
-                f"gan: entropy_coding needs CompressAI's rANS coder, which does not import "
+                f"{what}: entropy coding needs CompressAI's rANS coder, which does not import "
                 f"({exc}); {TORCH_HINT}"
             ) from None
         self._ans = ans
@@ -111,8 +114,8 @@ class EntropyTables:
         count = math.prod(shape)
         if shape[0] != self.bottleneck or len(data) < 8 or len(data) % 4:
             raise CodecError(
-                f"corrupt GAN bitstream: rANS payload of {len(data)} bytes (a multiple of 4, "
-                "at least 8, expected)"
+                f"corrupt {self.what} bitstream: rANS payload of {len(data)} bytes (a multiple "
+                "of 4, at least 8, expected)"
             )
         # The decoder reads 32-bit words forward without a bound; zeros after the string keep
         # a damaged one from reading past the buffer.
@@ -124,5 +127,7 @@ class EntropyTables:
         )  # fmt: skip
         out = np.asarray(values, dtype=np.int64)
         if out.size != count or (out.size and (out.min() < 0 or out.max() >= self.levels)):
-            raise CodecError("corrupt GAN bitstream: rANS payload decodes to invalid levels")
+            raise CodecError(
+                f"corrupt {self.what} bitstream: rANS payload decodes to invalid levels"
+            )
         return out.reshape(shape)

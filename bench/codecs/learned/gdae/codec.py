@@ -1,0 +1,327 @@
+"""GDAE behind bench's codec contract; see ``bench.codecs.learned.gdae``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from bench.codecs.base import (
+    TRAINING_FILES,
+    Availability,
+    Bitstream,
+    Codec,
+    Image,
+    RateScale,
+    check_image,
+)
+from bench.codecs.learned.base import (
+    TORCH_HINT,
+    check_size,
+    checkpoints_by_rate,
+    describe_weights,
+    distributions_installed,
+    synchronize,
+    torch_availability,
+)
+from bench.codecs.learned.gdae.bitstream import (
+    HEADER_BYTES,
+    GdaeHeader,
+    read_gdae_bitstream,
+    write_gdae_bitstream,
+)
+from bench.codecs.learned.gdae.checkpoint import (
+    TRAIN_COMMAND,
+    gdae_config_of,
+    latent_channels_of,
+    load_gdae_checkpoint,
+    read_gdae_checkpoint,
+)
+from bench.codecs.learned.gdae.coder import LATENT_CODERS, coder_name, jxl_availability
+from bench.errors import CodecError, CodecUnavailable, UsageError
+from bench.weights import training_record
+
+if TYPE_CHECKING:
+    from bench.codecs.learned.gdae.model import GdaeConfig, GdaeGenerator
+
+MAX_MEGAPIXELS = 16.0
+RANDOM_SIZE: dict[str, Any] = {
+    "channels": (8, 8, 8, 8), "growth": 4, "levels": 8, "discriminator_width": 8,
+}  # fmt: skip
+"""Size of the seeded stand-in (``weights=random``; pipeline tests only); its C is the rate."""
+
+
+class Loaded:
+    """A rate point's network: config, generator (eval mode), identity, rANS tables."""
+
+    def __init__(self, config: GdaeConfig, model: GdaeGenerator, identity: bytes,
+                 counts: np.ndarray | None) -> None:  # fmt: skip
+        self.config, self.model, self.identity, self.counts = config, model, identity, counts
+        self._tables: Any = None
+
+    def tables(self, codec: str, source: str) -> Any:
+        """The rANS tables of the checkpoint's level counts (built once)."""
+        if self._tables is None:
+            if self.counts is None:
+                raise CodecUnavailable(
+                    f"{codec}: latent_coder=rans needs the level counts that `bench train "
+                    f"gdae` stores at the end of training; {source} has none (use "
+                    f"latent_coder=jxl)"
+                )
+            from bench.codecs.learned.gdae.coder import rans_tables
+
+            self._tables = rans_tables(self.counts)
+        return self._tables
+
+
+class GdaeCodec(Codec):
+    """GDAE (Wang et al., ICPR 2020 slides, as the spec reconstructs it): a dense residual
+    encoder with strip pooling to C maps at 1/8 resolution, an L-level quantiser with fixed
+    centres, lossless coding of the level indices (JPEG XL lossless or rANS), a dense residual
+    decoder trained as a GAN generator.
+
+    One checkpoint is one operating point; its rate point is its latent maps C (more maps,
+    more bits). ``weights`` names one checkpoint or a directory of them, whose C values are
+    the codec's rate points (and its default sweep); ``--target-bpp`` searches over them.
+
+    Options:
+        weights: a ``bench-gdae-1`` checkpoint (``bench train gdae``) or a directory of them;
+            ``random`` for a seeded narrow stand-in of any C (pipeline tests only).
+        latent_coder: ``jxl`` (JPEG XL lossless, the default) or ``rans`` (static per-map
+            model from the checkpoint's level counts).
+        residual: add semantic residual compensation (SPRC); its payload travels in the
+            bitstream (``_residual_payload`` / ``_apply_residual`` are its extension points).
+        device, max_megapixels: where to run and the largest image coded in one pass.
+    """
+
+    name = "gdae"
+    description = "GAN dense autoencoder (Wang et al., ICPR 2020), rate = latent maps C"
+    rate_scale = RateScale("latent maps C", 1, 4096, quality_rises=True, integer=True)
+    ceiling = None
+    default_rates = ()
+    """The latent maps C of the trained weights (``rate_points``)."""
+    weight_options: ClassVar[tuple[str, ...]] = ("weights",)
+    contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
+    contract_rates: ClassVar[tuple[float, ...]] = (16.0,)
+
+    def __init__(self, *, weights: str = "", latent_coder: str = "jxl", residual: bool = False,
+                 device: str = "cpu", max_megapixels: float = MAX_MEGAPIXELS) -> None:  # fmt: skip
+        super().__init__()
+        self.weights = str(weights)
+        if latent_coder not in LATENT_CODERS:
+            raise UsageError(f"{self.name}: latent_coder {latent_coder!r}: expected "
+                             f"{' or '.join(LATENT_CODERS)}")  # fmt: skip
+        self.latent_coder = str(latent_coder)
+        self.residual = bool(residual)
+        self.device = str(device)
+        if self.device != "cpu":
+            from bench.tasks.base import resolve_device
+
+            self.device = resolve_device(self.device)
+        self.max_megapixels = float(max_megapixels)
+        self._checkpoints: dict[float, Path] | None = None
+        self._networks: dict[float, Loaded] = {}
+        self.options = {
+            "weights": self.weights,
+            "latent_coder": self.latent_coder,
+            "residual": self.residual,
+            "device": self.device,
+            "max_megapixels": self.max_megapixels,
+        }
+
+    @classmethod
+    def availability(cls) -> Availability:
+        torch = torch_availability()
+        if not torch.usable:
+            return torch
+        jxl = jxl_availability()
+        if not jxl.usable:
+            return jxl
+        return Availability(True, f"{torch.detail}, {jxl.detail}")
+
+    @classmethod
+    def installed(cls) -> Availability:
+        return distributions_installed("torch", "imagecodecs", hint=TORCH_HINT)
+
+    def _path(self) -> Path:
+        if not self.weights:
+            raise CodecUnavailable(
+                f"{self.name}: no weights; train them ({TRAIN_COMMAND}) and pass "
+                f"--codec-option {self.name}.weights=CHECKPOINT_OR_DIRECTORY"
+            )
+        path = Path(self.weights).expanduser()
+        if not path.exists():
+            raise CodecUnavailable(f"{self.name}: weights {path} do not exist ({TRAIN_COMMAND})")
+        return path
+
+    def _sources(self) -> dict[float, Path]:
+        """The checkpoint of each latent width C."""
+        if self._checkpoints is None:
+            path = self._path()
+
+            def channels_in(file: Path) -> float:
+                return latent_channels_of(read_gdae_checkpoint(file, mmap=True), file)
+
+            if path.is_dir():
+                self._checkpoints = checkpoints_by_rate(
+                    path, channels_in, what="gdae", make=TRAIN_COMMAND
+                )
+            else:
+                self._checkpoints = {channels_in(path): path}
+        return self._checkpoints
+
+    def rate_points(self) -> tuple[float, ...] | None:
+        if self.weights == "random":
+            return None
+        return tuple(self._sources())
+
+    def network(self, channels: float) -> Loaded:
+        """The config, generator (eval mode), identity and level counts for C maps."""
+        import torch
+
+        from bench.codecs.learned.gdae.model import GdaeConfig, GdaeGenerator, model_identity
+
+        key = float(channels)
+        if key not in self._networks:
+            if self.weights == "random":
+                config = GdaeConfig(**RANDOM_SIZE, latent_channels=int(key), preset="custom")
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    model = GdaeGenerator(config)
+                counts: np.ndarray | None = np.zeros((config.latent_channels, config.levels),
+                                                     dtype=np.int64)  # fmt: skip
+            else:
+                sources = self._sources()
+                path = sources.get(key)
+                if path is None:
+                    trained = ",".join(f"{v:g}" for v in sources)
+                    raise CodecError(f"{self.name}: {self.weights} has models for C = "
+                                     f"{trained}, none for {key:g}")  # fmt: skip
+                config, model, counts = load_gdae_checkpoint(path)
+            model = model.eval().to(self.device)
+            self._networks[key] = Loaded(config, model, model_identity(config, model), counts)
+        return self._networks[key]
+
+    def prepare(self, rates: Iterable[float]) -> dict[str, Any]:
+        values = [self.scale.validate(r, self.name) for r in rates]
+        for value in values:
+            loaded = self.network(value)
+            if self.latent_coder == "rans":
+                loaded.tables(self.name, self.weights)
+        if self.weights == "random":
+            config = self.network(values[0] if values else 16.0).config
+            return {"weights": f"random (seeded stand-in, {config.describe()}; pipeline tests "
+                               "only)"}  # fmt: skip
+        described = {}
+        for value, path in self._sources().items():
+            checkpoint = read_gdae_checkpoint(path, mmap=True)
+            config = gdae_config_of(checkpoint, path)
+            described[f"{value:g}"] = describe_weights(path, config, training_record(checkpoint))
+        files = sorted({f for entry in described.values() for f in entry.pop(TRAINING_FILES)})
+        weights = described if self._path().is_dir() else next(iter(described.values()))
+        return {"weights": weights, TRAINING_FILES: files}
+
+    # ------------------------------------------------------------------ SPRC's extension points
+
+    def _residual_payload(self, image: Image, reconstruction: Image) -> bytes:
+        """The residual compensation's payload for ``image`` given GDAE's ``reconstruction``
+        (both (H, W, 3) uint8); b"" for none (``residual=false``). Semantic residual
+        compensation (SPRC) fills this in; the payload is opaque to the bitstream."""
+        if not self.residual:
+            return b""
+        raise CodecUnavailable(
+            f"{self.name}: residual=true needs semantic residual compensation (SPRC), which "
+            "this bench does not have yet"
+        )
+
+    def _apply_residual(self, reconstruction: Image, residual: bytes) -> Image:
+        """GDAE's ``reconstruction`` corrected by a non-empty residual payload (SPRC's)."""
+        raise CodecError(f"{self.name}: the bitstream carries a {len(residual)}-byte residual "
+                         "(SPRC), which this bench cannot decode yet")  # fmt: skip
+
+    # ------------------------------------------------------------------ coding
+
+    def _reconstruct(self, loaded: Loaded, indices: Any, header: GdaeHeader) -> Image:
+        import torch
+
+        from bench.codecs.learned.gdae.model import to_uint8
+
+        top, _, left, _ = header.padding
+        with torch.inference_mode():
+            x_hat = loaded.model.decode(indices.to(self.device))
+        x_hat = x_hat[0, :, top : top + header.height, left : left + header.width]
+        pixels = to_uint8(x_hat).permute(1, 2, 0).cpu().numpy()
+        synchronize(self.device)
+        return np.ascontiguousarray(pixels)
+
+    def encode(self, image: Image, rate: float) -> bytes:
+        import torch
+
+        from bench.codecs.learned.gdae.coder import encode_jxl, encode_rans
+        from bench.codecs.learned.gdae.model import pad_replicate
+
+        image = check_image(image, self.name)
+        height, width = image.shape[:2]
+        check_size(self.name, height, width, self.max_megapixels)
+        loaded = self.network(self.scale.validate(rate, self.name))
+        config = loaded.config
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255.0)
+        x, padding = pad_replicate(x.to(self.device), 8)
+        with torch.inference_mode():
+            indices = loaded.model.encode(x)
+        synchronize(self.device)
+        levels = indices[0].to("cpu", torch.uint8).numpy()
+        info: dict[str, Any] = {"header_bytes": HEADER_BYTES,
+                                "padding": ",".join(str(p) for p in padding)}  # fmt: skip
+        if self.latent_coder == "rans":
+            tables = loaded.tables(self.name, self.weights)
+            latent = encode_rans(levels, tables)
+            info["bpp_estimated"] = (tables.bits(levels) + 32) / (height * width)
+        else:
+            latent = encode_jxl(levels, config.levels)
+        header = GdaeHeader(loaded.identity, height, width, padding, config.latent_channels,
+                            config.levels, (int(levels.shape[1]), int(levels.shape[2])),
+                            LATENT_CODERS[self.latent_coder])  # fmt: skip
+        residual = b""
+        if self.residual:
+            reconstruction = self._reconstruct(loaded, indices, header)
+            residual = self._residual_payload(image, reconstruction)
+        return Bitstream(write_gdae_bitstream(header, latent, residual), info)
+
+    def decode(self, data: bytes) -> Image:
+        import torch
+
+        from bench.codecs.learned.gdae.coder import decode_jxl, decode_rans
+
+        header, latent, residual = read_gdae_bitstream(bytes(data))
+        loaded = self.network(float(header.channels))
+        config = loaded.config
+        if header.identity != loaded.identity:
+            raise CodecError(f"{self.name}: the bitstream was made by other weights than "
+                             f"{self.weights}")  # fmt: skip
+        if (header.channels, header.levels) != (config.latent_channels, config.levels):
+            raise CodecError(f"{self.name}: bitstream has C={header.channels}, "
+                             f"L={header.levels}; these weights C={config.latent_channels}, "
+                             f"L={config.levels}")  # fmt: skip
+        top, bottom, left, right = header.padding
+        padded = (header.height + top + bottom, header.width + left + right)
+        if padded != (header.latent[0] * 8, header.latent[1] * 8):
+            raise CodecError(f"{self.name}: bitstream header is inconsistent: a "
+                             f"{padded[1]}x{padded[0]} padded image with a "
+                             f"{header.latent[1]}x{header.latent[0]} latent")  # fmt: skip
+        if coder_name(header.coder) == "rans":
+            levels = decode_rans(
+                latent, header.latent_shape, loaded.tables(self.name, self.weights)
+            )
+        else:
+            levels = decode_jxl(latent, header.latent_shape, config.levels)
+        indices = torch.from_numpy(levels.astype(np.int64))[None]
+        reconstruction = self._reconstruct(loaded, indices, header)
+        if residual:
+            return self._apply_residual(reconstruction, residual)
+        return reconstruction
+
+
+__all__ = ["GdaeCodec"]
