@@ -4,6 +4,8 @@ rANS) and the BGDS header."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -75,7 +77,7 @@ def decoder(ch: tuple[int, ...], g: int, latent: int) -> int:
 def patchgan(nf: int) -> int:  # pix2pix n_layers = 3: nf, 2nf, 4nf (stride 2), 8nf (stride 1)
     widths = [nf, 2 * nf, 4 * nf, 8 * nf]
     total = conv(3, nf, 4)
-    for cin, cout in zip(widths, widths[1:], strict=False):
+    for cin, cout in itertools.pairwise(widths):
         total += conv(cin, cout, 4, bias=False) + 2 * cout
     return total + conv(8 * nf, 1, 4)
 
@@ -94,8 +96,10 @@ def test_parameter_counts_are_the_specs(preset, channels, growth, nf, generator,
     model = GdaeGenerator(config)
     assert parameter_count(model.encoder) == encoder(channels, growth, 16)
     assert parameter_count(model.decoder) == decoder(channels, growth, 16)
-    assert parameter_count(model) == generator == encoder(channels, growth, 16) + decoder(
-        channels, growth, 16
+    assert (
+        parameter_count(model)
+        == generator
+        == encoder(channels, growth, 16) + decoder(channels, growth, 16)
     )
     assert parameter_count(PatchDiscriminator(config)) == discriminator == patchgan(nf)
     if preset == "full":  # the spec's worked numbers
