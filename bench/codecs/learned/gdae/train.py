@@ -278,10 +278,13 @@ class GdaeTraining(Training):
         "Trains GDAE (Wang et al., ICPR 2020, as the spec reconstructs it) in two phases: "
         "10 MSE + 2 (1 - SSIM), then + 5 (-log D(x_hat)) with a 70x70 PatchGAN trained by BCE. "
         "Adam 1e-4, betas (0.5, 0.999). Data: random scaling x0.5-2.0, then random crops "
-        "(--crop). Presets: full (the spec's widths 64/128/128/128, growth 32, D nf 64; crop "
-        "256), cpu (32/64/64/64, growth 16, D nf 32; crop 96, batch 8). C = 16, L = 8 in both. "
-        "After training, per-map level counts over the training images are stored for "
-        "latent_coder=rans. Resumable (--resume), checkpointed, seeded."
+        "(--crop HxW, what the networks see: default 256x256, cpu 96x96; the sampler cuts "
+        "windows --crop / LOW, rounded up to 16, so images must be at least that large: "
+        "192x192 for the cpu preset). Presets: full (the spec's widths 64/128/128/128, "
+        "growth 32, D nf 64; crop 256), cpu (32/64/64/64, growth 16, D nf 32; crop 96, "
+        "batch 8). C = 16, L = 8 in both. After training, per-map level counts over the "
+        "training images are stored for latent_coder=rans. Resumable (--resume), "
+        "checkpointed, seeded."
     )
     defaults: ClassVar[dict[str, Any]] = {"dataset": "folder", "batch_size": None, "crop": None}
 
@@ -323,9 +326,21 @@ class GdaeTraining(Training):
         parser.add_argument("--phases", metavar="A,B",
                             help="steps without and with the GAN (default: --steps split "
                             "60/40 %%)")  # fmt: skip
-        parser.add_argument("--mse-weight", type=float, default=LOSS_WEIGHTS["mse"])
-        parser.add_argument("--gan-weight", type=float, default=LOSS_WEIGHTS["gan"])
-        parser.add_argument("--ssim-weight", type=float, default=LOSS_WEIGHTS["ssim"])
+        parser.add_argument(
+            "--mse-weight",
+            type=float,
+            default=LOSS_WEIGHTS["mse"],
+            help="MSE (on [0, 1]) weight (10)",
+        )
+        parser.add_argument(
+            "--gan-weight",
+            type=float,
+            default=LOSS_WEIGHTS["gan"],
+            help="-log D(x_hat) weight in phase 2 (5)",
+        )
+        parser.add_argument(
+            "--ssim-weight", type=float, default=LOSS_WEIGHTS["ssim"], help="1 - SSIM weight (2)"
+        )
         parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="Adam's rate (1e-4)")
         parser.add_argument("--beta1", type=float, default=BETAS[0], help="Adam's beta1 (0.5)")
         parser.add_argument(
