@@ -1,0 +1,1 @@
+"""GDAE: a GAN dense autoencoder with semantic-perceptual residual compensation (SPRC)."""
