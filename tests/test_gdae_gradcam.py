@@ -15,6 +15,7 @@ F = torch.nn.functional
 from bench.codecs.learned.gdae.gradcam import grad_cam, grad_cam_raw, normalise  # noqa: E402
 from bench.codecs.learned.gdae.heatmap import (  # noqa: E402
     GradCamVgg16,
+    cam_heatmap,
     check_spec,
     heatmap_source,
     spectral_residual,
@@ -150,6 +151,12 @@ def test_heatmap_specs_are_checked_before_any_network_loads(tmp_path):
         check_spec(f"gradcam-vgg16@{tmp_path / 'no-such.pth'}")
     with pytest.raises(UsageError, match="takes no weights"):
         check_spec("saliency@x.pth")
+
+
+def test_without_cam_weights_the_fallback_is_espnetv2_and_says_so():
+    assert cam_heatmap(" /w/vgg16.pth ") == ("gradcam-vgg16@/w/vgg16.pth", "")
+    spec, note = cam_heatmap("")
+    assert spec == "gradcam-espnetv2" and "ESPNetv2" in note and "cam_weights" in note
 
 
 def test_vgg16_weights_that_do_not_match_are_refused_naming_the_file(tmp_path):
