@@ -153,7 +153,7 @@ class QualityMapSource:
                 raise DatasetError(f"{sample.id} has no label map for roi=classes:...")
             return self.from_label(sample.label, class_names, value)
         if self.kind == "heatmap":
-            return self.heat(sample.image)
+            return np.array(self.heat(sample.image))  # a copy: the cached map is read-only
         return self._from_mask(sample.id, (height, width), value)
 
     def heat(self, image: npt.NDArray[np.uint8]) -> QualityMap:
