@@ -46,8 +46,10 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.codecs.learned.gdae.gradcam import HeatMap, grad_cam, normalise
+from bench.download import sha256_of
 from bench.errors import UsageError
 from bench.types import Image
+from bench.weights import WeightsError, load_state_dict, load_strict
 
 ESPNETV2_FILE = "espnetv2_s_2.0_city_1024x512.pth"
 THING_CLASSES = (
@@ -184,9 +186,6 @@ class _TorchSource(HeatmapSource):
     def __init__(self, weights: Path) -> None:
         super().__init__()
         import torch
-
-        from bench.download import sha256_of
-        from bench.weights import WeightsError, load_state_dict, load_strict
 
         if not weights.is_file():
             raise UsageError(f"heat map {self.name}: weights file {weights} does not exist")
