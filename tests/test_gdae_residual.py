@@ -57,8 +57,13 @@ def test_the_residual_round_trips_inside_the_region_and_leaves_the_rest_alone(sc
     assert mask[region].all()  # "any pixel" blocks cover the whole region
     assert np.array_equal(corrected[~mask], reconstruction[~mask])
     before, after = _psnr(original, reconstruction, region), _psnr(original, corrected, region)
-    # WebP's 4:2:0 and its mid-range quality gain little on a residual of noise
-    assert after > before + (5 if codec == "jpeg2000" else 0.5), (before, after)
+    # s = 0.34 asks for a modest gain (JPEG 2000: 29.7 dB in the region, from 27.5)
+    assert after > before + 0.5, (before, after)
+    if codec == "jpeg2000":  # (WebP's 4:2:0 gains little on a residual of noise)
+        better = encode_residual(
+            original, reconstruction, heat, codec_name=codec, quality_range=(45, 45)
+        )
+        assert _psnr(original, apply_residual(reconstruction, better), region) > before + 5
     assert _psnr(original, corrected, ~region) >= _psnr(original, reconstruction, ~region)
     described = describe_residual(blob)
     assert described["residual_codec"] == codec
@@ -169,7 +174,12 @@ def test_bpg_residual_with_a_local_libbpg(scene, monkeypatch):
     mask = pixel_mask(block_mask(heat, 0.5, 8), 8, heat.shape)
     assert np.array_equal(corrected[~mask], reconstruction[~mask])
     region = heat >= 0.5
-    assert _psnr(original, corrected, region) > _psnr(original, reconstruction, region) + 3
+    before = _psnr(original, reconstruction, region)
+    assert _psnr(original, corrected, region) > before + 0.3  # QP 39 on a residual of noise
+    better = encode_residual(
+        original, reconstruction, heat, codec_name="bpg", quality_range=(20, 20)
+    )
+    assert _psnr(original, apply_residual(reconstruction, better), region) > before + 5
     warmer = np.where(region, heat, np.float32(0.45))
     assert len(encode_residual(original, reconstruction, warmer, codec_name="bpg")) > len(blob)
 
