@@ -7,6 +7,12 @@ Sources (the text of a codec's ``roi`` option):
                            the rest at ``background``
     ``dir:PATH`` or PATH   one mask image per image, ``PATH/<image id>.png``: non-zero pixels
                            at the rate value, the rest at ``background``
+    ``heatmap:NAME``       the image's heat map itself (rate-independent, ``background`` unused)
+    ``heatmap:NAME@PATH``  from ``bench.codecs.learned.gdae.heatmap``: ``saliency`` (no weights),
+                           ``gradcam-espnetv2`` (the shared Cityscapes weights unless ``@PATH``)
+                           or ``gradcam-vgg16@PATH`` (user ImageNet VGG-16 weights, required);
+                           everything after the first ``@`` is the weights path. The region of
+                           interest is ``heat >= threshold`` (0.5 by default)
 
 The map the codec receives is hashed (``input_sha256`` in records); whatever the decoder
 needs of it travels in the bitstream.
@@ -21,8 +27,10 @@ needs of it travels in the bitstream.
 from __future__ import annotations
 
 import hashlib
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,6 +43,12 @@ if TYPE_CHECKING:
 
 QUALITY_MAP = "quality_map"
 QualityMap = npt.NDArray[np.float32]
+
+
+def _heatmap_module() -> ModuleType:
+    """``bench.codecs.learned.gdae.heatmap``, imported on first use: it brings torch and the
+    networks' code, which the other kinds do not need."""
+    return importlib.import_module("bench.codecs.learned.gdae.heatmap")
 
 
 def map_sha256(quality_map: QualityMap) -> str:
@@ -53,23 +67,36 @@ class QualityMapSource:
     classes: tuple[str, ...] = ()
     directory: str = ""
     background: float = 0.0
+    heatmap: str = ""
+    """``NAME`` or ``NAME@WEIGHTS`` of a ``heatmap`` source (its network is loaded lazily, in a
+    per-process cache, never held here: the source travels to worker processes)."""
+    threshold: float = 0.5
+    """A ``heatmap`` source's region of interest is ``heat >= threshold``."""
 
     @classmethod
     def uniform(cls) -> QualityMapSource:
         return cls()
 
     @classmethod
-    def parse(cls, text: str, background: float = 0.0) -> QualityMapSource:
+    def parse(cls, text: str, background: float = 0.0, threshold: float = 0.5) -> QualityMapSource:
         """Parse a ``roi`` option value.
 
         Raises:
-            UsageError: an empty class list or a background outside [0, 1].
+            UsageError: an empty class list or heat-map name, or a background or threshold
+                outside [0, 1].
         """
         if not 0.0 <= float(background) <= 1.0:
             raise UsageError(f"background must be in [0, 1], got {background}")
         text = text.strip()
         if text in ("", "uniform", "none"):
             return cls()
+        if text.startswith("heatmap:"):
+            spec = text[len("heatmap:") :].strip()
+            if not spec.partition("@")[0].strip():
+                raise UsageError("roi=heatmap: needs a source, e.g. heatmap:saliency")
+            if not 0.0 <= float(threshold) <= 1.0:
+                raise UsageError(f"threshold must be in [0, 1], got {threshold}")
+            return cls("heatmap", heatmap=spec, threshold=float(threshold))
         if text.startswith("classes:"):
             classes = tuple(c.strip() for c in text[len("classes:") :].split(",") if c.strip())
             if not classes:
@@ -82,6 +109,8 @@ class QualityMapSource:
         """The ``codec_input`` column: ``uniform``, ``classes:a,b bg=0`` or ``dir:PATH bg=0``."""
         if self.kind == "uniform":
             return "uniform"
+        if self.kind == "heatmap":
+            return f"heatmap:{self.heatmap} thr={self.threshold:g}"
         where = (
             f"classes:{','.join(self.classes)}"
             if self.kind == "classes"
@@ -106,6 +135,8 @@ class QualityMapSource:
                 )
         if self.kind == "dir" and not Path(self.directory).is_dir():
             raise UsageError(f"roi mask directory {self.directory} does not exist")
+        if self.kind == "heatmap":
+            _heatmap_module().check_spec(self.heatmap)
 
     def build(self, sample: Sample, class_names: tuple[str, ...], rate: float) -> QualityMap:
         """The quality map of one image at one rate value (clipped to [0, 1]).
@@ -121,7 +152,14 @@ class QualityMapSource:
             if sample.label is None:
                 raise DatasetError(f"{sample.id} has no label map for roi=classes:...")
             return self.from_label(sample.label, class_names, value)
+        if self.kind == "heatmap":
+            return np.array(self.heat(sample.image))  # a copy: the cached map is read-only
         return self._from_mask(sample.id, (height, width), value)
+
+    def heat(self, image: npt.NDArray[np.uint8]) -> QualityMap:
+        """A ``heatmap`` source's map of an image, (H, W) float32 in [0, 1] (computed once
+        per image content and process)."""
+        return _heatmap_module().heatmap_source(self.heatmap)(image)
 
     def region(self, sample: Sample, class_names: tuple[str, ...]) -> npt.NDArray[np.bool_] | None:
         """The boolean region of interest of an image (None for a uniform map).
@@ -136,6 +174,8 @@ class QualityMapSource:
                 raise DatasetError(f"{sample.id} has no label map for roi=classes:...")
             indices = [class_names.index(c) for c in self.classes]
             return np.isin(sample.label, np.asarray(indices, dtype=sample.label.dtype))
+        if self.kind == "heatmap":
+            return np.asarray(self.heat(sample.image) >= np.float32(self.threshold))
         height, width = sample.image.shape[:2]
         return self._mask(sample.id, (height, width))
 

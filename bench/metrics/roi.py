@@ -1,7 +1,8 @@
 """PSNR inside and outside a region of interest: how a codec with a quality map spends bits.
 
 The region is the ROI of the run's codec input (``--codec-option tic.roi=classes:person,car``
-or ``roi=DIR``): the pixels the quality map gives the rate value, whatever the values are.
+or ``roi=DIR``): the pixels the quality map gives the rate value, whatever the values are;
+for ``roi=heatmap:NAME`` (a heat map as the quality map) the pixels with ``heat >= threshold``.
 Each side's PSNR is over its H*W*3 samples, peak 255; a run without an ROI leaves both
 columns empty with a note. Chang & Yang's Fig. 11 reads off these columns: ROI PSNR rises
 with q while the rest, coded at the background value, stays flat.
