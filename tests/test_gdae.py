@@ -100,6 +100,9 @@ class _Echo(GdaeCodec):
     def _residual_payload(self, image, reconstruction):
         return bytes([int(image[0, 0, 0]) // 2, int(reconstruction[0, 0, 0]) // 2])
 
+    def _residual_info(self, residual):
+        return {"residual_bytes": len(residual)}
+
     def _apply_residual(self, reconstruction, residual):
         out = reconstruction.copy()
         out[0, 0, 0] = residual[0] * 2
@@ -118,10 +121,81 @@ def test_the_residual_slot_carries_its_payload_and_its_hooks_apply_it():
     decoded = codec.decode(data)
     assert decoded[0, 0, 0] == image[0, 0, 0] // 2 * 2
     assert np.array_equal(decoded[1:], reconstruction[1:])
-    with pytest.raises(CodecError, match="2-byte residual"):
-        plain.decode(data)
-    with pytest.raises(CodecUnavailable, match="SPRC"):
-        create_codec("gdae", {"weights": "random", "residual": True}).encode(image, 16)
+    with pytest.raises(CodecError, match="sprc: a residual blob of 2 bytes"):
+        plain.decode(data)  # two bytes are no SPRC blob
+
+
+def _striped(seed: int = 0) -> np.ndarray:
+    """Vertical stripes with one patch of horizontal ones (what saliency picks)."""
+    y, x = np.mgrid[0:48, 0:64]
+    rng = np.random.default_rng(seed)
+    grey = 128 + 60 * np.sin(2 * np.pi * x / 8) + rng.normal(0, 3, x.shape)
+    patch = (slice(8 + 8 * seed, 20 + 8 * seed), slice(8 + 16 * seed, 20 + 16 * seed))
+    grey[patch] = 128 + 60 * np.sin(2 * np.pi * y[patch] / 8)
+    return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_sprc_codes_the_residual_in_the_heat_maps_region_and_bpp_counts_it():
+    from bench.codecs.heatmaps.sources import heatmap_source
+    from bench.codecs.learned.gdae.residual import apply_residual, describe_residual
+    from bench.metrics.fidelity import psnr_from_mse
+
+    image = _striped()
+    options = {"weights": "random", "heatmap": "saliency", "residual_codec": "jpeg2000"}
+    alone = create_codec("gdae", options)
+    sprc = create_codec("gdae", {**options, "residual": True})
+    heat = heatmap_source("saliency")(image)
+    region = heat >= 0.5
+    assert 0 < region.mean() < 0.5
+    plain_data = alone.encode_with(image, 16, {"quality_map": heat})
+    data = sprc.encode_with(image, 16, {"quality_map": heat})
+    _, latent, residual = read_gdae_bitstream(bytes(data))
+    assert latent == read_gdae_bitstream(bytes(plain_data))[1]
+    assert len(residual) > 0 and len(data) == len(plain_data) + len(residual)
+    assert data.info["residual_bytes"] == len(residual)
+    assert describe_residual(residual)["residual_codec"] == "jpeg2000"
+    gdae_alone = alone.decode(plain_data)
+    decoded = sprc.decode(data)
+    assert np.array_equal(decoded, apply_residual(gdae_alone, residual))
+    assert np.array_equal(sprc.decode(data), decoded)  # deterministic
+    # Without the runner's map the codec computes the same heat map itself.
+    assert bytes(sprc.encode(image, 16)) == bytes(data)
+
+    def psnr(picture, where):
+        return psnr_from_mse(float(((picture.astype(float) - image)[where] ** 2).mean()))
+
+    gain_inside = psnr(decoded, region) - psnr(gdae_alone, region)
+    gain_outside = psnr(decoded, ~region) - psnr(gdae_alone, ~region)
+    assert gain_inside > 1.0 + gain_outside
+    # Blocks wholly outside the region are GDAE's pixels exactly.
+    untouched = np.ones_like(region)
+    for top in range(0, 48, 8):
+        for left in range(0, 64, 8):
+            if region[top : top + 8, left : left + 8].any():
+                untouched[top : top + 8, left : left + 8] = False
+    assert untouched.any() and np.array_equal(decoded[untouched], gdae_alone[untouched])
+
+
+def test_bench_run_scores_gdae_with_and_without_sprc_on_one_region(tmp_path):
+    (tmp_path / "images").mkdir()
+    for i in range(2):
+        Image.fromarray(_striped(i)).save(tmp_path / "images" / f"im{i}.png")
+    common = ["--dataset", "folder", "--data-dir", str(tmp_path / "images"), "--metrics",
+              "psnr,psnr-roi", "--rates", "gdae=16", "--codec-option", "gdae.weights=random",
+              "--codec-option", "gdae.heatmap=saliency", "--codec-option",
+              "gdae.residual_codec=jpeg2000", "--codecs", "gdae", "--workers", "0"]  # fmt: skip
+    assert main(["run", *common, "--out", str(tmp_path / "alone")]) == 0
+    assert main(["run", *common, "--codec-option", "gdae.residual=true",
+                 "--out", str(tmp_path / "sprc")]) == 0  # fmt: skip
+    alone = {r.image_id: r for r in read_csv(tmp_path / "alone" / "records.csv")}
+    sprc = {r.image_id: r for r in read_csv(tmp_path / "sprc" / "records.csv")}
+    for image_id, record in sprc.items():
+        assert record.ok and alone[image_id].ok
+        assert record.codec_input == alone[image_id].codec_input == "heatmap:saliency thr=0.5"
+        assert record.bytes > alone[image_id].bytes
+        roi_gain = record.values["psnr_roi"] - alone[image_id].values["psnr_roi"]
+        rest_gain = record.values["psnr_non_roi"] - alone[image_id].values["psnr_non_roi"]
+        assert roi_gain > 1.0 + rest_gain
 
 
 def trainer(images: Path, out: Path, steps: int, phases=(2, 2), gan_weight: float = 5.0) -> Trainer:

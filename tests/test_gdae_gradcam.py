@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from bench.codecs.learned.gdae.gradcam import grad_cam, grad_cam_raw, normalise  # noqa: E402
-from bench.codecs.learned.gdae.heatmap import (  # noqa: E402
+from bench.codecs.heatmaps.gradcam import grad_cam, grad_cam_raw, normalise  # noqa: E402
+from bench.codecs.heatmaps.sources import (  # noqa: E402
     GradCamVgg16,
     cam_heatmap,
     check_spec,

@@ -188,7 +188,7 @@ def test_sprc_raises_roi_psnr_by_more_than_the_rest_as_psnr_roi_scores_it():
     """The spec's criterion 1 with a JPEG stand-in for the GDAE reconstruction and the
     saliency heat map: ROI PSNR gains more than 1 dB over the non-ROI gain."""
     from bench.codecs import create_codec
-    from bench.codecs.learned.gdae.heatmap import spectral_residual
+    from bench.codecs.heatmaps.sources import spectral_residual
     from bench.metrics.roi import RoiPsnr
 
     y, x = np.mgrid[0:64, 0:64]

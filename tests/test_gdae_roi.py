@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from bench.codecs import CODECS
+from bench.codecs.heatmaps.sources import heatmap_source
 from bench.codecs.inputs import QualityMapSource, map_sha256
-from bench.codecs.learned.gdae.heatmap import heatmap_source
 from bench.datasets import Sample, open_dataset
 from bench.errors import UsageError
 from bench.metrics import create_metrics

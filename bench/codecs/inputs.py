@@ -8,7 +8,7 @@ Sources (the text of a codec's ``roi`` option):
     ``dir:PATH`` or PATH   one mask image per image, ``PATH/<image id>.png``: non-zero pixels
                            at the rate value, the rest at ``background``
     ``heatmap:NAME``       the image's heat map itself (rate-independent, ``background`` unused)
-    ``heatmap:NAME@PATH``  from ``bench.codecs.learned.gdae.heatmap``: ``saliency`` (no weights),
+    ``heatmap:NAME@PATH``  from ``bench.codecs.heatmaps.sources``: ``saliency`` (no weights),
                            ``gradcam-espnetv2`` (the shared Cityscapes weights unless ``@PATH``)
                            or ``gradcam-vgg16@PATH`` (user ImageNet VGG-16 weights, required);
                            everything after the first ``@`` is the weights path. The region of
@@ -46,9 +46,9 @@ QualityMap = npt.NDArray[np.float32]
 
 
 def _heatmap_module() -> ModuleType:
-    """``bench.codecs.learned.gdae.heatmap``, imported on first use: it brings torch and the
+    """``bench.codecs.heatmaps.sources``, imported on first use: it brings torch and the
     networks' code, which the other kinds do not need."""
-    return importlib.import_module("bench.codecs.learned.gdae.heatmap")
+    return importlib.import_module("bench.codecs.heatmaps.sources")
 
 
 def map_sha256(quality_map: QualityMap) -> str:

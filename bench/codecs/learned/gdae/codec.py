@@ -17,6 +17,7 @@ from bench.codecs.base import (
     RateScale,
     check_image,
 )
+from bench.codecs.inputs import QUALITY_MAP, QualityMapSource
 from bench.codecs.learned.base import (
     TORCH_HINT,
     check_size,
@@ -44,6 +45,7 @@ from bench.errors import CodecError, CodecUnavailable, UsageError
 from bench.weights import training_record
 
 if TYPE_CHECKING:
+    from bench.codecs.base import CodecInputs
     from bench.codecs.learned.gdae.model import GdaeConfig, GdaeGenerator
 
 MAX_MEGAPIXELS = 16.0
@@ -91,9 +93,23 @@ class GdaeCodec(Codec):
             ``random`` for a seeded narrow stand-in of any C (pipeline tests only).
         latent_coder: ``jxl`` (JPEG XL lossless, the default) or ``rans`` (static per-map
             model from the checkpoint's level counts).
-        residual: add semantic residual compensation (SPRC); its payload travels in the
-            bitstream (``_residual_payload`` / ``_apply_residual`` are its extension points).
+        residual: add semantic residual compensation (SPRC, ``residual.py``): the residual
+            of GDAE's reconstruction inside the heat map's region (``heat >= threshold``),
+            coded by ``residual_codec`` at a quality mapped linearly from the heat map's mean;
+            the region mask and the residual's bytes travel in the bitstream.
+        cam_weights: ImageNet VGG-16 weights (a torchvision state_dict) for the slides'
+            Grad-CAM heat map; without them SPRC falls back to Grad-CAM of bench's Cityscapes
+            ESPNetv2 segmenter, and the run manifest says so.
+        heatmap: another heat map, ``NAME[@WEIGHTS]`` (``saliency``, ``gradcam-espnetv2``,
+            ``gradcam-vgg16@PATH``); it overrides ``cam_weights``. Set with ``residual=false``
+            it still gives ``psnr-roi`` its region, so GDAE alone is scored on the same region.
+        threshold: the region is ``heat >= threshold`` (0.5).
+        residual_codec: ``auto`` (``bpg`` where bpgenc is found, else ``jpeg2000``), ``bpg``,
+            ``jpeg2000`` or ``webp``.
         device, max_megapixels: where to run and the largest image coded in one pass.
+
+    The heat map reaches the codec as its per-image ``quality_map`` input (the seam ``tic``
+    uses), so ``psnr-roi`` scores the same region the residual compensates.
     """
 
     name = "gdae"
@@ -105,9 +121,15 @@ class GdaeCodec(Codec):
     weight_options: ClassVar[tuple[str, ...]] = ("weights",)
     contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
     contract_rates: ClassVar[tuple[float, ...]] = (16.0,)
+    inputs: ClassVar[tuple[str, ...]] = (QUALITY_MAP,)
 
     def __init__(self, *, weights: str = "", latent_coder: str = "jxl", residual: bool = False,
-                 device: str = "cpu", max_megapixels: float = MAX_MEGAPIXELS) -> None:  # fmt: skip
+                 cam_weights: str = "", heatmap: str = "", threshold: float = 0.5,
+                 residual_codec: str = "auto", device: str = "cpu",
+                 max_megapixels: float = MAX_MEGAPIXELS) -> None:  # fmt: skip
+        from bench.codecs.heatmaps.sources import cam_heatmap
+        from bench.codecs.learned.gdae.residual import resolve_codec_name
+
         super().__init__()
         self.weights = str(weights)
         if latent_coder not in LATENT_CODERS:
@@ -115,6 +137,15 @@ class GdaeCodec(Codec):
                              f"{' or '.join(LATENT_CODERS)}")  # fmt: skip
         self.latent_coder = str(latent_coder)
         self.residual = bool(residual)
+        self.cam_weights = str(cam_weights)
+        self.threshold = float(threshold)
+        if not 0.0 < self.threshold <= 1.0:
+            raise UsageError(f"{self.name}: threshold must be in (0, 1], got {threshold}")
+        self.heatmap_note = ""
+        self.heatmap = str(heatmap).strip()
+        if not self.heatmap and self.residual:
+            self.heatmap, self.heatmap_note = cam_heatmap(self.cam_weights)
+        self.residual_codec = resolve_codec_name(str(residual_codec)) if self.residual else ""
         self.device = str(device)
         if self.device != "cpu":
             from bench.tasks.base import resolve_device
@@ -123,10 +154,15 @@ class GdaeCodec(Codec):
         self.max_megapixels = float(max_megapixels)
         self._checkpoints: dict[float, Path] | None = None
         self._networks: dict[float, Loaded] = {}
+        self._heat: np.ndarray | None = None
         self.options = {
             "weights": self.weights,
             "latent_coder": self.latent_coder,
             "residual": self.residual,
+            "cam_weights": self.cam_weights,
+            "heatmap": str(heatmap).strip(),
+            "threshold": self.threshold,
+            "residual_codec": str(residual_codec),
             "device": self.device,
             "max_megapixels": self.max_megapixels,
         }
@@ -210,10 +246,11 @@ class GdaeCodec(Codec):
             loaded = self.network(value)
             if self.latent_coder == "rans":
                 loaded.tables(self.name, self.weights)
+        sprc = self._describe_sprc()
         if self.weights == "random":
             config = self.network(values[0] if values else 16.0).config
             return {"weights": f"random (seeded stand-in, {config.describe()}; pipeline tests "
-                               "only)"}  # fmt: skip
+                               "only)", **sprc}  # fmt: skip
         described = {}
         for value, path in self._sources().items():
             checkpoint = read_gdae_checkpoint(path, mmap=True)
@@ -221,7 +258,26 @@ class GdaeCodec(Codec):
             described[f"{value:g}"] = describe_weights(path, config, training_record(checkpoint))
         files = sorted({f for entry in described.values() for f in entry.pop(TRAINING_FILES)})
         weights = described if self._path().is_dir() else next(iter(described.values()))
-        return {"weights": weights, TRAINING_FILES: files}
+        return {"weights": weights, TRAINING_FILES: files, **sprc}
+
+    def _describe_sprc(self) -> dict[str, Any]:
+        """What the manifest says about the heat map and the residual (checked before a run)."""
+        if not self.heatmap:
+            return {}
+        from bench.codecs.heatmaps.sources import heatmap_source
+
+        described: dict[str, Any] = dict(heatmap_source(self.heatmap).describe())
+        if self.heatmap_note:
+            described["heatmap_note"] = self.heatmap_note
+        if self.residual:
+            described["residual_codec"] = self.residual_codec
+        return {"sprc": described}
+
+    def input_source(self) -> QualityMapSource:
+        """The heat map as the per-image input (uniform, i.e. none, without one)."""
+        if not self.heatmap:
+            return QualityMapSource.uniform()
+        return QualityMapSource("heatmap", heatmap=self.heatmap, threshold=self.threshold)
 
     # ------------------------------------------------------------------ SPRC's extension points
 
@@ -231,15 +287,27 @@ class GdaeCodec(Codec):
         compensation (SPRC) fills this in; the payload is opaque to the bitstream."""
         if not self.residual:
             return b""
-        raise CodecUnavailable(
-            f"{self.name}: residual=true needs semantic residual compensation (SPRC), which "
-            "this bench does not have yet"
-        )
+        from bench.codecs.learned.gdae.residual import encode_residual
+
+        heat = self._heat
+        if heat is None:
+            from bench.codecs.heatmaps.sources import heatmap_source
+
+            heat = heatmap_source(self.heatmap)(image)
+        return encode_residual(image, reconstruction, heat, codec_name=self.residual_codec,
+                               threshold=self.threshold)  # fmt: skip
+
+    def _residual_info(self, residual: bytes) -> dict[str, Any]:
+        """What the encoder measured of a residual payload (its codec, quality, bytes)."""
+        from bench.codecs.learned.gdae.residual import describe_residual
+
+        return describe_residual(residual)
 
     def _apply_residual(self, reconstruction: Image, residual: bytes) -> Image:
         """GDAE's ``reconstruction`` corrected by a non-empty residual payload (SPRC's)."""
-        raise CodecError(f"{self.name}: the bitstream carries a {len(residual)}-byte residual "
-                         "(SPRC), which this bench cannot decode yet")  # fmt: skip
+        from bench.codecs.learned.gdae.residual import apply_residual
+
+        return apply_residual(reconstruction, residual)
 
     # ------------------------------------------------------------------ coding
 
@@ -255,6 +323,20 @@ class GdaeCodec(Codec):
         pixels = to_uint8(x_hat).permute(1, 2, 0).cpu().numpy()
         synchronize(self.device)
         return np.ascontiguousarray(pixels)
+
+    def encode_with(self, image: Image, rate: float, inputs: CodecInputs) -> bytes:
+        """``encode`` with the runner's heat map (the ``quality_map`` input) for SPRC."""
+        heat = inputs.get(QUALITY_MAP)
+        if heat is None or not self.heatmap:
+            return self.encode(image, rate)
+        if heat.shape != np.asarray(image).shape[:2]:
+            raise CodecError(f"{self.name}: heat map {heat.shape} differs from the image "
+                             f"{np.asarray(image).shape[:2]}")  # fmt: skip
+        self._heat = np.asarray(heat, dtype=np.float32)
+        try:
+            return self.encode(image, rate)
+        finally:
+            self._heat = None
 
     def encode(self, image: Image, rate: float) -> bytes:
         import torch
@@ -288,6 +370,7 @@ class GdaeCodec(Codec):
         if self.residual:
             reconstruction = self._reconstruct(loaded, indices, header)
             residual = self._residual_payload(image, reconstruction)
+            info.update(self._residual_info(residual))
         return Bitstream(write_gdae_bitstream(header, latent, residual), info)
 
     def decode(self, data: bytes) -> Image:

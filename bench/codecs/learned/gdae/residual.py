@@ -1,7 +1,7 @@
 """SPRC: the residual of a reconstruction inside a heat map's region, coded by a bench codec.
 
 The encoder has the original ``x``, a reconstruction ``x0`` (the GDAE's) and a heat map ``H`` in
-[0, 1] of ``x`` (``bench.codecs.learned.gdae.heatmap``):
+[0, 1] of ``x`` (``bench.codecs.heatmaps.sources``):
 
 1. **Region.** ``H >= threshold``, made blockwise: the image is cut into ``block`` x ``block``
    blocks (the last row and column may be smaller) and a block is in the region when **any** of

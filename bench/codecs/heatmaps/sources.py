@@ -3,7 +3,7 @@
 Each source maps an (H, W, 3) uint8 RGB image to an (H, W) float32 map in [0, 1] and
 ``describe()`` names its model and the SHA-256 of its weights for records:
 
-``gradcam-vgg16``     Grad-CAM (``bench.codecs.learned.gdae.gradcam``) of torchvision's VGG-16
+``gradcam-vgg16``     Grad-CAM (``bench.codecs.heatmaps.gradcam``) of torchvision's VGG-16
                       with the user's ImageNet weights (``weights=PATH``, read with
                       ``weights_only=True`` and loaded strictly); input resized so the shorter
                       side is 224, ImageNet normalisation; target = the top-1 class logit;
@@ -17,8 +17,9 @@ Each source maps an (H, W, 3) uint8 RGB image to an (H, W) float32 map in [0, 1]
                       ``base_net.level4[-1]`` (1/16 resolution, 512 maps for s = 2). Without
                       ``weights`` the file is looked up as
                       ``$BENCH_SHARED/models/segmentation/espnetv2/espnetv2_s_2.0_city_1024x512.pth``
-                      (``BENCH_SHARED`` defaults to ``shared`` beside the checkout). Its maps
-                      are sharply peaked: on three Cityscapes val frames about 0.2 % of the
+                      (``BENCH_SHARED`` defaults to ``shared`` beside the checkout, or
+                      in the working directory for an installed bench). Its maps are
+                      sharply peaked: on three Cityscapes val frames about 0.2 % of the
                       pixels reach 0.5 (mean 0.04 to 0.05), the peak once on the ego car's
                       bonnet ornament, which the segmenter takes for a thing. One map takes
                       about 2.5 s on one CPU thread whatever the image size (the network runs
@@ -45,7 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from bench.codecs.learned.gdae.gradcam import HeatMap, grad_cam, normalise
+from bench.codecs.heatmaps.gradcam import HeatMap, grad_cam, normalise
 from bench.download import sha256_of
 from bench.errors import UsageError
 from bench.types import Image
@@ -79,8 +80,15 @@ def image_sha256(image: Image) -> str:
 
 def default_espnetv2_weights() -> Path:
     """Where ``gradcam-espnetv2`` looks for its weights when none are given."""
-    shared = os.environ.get("BENCH_SHARED") or str(Path(__file__).resolve().parents[5] / "shared")
-    return Path(shared) / "models" / "segmentation" / "espnetv2" / ESPNETV2_FILE
+    from bench.config import checkout_root
+
+    configured = os.environ.get("BENCH_SHARED")
+    if configured:
+        shared = Path(configured)
+    else:
+        root = checkout_root()
+        shared = (root.parent if root is not None else Path.cwd()) / "shared"
+    return shared / "models" / "segmentation" / "espnetv2" / ESPNETV2_FILE
 
 
 class HeatmapSource(abc.ABC):
