@@ -261,6 +261,18 @@ def test_augmentation_scales_then_crops_and_repeats_by_seed():
     assert split_steps(2500) == (1500, 1000) and split_steps(2) == (1, 1)
 
 
+def test_phases_with_no_gan_steps_train_the_autoencoder_alone(images, tmp_path, capsys):
+    out = tmp_path / "nogan.pt"
+    argv = ["train", "gdae", "--dataset", "folder", "--data-dir", str(images), "--channels",
+            "8,8,8,8", "--growth", "4", "--latent-channels", "4", "--discriminator-width", "4",
+            "--crop", "32x32", "--batch-size", "2", "--log-every", "1",
+            "--out", str(out)]  # fmt: skip
+    assert main([*argv, "--phases", "2,0"]) == 0
+    err = capsys.readouterr().err
+    assert "phases 2/0 steps" in err and "gan=0 d=0 phase=1" in err and "phase=2" not in err
+    assert main([*argv, "--phases", "0,2", "--out", str(tmp_path / "x.pt")]) == 2
+
+
 def test_bench_train_gdae_then_bench_run_with_both_coders(images, tmp_path, capsys):
     out = tmp_path / "models" / "c4.pt"
     argv = ["train", "gdae", "--dataset", "folder", "--data-dir", str(images), "--channels",

@@ -325,7 +325,7 @@ class GdaeTraining(Training):
                             help="PatchGAN's first width (full 64, cpu 32)")  # fmt: skip
         parser.add_argument("--phases", metavar="A,B",
                             help="steps without and with the GAN (default: --steps split "
-                            "60/40 %%)")  # fmt: skip
+                            "60/40 %%; B = 0: no GAN, the ablation AE+DC)")  # fmt: skip
         parser.add_argument(
             "--mse-weight",
             type=float,
@@ -355,8 +355,9 @@ class GdaeTraining(Training):
         phases = None
         if args.phases:
             phases = _pair(args.phases, "--phases")
-            if len(phases) != 2 or min(phases) < 1:
-                raise UsageError(f"--phases {args.phases!r}: expected two positive step counts")
+            if len(phases) != 2 or phases[0] < 1 or phases[1] < 0:
+                raise UsageError(f"--phases {args.phases!r}: expected two step counts, the "
+                                 "first positive (B = 0 trains without the GAN)")  # fmt: skip
             if args.steps not in (None, sum(phases)):
                 raise UsageError(f"--phases add up to {sum(phases)} steps, --steps says "
                                  f"{args.steps}")  # fmt: skip
