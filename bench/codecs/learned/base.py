@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.codecs.base import TRAINING_FILES, Availability, Bitstream, Codec, Image, check_image
-from bench.errors import CodecError
+from bench.errors import CodecError, CodecUnavailable
 
 MAGIC = b"BLC1"
 PAD_MULTIPLE = 64  # 2**6: the deepest zoo models down-sample six times (hyperprior)
@@ -216,6 +216,35 @@ def check_size(codec: str, height: int, width: int, max_megapixels: float) -> No
             "one pass, whose activations grow with its area. Crop or downscale it, or raise "
             f"the limit (--codec-option {codec}.max_megapixels=N) if memory allows"
         )
+
+
+def trained_weights(codec: str, weights: str, make: str, *,
+                    form: str = "CHECKPOINT_OR_DIRECTORY") -> Path:  # fmt: skip
+    """The path a trained codec's ``weights`` option names.
+
+    Raises:
+        CodecUnavailable: no weights given, or a path that does not exist (saying how to
+            make them: ``make``).
+    """
+    if not weights:
+        raise CodecUnavailable(
+            f"{codec}: no weights; train them ({make}) and pass "
+            f"--codec-option {codec}.weights={form}"
+        )
+    path = Path(weights).expanduser()
+    if not path.exists():
+        raise CodecUnavailable(f"{codec}: weights {path} do not exist ({make})")
+    return path
+
+
+def checkpoints_at(
+    path: Path, rate_of: Callable[[Path], float], *, what: str, make: str
+) -> dict[float, Path]:
+    """One checkpoint file (its rate point) or a directory of one-rate models
+    (``checkpoints_by_rate``), by rate point (float32)."""
+    if path.is_dir():
+        return checkpoints_by_rate(path, rate_of, what=what, make=make)
+    return {float(np.float32(rate_of(path))): path}
 
 
 def checkpoints_by_rate(

@@ -21,11 +21,12 @@ from bench.codecs.inputs import QUALITY_MAP, QualityMapSource
 from bench.codecs.learned.base import (
     TORCH_HINT,
     check_size,
-    checkpoints_by_rate,
+    checkpoints_at,
     describe_weights,
     distributions_installed,
     synchronize,
     torch_availability,
+    trained_weights,
 )
 from bench.codecs.learned.gdae.bitstream import (
     HEADER_BYTES,
@@ -182,15 +183,7 @@ class GdaeCodec(Codec):
         return distributions_installed("torch", "imagecodecs", hint=TORCH_HINT)
 
     def _path(self) -> Path:
-        if not self.weights:
-            raise CodecUnavailable(
-                f"{self.name}: no weights; train them ({TRAIN_COMMAND}) and pass "
-                f"--codec-option {self.name}.weights=CHECKPOINT_OR_DIRECTORY"
-            )
-        path = Path(self.weights).expanduser()
-        if not path.exists():
-            raise CodecUnavailable(f"{self.name}: weights {path} do not exist ({TRAIN_COMMAND})")
-        return path
+        return trained_weights(self.name, self.weights, TRAIN_COMMAND)
 
     def _sources(self) -> dict[float, Path]:
         """The checkpoint of each latent width C."""
@@ -200,12 +193,7 @@ class GdaeCodec(Codec):
             def channels_in(file: Path) -> float:
                 return latent_channels_of(read_gdae_checkpoint(file, mmap=True), file)
 
-            if path.is_dir():
-                self._checkpoints = checkpoints_by_rate(
-                    path, channels_in, what="gdae", make=TRAIN_COMMAND
-                )
-            else:
-                self._checkpoints = {channels_in(path): path}
+            self._checkpoints = checkpoints_at(path, channels_in, what="gdae", make=TRAIN_COMMAND)
         return self._checkpoints
 
     def rate_points(self) -> tuple[float, ...] | None:

@@ -21,11 +21,12 @@ from bench.codecs.base import (
 from bench.codecs.learned.base import (
     TORCH_HINT,
     check_size,
-    checkpoints_by_rate,
+    checkpoints_at,
     describe_weights,
     distributions_installed,
     synchronize,
     torch_availability,
+    trained_weights,
     weights_identity,
 )
 from bench.codecs.learned.impmap.bitstream import (
@@ -41,7 +42,7 @@ from bench.codecs.learned.impmap.checkpoint import (
     load_impmap_checkpoint,
     read_impmap_checkpoint,
 )
-from bench.errors import CodecError, CodecUnavailable
+from bench.errors import CodecError
 from bench.weights import training_record
 
 if TYPE_CHECKING:
@@ -121,15 +122,7 @@ class ImpMapCodec(Codec):
         return distributions_installed("torch", "numba", hint=TORCH_HINT)
 
     def _path(self) -> Path:
-        if not self.weights:
-            raise CodecUnavailable(
-                f"{self.name}: no weights; train them ({TRAIN_COMMAND}) and pass "
-                f"--codec-option {self.name}.weights=CHECKPOINT_OR_DIRECTORY"
-            )
-        path = Path(self.weights).expanduser()
-        if not path.exists():
-            raise CodecUnavailable(f"{self.name}: weights {path} do not exist ({TRAIN_COMMAND})")
-        return path
+        return trained_weights(self.name, self.weights, TRAIN_COMMAND)
 
     def _sources(self) -> dict[float, Path]:
         """The checkpoint of each trained lambda."""
@@ -139,12 +132,7 @@ class ImpMapCodec(Codec):
             def lambda_in(file: Path) -> float:
                 return lambda_of(read_impmap_checkpoint(file, mmap=True), file)
 
-            if path.is_dir():
-                self._checkpoints = checkpoints_by_rate(
-                    path, lambda_in, what="impmap", make=TRAIN_COMMAND
-                )
-            else:
-                self._checkpoints = {float(np.float32(lambda_in(path))): path}
+            self._checkpoints = checkpoints_at(path, lambda_in, what="impmap", make=TRAIN_COMMAND)
         return self._checkpoints
 
     def rate_points(self) -> tuple[float, ...] | None:

@@ -25,6 +25,7 @@ from bench.codecs.learned.base import (
     describe_weights,
     distributions_installed,
     synchronize,
+    trained_weights,
     weights_identity,
 )
 from bench.codecs.learned.mae.bitstream import (
@@ -39,7 +40,7 @@ from bench.codecs.learned.mae.checkpoint import (
     mae_config_of,
     read_mae_checkpoint,
 )
-from bench.errors import CodecError, CodecUnavailable
+from bench.errors import CodecError
 from bench.weights import WeightsError, training_record
 
 if TYPE_CHECKING:
@@ -134,15 +135,7 @@ class MaeCodec(Codec):
         return mae_config_of(read_mae_checkpoint(path, mmap=True), path)
 
     def _path(self) -> Path:
-        if not self.weights:
-            raise CodecUnavailable(
-                f"{self.name}: no weights; train them ({TRAIN_COMMAND}) and pass "
-                f"--codec-option {self.name}.weights=CHECKPOINT"
-            )
-        path = Path(self.weights).expanduser()
-        if not path.exists():
-            raise CodecUnavailable(f"{self.name}: weights {path} do not exist ({TRAIN_COMMAND})")
-        return path
+        return trained_weights(self.name, self.weights, TRAIN_COMMAND, form="CHECKPOINT")
 
     def network(self, lam: float | None = None) -> tuple[MaeConfig, MaeNetwork, bytes]:
         """The config, the network (eval mode, entropy tables built) and its identity, of the
