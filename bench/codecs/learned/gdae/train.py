@@ -43,7 +43,7 @@ from bench.codecs.learned.gdae.model import (
 )
 from bench.errors import UsageError
 from bench.training import AmpContext, ImageSampler, Training, TrainingOptions
-from bench.training.loop import refuse_other_hyperparameters, seed_everything
+from bench.training.loop import seed_everything
 from bench.types import Image
 
 if TYPE_CHECKING:
@@ -174,10 +174,8 @@ class GdaeTrainable:
         }
 
     def restore_extra(self, extra: dict[str, Any]) -> None:
-        schedule = extra.get("schedule", {})
-        self.steps_done = int(schedule.get("steps_done", 0))
-        saved = {k: v for k, v in schedule.items() if k != "steps_done"}
-        refuse_other_hyperparameters(saved, self.hyperparameters())
+        """The step count; the loop has already refused other hyper-parameters."""
+        self.steps_done = int(extra.get("schedule", {}).get("steps_done", 0))
 
     def phase(self) -> int:
         """1 or 2: the phase of the next step."""

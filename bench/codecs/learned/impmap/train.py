@@ -31,7 +31,7 @@ from torch import Tensor
 from bench.codecs.learned.impmap.model import PRESETS, ImpMapConfig, ImpMapNetwork
 from bench.errors import UsageError
 from bench.training import AmpContext, ImageSampler, Training, TrainingOptions
-from bench.training.loop import refuse_other_hyperparameters, seed_everything
+from bench.training.loop import seed_everything
 
 if TYPE_CHECKING:
     from bench.training.loop import TrainingResult
@@ -126,10 +126,8 @@ class ImpMapTrainable:
         }
 
     def restore_extra(self, extra: dict[str, Any]) -> None:
-        schedule = extra.get("schedule", {})
-        self.steps_done = int(schedule.get("steps_done", 0))
-        saved = {k: v for k, v in schedule.items() if k != "steps_done"}
-        refuse_other_hyperparameters(saved, self.hyperparameters())
+        """The step count; the loop has already refused other hyper-parameters."""
+        self.steps_done = int(extra.get("schedule", {}).get("steps_done", 0))
 
     def phase(self) -> int:
         """1, 2 or 3: the phase of the next step."""
