@@ -96,7 +96,7 @@ def run(
     from bench.outputs import write_run_outputs
     from bench.runner import plan_codec
     from bench.runner import run as run_sweep
-    from bench.tasks import NO_TASK, plan_task
+    from bench.tasks import NO_TASK, SEGMENTATION_TASKS, plan_task
     from bench.tasks.segmentation import SegmentationTask
 
     names = [c.strip() for c in (codecs.split(",") if isinstance(codecs, str) else codecs)]
@@ -136,9 +136,9 @@ def run(
     chosen_options = dict(task_options or {})
     if segmenter or segmenter_weights or segmenter_options:
         # The segmentation task's own spelling of its options.
-        if task not in (None, "", NO_TASK, SegmentationTask.name):
+        if task not in (None, "", NO_TASK, *SEGMENTATION_TASKS):
             raise UsageError(f"segmenter and its options need task={SegmentationTask.name!r}")
-        task = SegmentationTask.name
+        task = task if task in SEGMENTATION_TASKS else SegmentationTask.name
         legacy = SegmentationTask.legacy_options(segmenter, segmenter_weights, segmenter_options)
         chosen_options = {**legacy, **chosen_options}
     planned_task = None

@@ -204,14 +204,16 @@ def task_options(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
     """The task (a ``TASKS`` name, or ``compression``) and its options from the command
     line: ``--task-option KEY=VALUE``, and for segmentation its own spelling
     (``--segmenter``, ``--segmenter-weights``, ``--segmenter-option``)."""
-    from bench.tasks import NO_TASK
+    from bench.tasks import NO_TASK, SEGMENTATION_TASKS
     from bench.tasks.segmentation import SegmentationTask
 
     task = args.task or NO_TASK
     options: dict[str, object] = {}
     if args.segmenter or args.segmenter_weights or args.segmenter_option:
-        if task != SegmentationTask.name:
-            raise UsageError(f"--segmenter and its options need --task {SegmentationTask.name}")
+        if task not in SEGMENTATION_TASKS:
+            raise UsageError(
+                f"--segmenter and its options need --task {' or '.join(SEGMENTATION_TASKS)}"
+            )
         segmenter_options: dict[str, object] = {}
         for item in args.segmenter_option:
             key, value = _split_assignment(item, "--segmenter-option")
@@ -568,7 +570,7 @@ def _log_line(line: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """``bench train NAME [options]``: the trainer registered as NAME, with the shared options
     and its own."""
-    from bench.training import TRAINERS, ImageSampler, Trainer, TrainingOptions, seed_everything
+    from bench.training import TRAINERS, Trainer, TrainingOptions, seed_everything
     from bench.training.out import check_no_overwrite, check_out_path, out_lock
 
     if not args.model:
@@ -614,10 +616,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return EXIT_OK
         check_no_overwrite(out, options.resume)
         job.check(training)
-        sampler = ImageSampler(
-            dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
-            limit=options.limit,
-        )  # fmt: skip
+        sampler = job.sampler(dataset, training, options.limit)
         seed_everything(training.seed)  # before build: the initial weights repeat too
         trainable = job.build(training, sampler)
         print(job.banner(trainable, sampler, training), file=sys.stderr)

@@ -51,7 +51,7 @@ from bench.records import ERROR, RATE_VALUE, TARGET_BPP, Record
 from bench.registry import import_target
 from bench.search import MODES, search_rate
 from bench.store import AGGREGATES_CSV, RunStore
-from bench.tasks.task import REFERENCE_CODEC, Task
+from bench.tasks.task import REFERENCE_CODEC, Coded, Task
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +295,16 @@ def _task_for(task: Task) -> Task:
 
 
 @dataclass
+class Measured:
+    """One rate point of one image as coded: its record, and where coding worked the
+    reconstruction and the bitstream (what the task scores)."""
+
+    record: Record
+    decoded: np.ndarray | None = None
+    data: bytes = b""
+
+
+@dataclass
 class _Loaded:
     """One image of a job, read and prepared for every metric."""
 
@@ -320,7 +330,7 @@ class _Scorer:
         decoded: Any,
         encode_s: float,
         decode_s: float,
-    ) -> tuple[Record, np.ndarray | None]:
+    ) -> Measured:
         image = item.sample.image
         try:
             if not isinstance(data, bytes | bytearray):
@@ -366,8 +376,8 @@ class _Scorer:
             record.note = "; ".join(notes)
         except Exception as exc:  # a failing codec costs this record, never the run
             record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
-            return record, None
-        return record, decoded
+            return Measured(record)
+        return Measured(record, decoded, bytes(data) if isinstance(data, bytearray) else data)
 
 
 def _encode(codec: Codec, image: np.ndarray, rate: float, inputs: Mapping[str, Any]) -> bytes:
@@ -381,8 +391,9 @@ def _measure(
     rate: float,
     record: Record,
     inputs: Mapping[str, Any],
-) -> tuple[Record, np.ndarray | None]:
-    """Code, decode and score one rate point; returns the record and the reconstruction."""
+) -> Measured:
+    """Code, decode and score one rate point; returns the record, the reconstruction and the
+    bitstream."""
     try:
         start = time.perf_counter()
         data = _encode(codec, item.sample.image, rate, inputs)
@@ -391,13 +402,13 @@ def _measure(
         finished = time.perf_counter()
     except Exception as exc:  # a failing codec costs this record, never the run
         record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
-        return record, None
+        return Measured(record)
     return score(item, record, data, decoded, encoded - start, finished - encoded)
 
 
 def _measure_batch(
     codec: Codec, score: _Scorer, items: list[_Loaded], rate: float, records: list[Record]
-) -> list[tuple[Record, np.ndarray | None]]:
+) -> list[Measured]:
     """Code same-shaped images together at one rate point (``Codec.encode_batch``); each
     record gets the batch's wall-clock time divided by its size."""
     try:
@@ -429,7 +440,7 @@ def _measure_target(
     item: _Loaded,
     target: float,
     record: Record,
-) -> tuple[Record, np.ndarray | None]:
+) -> Measured:
     """Search the rate value for a target bpp on this image, then measure it like any rate
     point; the record keeps the target, the chosen value and, in ``note``, the search."""
     image = item.sample.image
@@ -445,15 +456,15 @@ def _measure_target(
         )
     except Exception as exc:  # a failing codec costs this record, never the run
         record.status, record.error = ERROR, f"target-bpp search: {type(exc).__name__}: {exc}"
-        return record, None
+        return Measured(record)
     if result.rate is None:
         record.status, record.error = ERROR, result.note
-        return record, None
+        return Measured(record)
     record.rate = result.rate
-    record, decoded = _measure(codec, score, item, result.rate, record, {})
+    measured = _measure(codec, score, item, result.rate, record, {})
     searched = f"searched {len(result.probes)} {plan.rate_param} values"
     record.note = "; ".join(n for n in (record.note, searched, result.note) if n)
-    return record, decoded
+    return measured
 
 
 def _inputs(job: Job, item: _Loaded, point: float, record: Record) -> dict[str, Any]:
@@ -523,7 +534,7 @@ def execute(job: Job) -> list[Record]:
         return records
     score = _Scorer(codec, job.metrics)
     one_by_one = bool(plan.targets) or plan.input_source is not None
-    measured: dict[str, list[tuple[Record, np.ndarray | None]]] = {i: [] for i in loaded}
+    measured: dict[str, list[Measured]] = {i: [] for i in loaded}
     for group in _same_shape(loaded, 1 if one_by_one else codec.batch_size):
         for point in job.points:
             fresh = [job.record(refs[i], point, **loaded[i].size) for i in group]
@@ -538,7 +549,7 @@ def execute(job: Job) -> list[Record]:
                     inputs = _inputs(job, item, point, record)
                 except Exception as exc:  # a missing mask costs this record
                     record.status, record.error = ERROR, f"{type(exc).__name__}: {exc}"
-                    results = [(record, None)]
+                    results = [Measured(record)]
                 else:
                     results = [_measure(codec, score, item, point, record, inputs)]
             else:
@@ -547,28 +558,28 @@ def execute(job: Job) -> list[Record]:
                 measured[image_id].append(result)
     for image_id, results in measured.items():
         if job.task is not None:
-            _score_task(_task_for(job.task), loaded[image_id].sample, results)
-        records += [record for record, _ in results]
+            _score_task(_task_for(job.task), loaded[image_id].sample, results, codec)
+        records += [result.record for result in results]
     return records
 
 
-def _score_task(
-    task: Task, sample: Sample, measured: list[tuple[Record, np.ndarray | None]]
-) -> None:
+def _score_task(task: Task, sample: Sample, measured: list[Measured], codec: Codec) -> None:
     """The task's columns for every reconstruction of one image."""
-    todo = [(record, decoded) for record, decoded in measured if decoded is not None]
+    todo = [result for result in measured if result.decoded is not None]
     if not todo:
         return
-    for record, _ in todo:
-        record.values.update({column.name: None for column in task.record_columns})
+    for result in todo:
+        result.record.values.update({column.name: None for column in task.record_columns})
     try:
-        scored = task.score(sample, [decoded for _, decoded in todo])
-        for (record, _), values in zip(todo, scored, strict=True):
-            record.values.update(values)
+        scored = task.score_coded(
+            sample, [Coded(r.data, r.decoded) for r in todo if r.decoded is not None], codec
+        )
+        for result, values in zip(todo, scored, strict=True):
+            result.record.values.update(values)
     except Exception as exc:  # a failing model costs these records, never the run
-        for record, _ in todo:
-            record.status = ERROR
-            record.error = f"{task.name} failed: {type(exc).__name__}: {exc}"
+        for result in todo:
+            result.record.status = ERROR
+            result.record.error = f"{task.name} failed: {type(exc).__name__}: {exc}"
 
 
 def _same_shape(loaded: Mapping[str, _Loaded], batch_size: int) -> list[list[str]]:
@@ -780,7 +791,7 @@ def _run(
 ) -> RunResult:
     """``run`` with the checks done and the run directory locked."""
     refs = dataset.refs()[:limit] if limit is not None else dataset.refs()
-    warnings = training_leaks(refs, plans)
+    warnings = training_leaks(refs, plans, task)
     for warning in warnings:
         log.warning("%s", warning)
     value_columns = [c.name for m in chosen for c in m.record_columns]
@@ -952,14 +963,20 @@ def check_out_dir(out_dir: Path) -> None:
         raise UsageError(f"--out {out_dir} is not writable; choose a writable place")
 
 
-def training_leaks(refs: Sequence[SampleRef], plans: Sequence[CodecPlan]) -> list[str]:
-    """Warnings for codecs whose weights were trained on images this run scores (compared by
-    the SHA-256 of the files, so another resolution of the same frame counts too)."""
+def training_leaks(
+    refs: Sequence[SampleRef], plans: Sequence[CodecPlan], task: Task | None = None
+) -> list[str]:
+    """Warnings for codecs, and the task's model, whose weights were trained on images this
+    run scores (compared by the SHA-256 of the files, so another resolution of the same frame
+    counts too); a task reports its training files under ``TRAINING_FILES`` in its
+    ``provenance()``."""
     trained = {
         plan.name: set(plan.provenance.get(TRAINING_FILES) or ())
         for plan in plans
         if plan.provenance.get(TRAINING_FILES)
     }
+    if task is not None and (files := task.provenance().get(TRAINING_FILES)):
+        trained[f"the {task.name} task's model"] = {str(f) for f in files}
     if not trained:
         return []
     from bench.download import sha256_of

@@ -6,7 +6,8 @@ and imports nothing from bench, so any of them can use it without importing anot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,3 +51,36 @@ def parse_option_value(text: str) -> OptionValue:
         except ValueError:
             pass
     return text
+
+
+TRAINING_FILES = "training_files_sha256"
+"""Key under which a learned codec's ``prepare`` (or a task's ``provenance``) lists the SHA-256
+of the files its weights were trained on; the runner warns when they overlap the images it
+scores."""
+
+
+@dataclass(frozen=True)
+class Latent:
+    """A learned codec's quantised latent, entropy-decoded from its bitstream without the
+    synthesis transform (what a task that works on latents reads).
+
+    Attributes:
+        values: (C, h, w) float32, ŷ as the decoder's synthesis would receive it.
+        synthesis, synthesis_params: the codec's synthesis transform and its parameter
+            count (None and 0 where the codec does not say).
+        stride: image pixels per latent position along each side (16 for TIC).
+        height, width: the coded image's size; the latent covers it padded to
+            ``(h * stride, w * stride)`` at the bottom and right.
+    """
+
+    values: npt.NDArray[np.float32]
+    stride: int
+    height: int
+    width: int
+    synthesis: Any = field(default=None, compare=False, repr=False)
+    """The codec's synthesis transform (ŷ tensor -> image tensor), to measure its cost."""
+    synthesis_params: int = 0
+
+    @property
+    def channels(self) -> int:
+        return int(self.values.shape[0])

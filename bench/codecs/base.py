@@ -12,15 +12,11 @@ import numpy.typing as npt
 
 from bench.errors import CodecError, UsageError
 from bench.registry import construct, keyword_options
-from bench.types import Availability, Image, OptionValue
+from bench.types import TRAINING_FILES as TRAINING_FILES  # re-exported: codecs read it here
+from bench.types import Availability, Image, Latent, OptionValue
 
 CodecInputs = Mapping[str, npt.NDArray[Any]]
 """Per-image inputs besides the image, by name (e.g. ``quality_map``: (H, W) float32 in 0..1)."""
-
-
-TRAINING_FILES = "training_files_sha256"
-"""Key of ``Codec.prepare``'s result under which a learned codec lists the SHA-256 of the files
-its weights were trained on; the runner warns when they overlap the images it scores."""
 
 
 def weight_digests(provenance: Mapping[str, Any]) -> dict[str, str]:
@@ -229,6 +225,22 @@ class Codec(abc.ABC):
     def decode_batch(self, streams: Sequence[bytes]) -> list[Image]:
         """Decode bitstreams made by ``encode_batch`` (same shape and rate point)."""
         return [self.decode(data) for data in streams]
+
+    has_latent: ClassVar[bool] = False
+    """Whether ``decode_latent`` gives the quantised latent of the codec's bitstreams."""
+
+    def decode_latent(self, data: bytes) -> Latent:
+        """The quantised latent of a bitstream made by ``encode``: entropy decoding only, no
+        synthesis transform. Learned codecs whose latent is a natural input (``has_latent``)
+        override this.
+
+        Raises:
+            CodecError: the codec has no such latent.
+        """
+        raise CodecError(
+            f"{self.name} does not give its latent from a bitstream; latent tasks need a codec "
+            "with has_latent (tic, tic-hp)"
+        )
 
 
 def check_image(image: Image, codec: str) -> Image:

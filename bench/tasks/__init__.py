@@ -13,6 +13,10 @@ from bench.tasks.task import REFERENCE_CODEC, Table, Task
 
 TASKS: Registry[Task] = Registry("tasks", "bench.tasks")
 TASKS.add("segmentation", "bench.tasks.segmentation:SegmentationTask", "pip install torch")
+TASKS.add("segmentation-latent", "bench.tasks.latent:LatentSegmentationTask", "pip install torch")
+
+SEGMENTATION_TASKS = ("segmentation", "segmentation-latent")
+"""Tasks that take ``--segmenter``, ``--segmenter-weights`` and ``--segmenter-option``."""
 
 NO_TASK = "compression"
 """The ``--task`` of a run that only codes and measures (no task object)."""
@@ -90,6 +94,7 @@ def describe_task_column(name: str) -> Column | None:
 __all__ = [
     "NO_TASK",
     "REFERENCE_CODEC",
+    "SEGMENTATION_TASKS",
     "SEGMENTERS",
     "TASKS",
     "Segmenter",

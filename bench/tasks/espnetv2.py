@@ -246,13 +246,18 @@ def _module_classes() -> dict[str, Any]:
             self.bu_br_l4 = nn.Sequential(nn.BatchNorm2d(dec[2]), nn.PReLU(dec[2]))
 
         def forward(self, x):  # noqa: ANN001
+            return self.from_level1(self.base_net.level1(x), x, x.shape[2:])
+
+        def from_level1(self, l1, image, size):  # noqa: ANN001
+            """The network after its stem: ``l1`` the level-1 features (stride 2), ``image``
+            what the downsampling blocks reinforce with (average-pooled to their size),
+            logits at ``size``."""
             enc = self.base_net
-            l1 = enc.level1(x)
-            l2 = enc.level2_0(l1, x)
-            l3 = enc.level3_0(l2, x)
+            l2 = enc.level2_0(l1, image)
+            l3 = enc.level3_0(l2, image)
             for unit in enc.level3:
                 l3 = unit(l3)
-            l4 = enc.level4_0(l3, x)
+            l4 = enc.level4_0(l3, image)
             for unit in enc.level4:
                 l4 = unit(l4)
             out = self.bu_dec_l1(l4)
@@ -264,7 +269,7 @@ def _module_classes() -> dict[str, Any]:
             for merge, skip, norm, decode in steps:
                 out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=True)
                 out = decode(norm(merge(skip) + out))
-            return F.interpolate(out, size=x.shape[2:], mode="bilinear", align_corners=True)
+            return F.interpolate(out, size=size, mode="bilinear", align_corners=True)
 
     return {"ESPNetv2": ESPNetv2}
 
@@ -278,16 +283,27 @@ class Espnetv2Segmenter(TorchSegmenter):
     """ESPNetv2 segmentation network with the authors' Cityscapes weights (s = 2.0 or 1.0).
 
     Options: ``weights`` (espnetv2_s_2.0_city_1024x512.pth or the s_1.0 file; required),
-    ``s`` (width multiplier, 2.0 by default; must match the weights), ``device``.
+    ``s`` (width multiplier, 2.0 by default; must match the weights), ``size`` (``WxH`` the
+    images are resized to; 1024x512 by default, the weights' training size), ``device``.
     """
 
     name = "espnetv2"
     description = "ESPNetv2 s=2.0/1.0 (Mehta et al. 2019), Cityscapes 19 classes, 1024x512 input"
 
     def __init__(
-        self, *, weights: str = "", weights_sha256: str = "", s: float = 2.0, device: str = "cpu"
+        self,
+        *,
+        weights: str = "",
+        weights_sha256: str = "",
+        s: float = 2.0,
+        size: str = "1024x512",
+        device: str = "cpu",
     ) -> None:
         self.s = float(s)
+        width, _, height = str(size).partition("x")
+        if not (width.isdigit() and height.isdigit() and int(width) % 32 == int(height) % 32 == 0):
+            raise ValueError(f"size must be WIDTHxHEIGHT in multiples of 32, got {size!r}")
+        self.input_size = (int(height), int(width))
         self._mean = torch.tensor(MEAN_RGB).view(1, 3, 1, 1)
         self._std = torch.tensor(STD_RGB).view(1, 3, 1, 1)
         super().__init__(weights=weights, weights_sha256=weights_sha256, device=device)
@@ -299,7 +315,23 @@ class Espnetv2Segmenter(TorchSegmenter):
     def build_model(self) -> Any:
         return build_espnetv2(self.s, len(self.class_names) + 1)
 
+    def latent_entry(self) -> Any:
+        """Features in place of the stem (``level1``, a 3×3 stride-2 convolution): level 2
+        takes the stem's channels at stride 2, and its and the later downsampling blocks an
+        image to reinforce with (average-pooled to their size), so the entry takes both:
+        ``encoder_channels(s)[0]`` feature channels, then 3 for that image."""
+        from bench.tasks.latent import LatentEntry
+
+        width = encoder_channels(self.s)[0]
+        model, size = self.model, self.input_size
+
+        def run(entry: Any) -> Any:
+            return model.from_level1(entry[:, :width], entry[:, width:], size)
+
+        stage = f"level 2, after the stem: {width} channels + 3 reinforcing at stride 2"
+        return LatentEntry(stage, width + 3, 2, size, model, run)
+
     def prepare(self, image: Image) -> Any:
         x = torch.tensor(image).permute(2, 0, 1)[None].float()
-        x = F.interpolate(x, size=INPUT_SIZE, mode="bilinear", align_corners=False) / 255.0
+        x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False) / 255.0
         return (x - self._mean) / self._std

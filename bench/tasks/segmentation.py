@@ -327,6 +327,20 @@ class SegmentationTask(Task):
             )
         return rows
 
+    def reference_confusion(self, sample: Sample) -> Confusion:
+        """The confusion matrix of the uncompressed image (predicted once per image)."""
+        if sample.label is None:
+            raise ValueError(f"{sample.id} has no label map")
+        key = (sample.id, hashlib.sha256(sample.image.tobytes()).hexdigest())
+        reference = self._reference.get(key)
+        if reference is None:
+            prediction = self._segmenter().predict(sample.image)
+            reference = confusion_matrix(sample.label, prediction, len(self.class_names))
+            if len(self._reference) > 16:
+                self._reference.clear()
+            self._reference[key] = reference
+        return reference
+
     def aggregate(self, records: Sequence[Record]) -> dict[str, float]:
         """mIoU, pixel accuracy and per-class IoU from one confusion matrix summed over
         every image (never a mean of per-image values)."""

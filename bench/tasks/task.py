@@ -18,12 +18,13 @@ import abc
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 
 from bench.metrics.base import Column, Value
 from bench.registry import construct, keyword_options
+from bench.types import Latent
 
 if TYPE_CHECKING:
     from bench.datasets import Dataset, Sample
@@ -31,6 +32,26 @@ if TYPE_CHECKING:
 
 REFERENCE_CODEC = "none"
 """The uncompressed reference row that task scores are compared with."""
+
+
+class CodecView(Protocol):
+    """What a task may ask of the codec that made its records (``bench.codecs.Codec`` is
+    one): its name, and whether and how it gives its latent from a bitstream."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def has_latent(self) -> bool: ...
+
+    def decode_latent(self, data: bytes) -> Latent: ...
+
+
+class Coded(NamedTuple):
+    """One reconstruction as the runner made it: the bitstream and the decoded image."""
+
+    data: bytes
+    image: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -145,6 +166,18 @@ class Task(abc.ABC):
         Raises:
             Exception: any failure costs these records only (the runner records it).
         """
+
+    def score_coded(
+        self, sample: Sample, coded: Sequence[Coded], codec: CodecView
+    ) -> list[dict[str, Value]]:
+        """What the runner calls: record columns for each coded rate point of one sample,
+        given the bitstreams and the codec that made them (a task on latents decodes them
+        with ``codec.decode_latent``). The default scores the reconstructions (``score``).
+
+        Raises:
+            Exception: any failure costs these records only (the runner records it).
+        """
+        return self.score(sample, [item.image for item in coded])
 
     @abc.abstractmethod
     def aggregate(self, records: Sequence[Record]) -> dict[str, float]:

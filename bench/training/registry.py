@@ -66,6 +66,22 @@ class Training(abc.ABC):
         """The options to open the training dataset with (e.g. a default resolution)."""
         return options
 
+    def sampler(
+        self, dataset: Dataset, options: TrainingOptions, limit: int | None
+    ) -> ImageSampler:
+        """What the steps draw from: by default seeded random crops of the dataset's images
+        (``ImageSampler``); a model that trains on something made from them (latents, label
+        maps) returns its own subclass."""
+        from bench.training.data import ImageSampler
+
+        return ImageSampler(
+            dataset,
+            crop=options.crop,
+            batch_size=options.batch_size,
+            seed=options.seed,
+            limit=limit,
+        )
+
     def epochs(self, steps: int | None, epochs: int | None) -> int | None:
         """The run's epochs, given ``--steps`` and ``--epochs`` (a default of the model's)."""
         return epochs
@@ -104,5 +120,10 @@ TRAINERS.add("tic", "bench.codecs.learned.tic.train:TicTraining", "pip install c
 TRAINERS.add("mae", "bench.codecs.learned.mae.train:MaeTraining", "pip install compressai")
 TRAINERS.add("impmap", "bench.codecs.learned.impmap.train:ImpMapTraining", "pip install torch")
 TRAINERS.add("gdae", "bench.codecs.learned.gdae.train:GdaeTraining", "pip install torch")
+TRAINERS.add(
+    "segmentation-latent",
+    "bench.task_training.latent:LatentSegmentationTraining",
+    "pip install compressai",
+)
 
 __all__ = ["TRAINERS", "Training"]

@@ -18,6 +18,7 @@ from bench.codecs.base import (
     Codec,
     CodecInputs,
     Image,
+    Latent,
     RateScale,
     check_image,
 )
@@ -214,6 +215,38 @@ class _TicCodec(Codec):
             out[top : top + rows, left : left + cols] = x_hat.permute(1, 2, 0).cpu().numpy()
         synchronize(self.device)
         return out
+
+    has_latent = True
+
+    def decode_latent(self, data: bytes) -> Latent:
+        """ŷ (M × H/16 × W/16 of the image padded to multiples of 256) from the bitstream:
+        the hyperprior's entropy decoding and the Gaussian conditional's, no synthesis.
+
+        Raises:
+            CodecError: another variant's or a tiled bitstream (tiles code separate latents
+                that do not form one grid).
+        """
+        import torch
+
+        from bench.codecs.learned.tic.model import LATENT_STRIDE
+
+        header, tiles = read_tic_bitstream(bytes(data))
+        if header.variant != self.variant:
+            raise CodecError(f"{self.name}: the bitstream was made by another TIC variant")
+        if len(tiles) != 1:
+            raise CodecError(
+                f"{self.name}: a bitstream of {len(tiles)} tiles has no single latent; code "
+                f"without {self.name}.tile for latent tasks"
+            )
+        loaded = self.model_for(header)
+        shape, y_string, z_string = tiles[0]
+        with torch.inference_mode():
+            y_hat = loaded.model.decompress_latent([[y_string], [z_string]], shape)
+        synchronize(self.device)
+        values = y_hat[0].float().cpu().numpy()
+        model = loaded.model
+        params = sum(p.numel() for name, p in model.named_parameters() if name.startswith("g_s"))
+        return Latent(values, LATENT_STRIDE, header.height, header.width, model.g_s, params)
 
 
 class TicHpCodec(_TicCodec):

@@ -48,6 +48,8 @@ MLP_RATIO = 2.0
 DROP_PATH = 0.1
 PAD_MULTIPLE = 256
 """TIC codes images whose sides are multiples of 256 (the paper pads to them)."""
+LATENT_STRIDE = 16
+"""Image pixels per position of ŷ along each side (four stride-2 stages)."""
 
 LAMBDA_MIN, LAMBDA_MAX = 0.0018, 0.0932
 """Kao et al.'s range for ``lambda_kao`` (their eq. 4, the paper's eq. 4)."""
@@ -309,11 +311,30 @@ class TicHyperprior(CompressionModel):
 
     def decompress(self, strings: list[list[bytes]], shape: tuple[int, int]) -> Tensor:
         """The reconstruction (unclamped) of strings made by ``compress``."""
+        return self.g_s(self.decompress_latent(strings, shape))  # type: ignore[no-any-return]
+
+    def decompress_latent(self, strings: list[list[bytes]], shape: tuple[int, int]) -> Tensor:
+        """The quantised latent ŷ (M × h × w) of strings made by ``compress``: entropy
+        decoding and the hyper-synthesis only, without the synthesis transform."""
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
         scales, means = self.h_s(z_hat).chunk(2, 1)
         indexes = self.gaussian_conditional.build_indexes(scales)
-        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means)
-        return self.g_s(y_hat)  # type: ignore[no-any-return]
+        return self.gaussian_conditional.decompress(  # type: ignore[no-any-return]
+            strings[0], indexes, means=means
+        )
+
+    def quantised_latent(self, x: Tensor, quality_map: Tensor | None = None) -> Tensor:
+        """The encoder's own ŷ of a padded batch (rounded around the predicted means), as
+        ``compress`` codes it."""
+        y = self.g_a(x, quality_map)
+        z = self.h_a(y)
+        z_hat = self.entropy_bottleneck.decompress(
+            self.entropy_bottleneck.compress(z), z.shape[-2:]
+        )
+        _, means = self.h_s(z_hat).chunk(2, 1)
+        return self.gaussian_conditional.quantize(  # type: ignore[no-any-return]
+            y, "dequantize", means
+        )
 
     def entropy_tables_empty(self) -> bool:
         """Whether ``update()`` has not built the coders' tables (a training checkpoint)."""
