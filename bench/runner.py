@@ -780,7 +780,7 @@ def _run(
 ) -> RunResult:
     """``run`` with the checks done and the run directory locked."""
     refs = dataset.refs()[:limit] if limit is not None else dataset.refs()
-    warnings = training_leaks(refs, plans)
+    warnings = training_leaks(refs, plans, task)
     for warning in warnings:
         log.warning("%s", warning)
     value_columns = [c.name for m in chosen for c in m.record_columns]
@@ -952,14 +952,22 @@ def check_out_dir(out_dir: Path) -> None:
         raise UsageError(f"--out {out_dir} is not writable; choose a writable place")
 
 
-def training_leaks(refs: Sequence[SampleRef], plans: Sequence[CodecPlan]) -> list[str]:
-    """Warnings for codecs whose weights were trained on images this run scores (compared by
-    the SHA-256 of the files, so another resolution of the same frame counts too)."""
+def training_leaks(
+    refs: Sequence[SampleRef], plans: Sequence[CodecPlan], task: Task | None = None
+) -> list[str]:
+    """Warnings for codecs, and the task's model (a fine-tuned segmenter), whose weights were
+    trained on images this run scores (compared by the SHA-256 of the files, so another
+    resolution of the same frame counts too)."""
     trained = {
         plan.name: set(plan.provenance.get(TRAINING_FILES) or ())
         for plan in plans
         if plan.provenance.get(TRAINING_FILES)
     }
+    if task is not None:
+        provenance = task.provenance()
+        if provenance.get(TRAINING_FILES):
+            model = f"the {task.name} model {provenance.get('name') or ''}".rstrip()
+            trained[model] = set(provenance[TRAINING_FILES])
     if not trained:
         return []
     from bench.download import sha256_of

@@ -13,14 +13,14 @@ import numpy.typing as npt
 from bench.errors import CodecError, UsageError
 from bench.registry import construct, keyword_options
 from bench.types import Availability, Image, OptionValue
+from bench.weights import TRAINING_FILES as TRAINING_FILES  # re-exported: codecs import it here
 
 CodecInputs = Mapping[str, npt.NDArray[Any]]
 """Per-image inputs besides the image, by name (e.g. ``quality_map``: (H, W) float32 in 0..1)."""
 
 
-TRAINING_FILES = "training_files_sha256"
-"""Key of ``Codec.prepare``'s result under which a learned codec lists the SHA-256 of the files
-its weights were trained on; the runner warns when they overlap the images it scores."""
+# TRAINING_FILES (imported above from bench.weights): the key of ``Codec.prepare``'s result
+# under which a learned codec lists the SHA-256 of the files its weights were trained on.
 
 
 def weight_digests(provenance: Mapping[str, Any]) -> dict[str, str]:

@@ -283,6 +283,7 @@ class Espnetv2Segmenter(TorchSegmenter):
 
     name = "espnetv2"
     description = "ESPNetv2 s=2.0/1.0 (Mehta et al. 2019), Cityscapes 19 classes, 1024x512 input"
+    input_size = INPUT_SIZE
 
     def __init__(
         self, *, weights: str = "", weights_sha256: str = "", s: float = 2.0, device: str = "cpu"
@@ -303,3 +304,6 @@ class Espnetv2Segmenter(TorchSegmenter):
         x = torch.tensor(image).permute(2, 0, 1)[None].float()
         x = F.interpolate(x, size=INPUT_SIZE, mode="bilinear", align_corners=False) / 255.0
         return (x - self._mean) / self._std
+
+    def normalize(self, batch: Any) -> Any:
+        return (batch - self._mean.to(batch.device)) / self._std.to(batch.device)
