@@ -568,7 +568,7 @@ def _log_line(line: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """``bench train NAME [options]``: the trainer registered as NAME, with the shared options
     and its own."""
-    from bench.training import TRAINERS, ImageSampler, Trainer, TrainingOptions, seed_everything
+    from bench.training import TRAINERS, Trainer, TrainingOptions, seed_everything
     from bench.training.out import check_no_overwrite, check_out_path, out_lock
 
     if not args.model:
@@ -614,10 +614,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return EXIT_OK
         check_no_overwrite(out, options.resume)
         job.check(training)
-        sampler = ImageSampler(
-            dataset, crop=training.crop, batch_size=training.batch_size, seed=training.seed,
-            limit=options.limit,
-        )  # fmt: skip
+        sampler = job.sampler(dataset, training, options.limit, _log_line)
         seed_everything(training.seed)  # before build: the initial weights repeat too
         trainable = job.build(training, sampler)
         print(job.banner(trainable, sampler, training), file=sys.stderr)

@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.registry import Registry
+from bench.training.data import ImageSampler
 
 if TYPE_CHECKING:
     from bench.datasets.base import Dataset
-    from bench.training.data import ImageSampler
     from bench.training.loop import Trainable, TrainingOptions, TrainingResult
 
 Log = Callable[[str], None]
@@ -75,6 +75,16 @@ class Training(abc.ABC):
         """Do something else than training (a mode of the model's options) and return what
         to print; None (the default) trains."""
         return None
+
+    def sampler(self, dataset: Dataset, options: TrainingOptions, limit: int | None,
+                log: Log) -> ImageSampler:  # fmt: skip
+        """The batches to train on (default: ``ImageSampler``'s seeded random crops of the
+        images). A model that trains on more than pixels (labels, reconstructions) returns a
+        subclass whose batches carry them."""
+        return ImageSampler(
+            dataset, crop=options.crop, batch_size=options.batch_size, seed=options.seed,
+            limit=limit,
+        )  # fmt: skip
 
     def check(self, options: TrainingOptions) -> None:  # noqa: B027
         """Refuse shared options this model cannot train with (``UsageError``)."""
