@@ -28,7 +28,7 @@ STAGES: list[tuple[str, list[str]]] = [
                                      "bench.training"]),
     ("codecs", ["bench.codecs"]),
     ("running", ["bench.search", "bench.executors", "bench.ray_executor", "bench.store",
-                 "bench.manifest", "bench.runner"]),
+                 "bench.manifest", "bench.runner", "bench.finetune"]),
     ("outputs", ["bench.curves", "bench.interpolate", "bench.bjontegaard", "bench.outputs",
                  "bench.report", "bench.rules", "bench.check"]),
     ("interfaces", ["bench.api", "bench.cli", "bench"]),

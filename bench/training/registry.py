@@ -14,6 +14,8 @@ or, from another distribution, through the ``bench.trainers`` entry-point group:
     mine = "my_package.train:MyTraining"
 
 ``bench.training`` never imports ``bench.codecs``: codecs sit above training.
+(``segmenter`` fine-tunes a segmentation model on a codec's reconstructions, so it lives in
+``bench.finetune``, above both.)
 """
 
 from __future__ import annotations
@@ -114,5 +116,6 @@ TRAINERS.add("tic", "bench.codecs.learned.tic.train:TicTraining", "pip install c
 TRAINERS.add("mae", "bench.codecs.learned.mae.train:MaeTraining", "pip install compressai")
 TRAINERS.add("impmap", "bench.codecs.learned.impmap.train:ImpMapTraining", "pip install torch")
 TRAINERS.add("gdae", "bench.codecs.learned.gdae.train:GdaeTraining", "pip install torch")
+TRAINERS.add("segmenter", "bench.finetune.train:SegmenterTraining", "pip install torch")
 
 __all__ = ["TRAINERS", "Training"]
