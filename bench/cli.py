@@ -616,7 +616,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return EXIT_OK
         check_no_overwrite(out, options.resume)
         job.check(training)
-        sampler = job.sampler(dataset, training, options.limit)
+        sampler = job.sampler(dataset, training, options.limit, _log_line)
         seed_everything(training.seed)  # before build: the initial weights repeat too
         trainable = job.build(training, sampler)
         print(job.banner(trainable, sampler, training), file=sys.stderr)

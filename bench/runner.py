@@ -975,8 +975,11 @@ def training_leaks(
         for plan in plans
         if plan.provenance.get(TRAINING_FILES)
     }
-    if task is not None and (files := task.provenance().get(TRAINING_FILES)):
-        trained[f"the {task.name} task's model"] = {str(f) for f in files}
+    if task is not None:
+        provenance = task.provenance()
+        if files := provenance.get(TRAINING_FILES):
+            model = f"the {task.name} model {provenance.get('name') or ''}".rstrip()
+            trained[model] = {str(f) for f in files}
     if not trained:
         return []
     from bench.download import sha256_of

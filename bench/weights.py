@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.types import TRAINING_FILES
 
 FORMAT_VERSION = 1
 """The version of bench's checkpoint layout; the format name ends with it."""
+
+
 
 
 class WeightsError(BenchError):
@@ -270,8 +273,25 @@ def training_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return {k: training[k] for k in keep if k in training}
 
 
+def trained_on_files(path: str | os.PathLike[str]) -> list[str]:
+    """The SHA-256 of the image files a bench checkpoint was trained on (its ``training``
+    record's ``file_sha256``); empty for plain weights and unreadable files.
+    """
+    try:
+        loaded = torch_load(Path(path), mmap=True)
+    except WeightsError:
+        return []
+    if not isinstance(loaded, Mapping) or not str(loaded.get("format", "")).startswith("bench-"):
+        return []
+    images = training_record(loaded).get("images", [])
+    return [
+        str(i["file_sha256"]) for i in images if isinstance(i, Mapping) and i.get("file_sha256")
+    ]
+
+
 __all__ = [
     "FORMAT_VERSION",
+    "TRAINING_FILES",
     "WeightsError",
     "check_finite",
     "checkpoint_format",
@@ -281,5 +301,6 @@ __all__ = [
     "read_checkpoint",
     "save_checkpoint",
     "torch_load",
+    "trained_on_files",
     "training_record",
 ]

@@ -237,7 +237,7 @@ class LatentSegmentationTraining(Training):
             )
 
     def sampler(
-        self, dataset: Dataset, options: TrainingOptions, limit: int | None
+        self, dataset: Dataset, options: TrainingOptions, limit: int | None, log: Log
     ) -> LatentSampler:
         return LatentSampler(dataset, batch_size=options.batch_size, seed=options.seed, limit=limit)
 

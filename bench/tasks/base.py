@@ -11,7 +11,7 @@ import numpy as np
 from bench.download import sha256_of
 from bench.errors import UsageError
 from bench.types import IGNORE_LABEL, Availability, Image, LabelMap
-from bench.weights import load_state_dict, load_strict
+from bench.weights import TRAINING_FILES, load_state_dict, load_strict, trained_on_files
 
 CITYSCAPES_CLASSES = (
     "road",
@@ -102,7 +102,15 @@ class TorchSegmenter(Segmenter):
     Subclasses implement ``build_model()`` (randomly initialised, then loaded strictly from
     ``weights``), ``prepare(image) -> (1, 3, h, w) tensor`` and ``architecture``. ``weights``
     is a path or a URL; a URL needs ``weights_sha256`` and is cached (bench.checkpoints).
+
+    To be fine-tuned (``bench train segmenter``) a subclass also says how ``prepare`` splits:
+    ``input_size`` (the (height, width) it resizes every image to) and ``normalize`` (what it
+    does to a batch at that size), so that training crops see what inference sees.
     """
+
+    input_size: tuple[int, int] | None = None
+    """(height, width) ``prepare`` resizes images to; None: unknown (cannot be fine-tuned). A
+    class default; a segmenter with a size option sets it per instance."""
 
     def __init__(self, *, weights: str = "", weights_sha256: str = "", device: str = "cpu") -> None:
         if not weights:
@@ -131,6 +139,14 @@ class TorchSegmenter(Segmenter):
     def prepare(self, image: Image) -> Any:
         """A (1, 3, h, w) float tensor on the CPU, preprocessed as the model was trained."""
 
+    def normalize(self, batch: Any) -> Any:
+        """The network input of a float (N, 3, h, w) RGB batch in [0, 1] already at the scale
+        of ``input_size``: ``prepare`` without its resizing (for training on crops)."""
+        raise NotImplementedError(
+            f"segmenter {self.name} does not say how it normalises its input; it cannot be "
+            "fine-tuned (set input_size and implement normalize)"
+        )
+
     @classmethod
     def availability(cls) -> Availability:
         try:
@@ -152,7 +168,10 @@ class TorchSegmenter(Segmenter):
             ]
 
     def provenance(self) -> dict[str, Any]:
-        return {
+        """The weights file and hash, device and torch; for weights that ``bench train
+        segmenter`` made, the SHA-256 of the files they were trained on (``TRAINING_FILES``,
+        so that a run scoring those images warns)."""
+        found: dict[str, Any] = {
             "name": self.name,
             "architecture": self.architecture,
             "weights": str(self.weights),
@@ -160,3 +179,7 @@ class TorchSegmenter(Segmenter):
             "device": self.device,
             "torch": self.torch.__version__,
         }
+        trained = trained_on_files(self.weights)
+        if trained:
+            found[TRAINING_FILES] = sorted(set(trained))
+        return found

@@ -203,6 +203,7 @@ class EspnetSegmenter(TorchSegmenter):
 
     name = "espnet"
     description = "ESPNet p=2 q=8 (Mehta et al. 2018), Cityscapes 19 classes, 1024x512 input"
+    input_size = INPUT_SIZE
 
     def __init__(
         self,
@@ -232,6 +233,12 @@ class EspnetSegmenter(TorchSegmenter):
             x, size=INPUT_SIZE, mode="bilinear", align_corners=False
         )
         return x / 255.0
+
+    def normalize(self, batch: Any) -> Any:
+        # prepare() normalises 0..255 BGR, resizes (linear, so the order does not matter) and
+        # divides by 255.
+        x = batch.flip(1) * 255.0
+        return (x - self._mean.to(x.device)) / self._std.to(x.device) / 255.0
 
 
 __all__ = ["EspnetSegmenter", "build_espnet"]

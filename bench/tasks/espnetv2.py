@@ -289,6 +289,7 @@ class Espnetv2Segmenter(TorchSegmenter):
 
     name = "espnetv2"
     description = "ESPNetv2 s=2.0/1.0 (Mehta et al. 2019), Cityscapes 19 classes, 1024x512 input"
+    input_size: tuple[int, int] | None = INPUT_SIZE
 
     def __init__(
         self,
@@ -323,7 +324,7 @@ class Espnetv2Segmenter(TorchSegmenter):
         from bench.tasks.latent import LatentEntry
 
         width = encoder_channels(self.s)[0]
-        model, size = self.model, self.input_size
+        model, size = self.model, self.input_size or INPUT_SIZE
 
         def run(entry: Any) -> Any:
             return model.from_level1(entry[:, :width], entry[:, width:], size)
@@ -335,3 +336,6 @@ class Espnetv2Segmenter(TorchSegmenter):
         x = torch.tensor(image).permute(2, 0, 1)[None].float()
         x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False) / 255.0
         return (x - self._mean) / self._std
+
+    def normalize(self, batch: Any) -> Any:
+        return (batch - self._mean.to(batch.device)) / self._std.to(batch.device)

@@ -439,8 +439,8 @@ class LatentSegmentationTask(SegmentationTask):
         elif self.latent_path:
             found.setdefault("latent", {"file": self.latent_path, "sha256": self.latent_sha256})
         files = (found["latent"].get("config") or {}).get(TRAINING_FILES)
-        if files:
-            found[TRAINING_FILES] = list(files)
+        if files:  # with the segmenter's own, where its weights came from bench train
+            found[TRAINING_FILES] = sorted({*found.get(TRAINING_FILES, ()), *files})
         return found
 
 

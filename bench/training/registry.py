@@ -14,6 +14,8 @@ or, from another distribution, through the ``bench.trainers`` entry-point group:
     mine = "my_package.train:MyTraining"
 
 ``bench.training`` never imports ``bench.codecs``: codecs sit above training.
+(``segmenter`` and ``segmentation-latent`` train what a task runs on a codec's output, so they
+live in ``bench.task_training``, above both.)
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.registry import Registry
+from bench.training.data import ImageSampler
 
 if TYPE_CHECKING:
     from bench.datasets.base import Dataset
-    from bench.training.data import ImageSampler
     from bench.training.loop import Trainable, TrainingOptions, TrainingResult
 
 Log = Callable[[str], None]
@@ -66,22 +68,6 @@ class Training(abc.ABC):
         """The options to open the training dataset with (e.g. a default resolution)."""
         return options
 
-    def sampler(
-        self, dataset: Dataset, options: TrainingOptions, limit: int | None
-    ) -> ImageSampler:
-        """What the steps draw from: by default seeded random crops of the dataset's images
-        (``ImageSampler``); a model that trains on something made from them (latents, label
-        maps) returns its own subclass."""
-        from bench.training.data import ImageSampler
-
-        return ImageSampler(
-            dataset,
-            crop=options.crop,
-            batch_size=options.batch_size,
-            seed=options.seed,
-            limit=limit,
-        )
-
     def epochs(self, steps: int | None, epochs: int | None) -> int | None:
         """The run's epochs, given ``--steps`` and ``--epochs`` (a default of the model's)."""
         return epochs
@@ -91,6 +77,16 @@ class Training(abc.ABC):
         """Do something else than training (a mode of the model's options) and return what
         to print; None (the default) trains."""
         return None
+
+    def sampler(self, dataset: Dataset, options: TrainingOptions, limit: int | None,
+                log: Log) -> ImageSampler:  # fmt: skip
+        """The batches to train on (default: ``ImageSampler``'s seeded random crops of the
+        images). A model that trains on more than pixels (labels, reconstructions) returns a
+        subclass whose batches carry them."""
+        return ImageSampler(
+            dataset, crop=options.crop, batch_size=options.batch_size, seed=options.seed,
+            limit=limit,
+        )  # fmt: skip
 
     def check(self, options: TrainingOptions) -> None:  # noqa: B027
         """Refuse shared options this model cannot train with (``UsageError``)."""
@@ -125,5 +121,6 @@ TRAINERS.add(
     "bench.task_training.latent:LatentSegmentationTraining",
     "pip install compressai",
 )
+TRAINERS.add("segmenter", "bench.task_training.segmenter:SegmenterTraining", "pip install torch")
 
 __all__ = ["TRAINERS", "Training"]
