@@ -102,6 +102,7 @@ def test_two_processes_train_save_once_and_resume_as_if_uninterrupted(
     done = torchrun(*common, "--steps", "8", "--out", str(parts), "--resume")
     assert done.stderr.count("resuming toy from") == 1
     resumed = torch.load(parts, map_location="cpu", weights_only=True)
+
     def without_times(history: list[dict[str, float]]) -> list[dict[str, float]]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 

@@ -395,7 +395,10 @@ def _restore_rng(
     sampler.load_state(state["sampler"])
     if torch.device(device).type == "cuda" and "cuda" in state:
         cuda_states = list(state["cuda"])
-        if len(cuda_states) == torch.cuda.device_count():
+        if distributed.current().size > 1:
+            # Rank 0 saved from cuda:0; every rank draws what it drew (same seed, same calls).
+            torch.cuda.set_rng_state(cuda_states[0], device)
+        elif len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
 
 
