@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import signal
@@ -570,8 +571,8 @@ def _log_line(line: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """``bench train NAME [options]``: the trainer registered as NAME, with the shared options
     and its own."""
-    from bench.training import TRAINERS, Trainer, TrainingOptions, seed_everything
-    from bench.training.out import check_no_overwrite, check_out_path, out_lock
+    from bench.training import TRAINERS
+    from bench.training.distributed import finish, from_env, init_from_env
 
     if not args.model:
         raise UsageError(
@@ -596,34 +597,56 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = open_dataset(
         options.dataset, job.dataset_options(options.dataset, dataset_options(options))
     )
+    # Launched by torchrun: join its process group (rank r on cuda:r with NCCL, gloo on a CPU).
+    world, device = init_from_env(options.device) if from_env() else (None, options.device)
+    try:
+        return _train_command(job, dataset, options, device, world)
+    finally:
+        finish()
+
+
+def _train_command(
+    job: Any, dataset: Any, options: argparse.Namespace, device: str, world: Any
+) -> int:
+    """``bench train`` after parsing: one process, or one rank of torchrun's (``world``)."""
+    from bench.training import Trainer, TrainingOptions, seed_everything
+    from bench.training.out import check_no_overwrite, check_out_path, out_lock
+
+    main = world is None or world.main
     training = TrainingOptions(
         steps=options.steps,
         epochs=job.epochs(options.steps, options.epochs),
         batch_size=options.batch_size,
         crop=parse_crop(options.crop),
         seed=options.seed,
-        device=options.device,
+        device=device,
         checkpoint_every=options.checkpoint_every,
         log_every=options.log_every,
         out=Path(options.out),
     )
     out = Path(options.out)
     check_out_path(out)  # before a step is trained, as bench run checks its --out
-    with out_lock(out):  # one writer per checkpoint, for the whole command
+    # One writer per checkpoint, for the whole command: rank 0 of a data-parallel run.
+    with out_lock(out) if main else contextlib.nullcontext():
         done = job.run_instead(dataset, training, options.limit, _log_line)
         if done is not None:
-            print(done)
+            if main:
+                print(done)
             return EXIT_OK
         check_no_overwrite(out, options.resume)
         job.check(training)
         sampler = job.sampler(dataset, training, options.limit, _log_line)
+        if world is not None and world.size > 1:
+            sampler.shard(world.rank, world.size)  # before build: schedules count its steps
         seed_everything(training.seed)  # before build: the initial weights repeat too
         trainable = job.build(training, sampler)
-        print(job.banner(trainable, sampler, training), file=sys.stderr)
+        if main:
+            print(job.banner(trainable, sampler, training), file=sys.stderr)
         result = _train(Trainer(trainable, sampler, training), options.resume)
         if isinstance(result, int):
             return result
-        print(job.finish(trainable, result, sampler, _log_line))
+        if main:
+            print(job.finish(trainable, result, sampler, _log_line))
     return EXIT_OK
 
 

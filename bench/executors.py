@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from bench.memory import keep_freed_arrays_mapped, tune_worker
+from bench.memory import keep_freed_arrays_mapped, threads_per_worker, tune_worker
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,11 @@ class LocalPool(Executor):
         return in_pool(list(jobs), self.workers, work, crashed)
 
 
-def _worker_start(parent: int) -> None:
+def _worker_start(parent: int, threads: int | None = None) -> None:
     """Worker initializer: memory tuning, one OpenCV thread (the pool is the parallelism),
-    and exit when the main process ``parent`` is gone (a ``kill -9`` of it would otherwise
-    leave the workers running forever, re-parented).
+    ``threads`` torch threads (workers x threads = cores), and exit when the main process
+    ``parent`` is gone (a ``kill -9`` of it would otherwise leave the workers running forever,
+    re-parented).
 
     ``parent`` comes from the main process, not from ``os.getppid()`` here: a worker still
     importing when the main process dies would read its new parent (the reaper) and never
@@ -101,7 +102,7 @@ def _worker_start(parent: int) -> None:
     """
     if os.getppid() != parent:
         os._exit(1)
-    tune_worker()
+    tune_worker(threads)
 
     def watch() -> None:
         while True:
@@ -122,11 +123,12 @@ def in_pool(
     queue = list(reversed(jobs))
     suspects: list[Any] = []
     context = multiprocessing.get_context("spawn")
+    threads = threads_per_worker(workers)
     while queue or suspects:
         if suspects:
             job = suspects.pop()
             with ProcessPoolExecutor(
-                1, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
+                1, mp_context=context, initializer=_worker_start, initargs=(os.getpid(), threads)
             ) as solo:
                 try:
                     yield solo.submit(work, job).result()
@@ -134,7 +136,7 @@ def in_pool(
                     yield crashed(job, str(exc) or "BrokenProcessPool")
             continue
         with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
+            workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(), threads)
         ) as pool:
             running: dict[Future[list[Any]], Any] = {}
             broken = False

@@ -95,6 +95,31 @@ class ImageSampler:
             )
         self.epoch = 0
         self.index = 0
+        self.rank = 0
+        self.world = 1
+
+    def shard(self, rank: int, world: int) -> None:
+        """Draw rank ``rank``'s share of ``world`` data-parallel processes: each step's global
+        batch is ``batch_size x world`` consecutive positions of the epoch's permutation, and
+        this rank takes the ``rank``-th block of ``batch_size`` of them. The position (``state``)
+        counts global batches, the same on every rank.
+
+        Raises:
+            DatasetError: fewer images than one global batch.
+        """
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world}")
+        if len(self.refs) < self.batch_size * world:
+            raise DatasetError(
+                f"{self.dataset.tag}: {len(self.refs)} image(s) cannot fill a global batch of "
+                f"{self.batch_size} x {world} processes; lower the batch size or add images"
+            )
+        self.rank, self.world = int(rank), int(world)
+
+    @property
+    def global_batch(self) -> int:
+        """Images per step over every data-parallel process."""
+        return self.batch_size * self.world
 
     def _check_size(self, image_id: str, pixels: Image) -> None:
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
@@ -112,8 +137,8 @@ class ImageSampler:
 
     @property
     def batches_per_epoch(self) -> int:
-        """Full batches in one pass over the images."""
-        return len(self.refs) // self.batch_size
+        """Full (global) batches in one pass over the images."""
+        return len(self.refs) // self.global_batch
 
     def permutation(self, epoch: int) -> npt.NDArray[np.int64]:
         """The order in which epoch ``epoch`` visits the images."""
@@ -158,12 +183,13 @@ class ImageSampler:
         return torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
     def next_batch(self) -> torch.Tensor:
-        """The next batch; advances the position, moving to the next epoch when one is done."""
-        if self.index + self.batch_size > len(self.refs):
+        """The next batch (this rank's share of it, see ``shard``); advances the position,
+        moving to the next epoch when one is done."""
+        if self.index + self.global_batch > len(self.refs):
             self.epoch += 1
             self.index = 0
-        batch = self.batch_at(self.epoch, self.index)
-        self.index += self.batch_size
+        batch = self.batch_at(self.epoch, self.index + self.rank * self.batch_size)
+        self.index += self.global_batch
         return batch
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -173,7 +199,7 @@ class ImageSampler:
     @property
     def completed_epochs(self) -> int:
         """Whole passes over the images done so far."""
-        return self.epoch + (1 if self.index + self.batch_size > len(self.refs) else 0)
+        return self.epoch + (1 if self.index + self.global_batch > len(self.refs) else 0)
 
     def state(self) -> dict[str, int]:
         """The position: epoch and index in that epoch's permutation."""

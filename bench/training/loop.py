@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from bench.errors import BenchError, UsageError
+from bench.training import distributed
 from bench.training.data import ImageSampler
 from bench.weights import checkpoint_format, first_nonfinite, read_checkpoint, save_checkpoint
 
@@ -94,7 +95,9 @@ class AmpContext:
         dtype: ``float16`` (with loss scaling) or ``bfloat16`` (no scaling needed).
     """
 
-    def __init__(self, device: str = "cpu", enabled: bool = True, dtype: str = "float16") -> None:
+    def __init__(
+        self, device: str = "cpu", enabled: bool = True, dtype: str = "float16", world: int = 1
+    ) -> None:
         import torch
 
         if dtype not in ("float16", "bfloat16"):
@@ -104,6 +107,8 @@ class AmpContext:
         self.dtype = getattr(torch, dtype)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and dtype == "float16")
         self._stepped = False
+        self.world = int(world)
+        """Data-parallel processes: above 1, gradients are averaged over them before a step."""
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The forward-pass context: ``torch.autocast`` when enabled, else a no-op."""
@@ -144,16 +149,26 @@ class AmpContext:
         if zero_grad:
             optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward(retain_graph=retain_graph)
+        self._average(optimizer)  # before clipping: the norm of the mean gradient
         if clip_grad_norm is not None:
             self.scaler.unscale_(optimizer)
             params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-        self.step(optimizer)
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """``scaler.step(optimizer)``: for trainables that call ``scale(loss).backward()``."""
         self.scaler.step(optimizer)
         self._stepped = True
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``scaler.step(optimizer)``: for trainables that call ``scale(loss).backward()``
+        (gradients averaged over data-parallel processes first)."""
+        self._average(optimizer)
+        self.scaler.step(optimizer)
+        self._stepped = True
+
+    def _average(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.world > 1:
+            from bench.training.distributed import average_gradients
+
+            average_gradients(optimizer, self.world)
 
     def update(self) -> None:
         """Adjust the scale once per training step (called by the trainer)."""
@@ -380,7 +395,10 @@ def _restore_rng(
     sampler.load_state(state["sampler"])
     if torch.device(device).type == "cuda" and "cuda" in state:
         cuda_states = list(state["cuda"])
-        if len(cuda_states) == torch.cuda.device_count():
+        if distributed.current().size > 1:
+            # Rank 0 saved from cuda:0; every rank draws what it drew (same seed, same calls).
+            torch.cuda.set_rng_state(cuda_states[0], device)
+        elif len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
 
 
@@ -427,8 +445,15 @@ class Trainer:
         self.trainable = trainable
         self.sampler = sampler
         self.options = options
-        self.log = log or _log_to_stderr
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.world = distributed.current()
+        """This process's place among data-parallel ones: rank 0 alone logs and saves."""
+        self.log = (log or _log_to_stderr) if self.world.main else _silent
+        self.progress = self.world.main and (sys.stderr.isatty() if progress is None else progress)
+        if self.world.size > 1 and (sampler.rank, sampler.world) != (
+            self.world.rank,
+            self.world.size,
+        ):
+            sampler.shard(self.world.rank, self.world.size)
         for name, mine, theirs in (
             ("crop", sampler.crop, options.crop),
             ("batch_size", sampler.batch_size, options.batch_size),
@@ -447,7 +472,7 @@ class Trainer:
                 f"{trainable.name}: module names {clash} are reserved checkpoint keys; rename them"
             )
         self.format = checkpoint_format(trainable.name)
-        self.amp = AmpContext(options.device, options.amp, options.amp_dtype)
+        self.amp = AmpContext(options.device, options.amp, options.amp_dtype, self.world.size)
         self.numpy_rng = np.random.default_rng(options.seed)
         """Trainer-level numpy randomness, saved and restored with the checkpoint."""
         self.step = 0
@@ -498,6 +523,7 @@ class Trainer:
             "evaluations": list(self.evaluations),
             "window": {"sums": dict(self._window), "count": self._window_count},
             "rng": _rng_state(self.numpy_rng, self.sampler, self.options.device),
+            "world_size": self.world.size,
         }
         hyperparameters = self._hyperparameters()
         if hyperparameters is not None:
@@ -541,6 +567,15 @@ class Trainer:
         if missing:
             raise TrainingError(f"{source}: no saved state for {missing}")
         training = state["training"]
+        saved_world = int(training.get("world_size", 1))
+        if saved_world != self.world.size:
+            raise ResumeMismatch(
+                f"{source}: trained by {saved_world} data-parallel process(es), resumed by "
+                f"{self.world.size}: the global batch ({self.options.batch_size} per process) "
+                "and the sampler's sharding would change, so the run would not continue as it "
+                f"began. Resume with torchrun --nproc_per_node={saved_world} (or one process "
+                f"for 1), or train into another checkpoint"
+            )
         self._warn_on_changes(training, source)
         for name, module in self.modules.items():
             module.load_state_dict(state[name])
@@ -596,7 +631,8 @@ class Trainer:
         bad = first_nonfinite(state)
         if bad is not None:
             self._diverged(f"tensor {bad} is not finite")
-        save_checkpoint(state, target)
+        if self.world.main:  # the ranks hold the same state; one writes it
+            save_checkpoint(state, target)
         if target == self.options.out:
             self.saved_step = self.step
         return target
@@ -633,10 +669,13 @@ class Trainer:
                 self.log(f"resuming {self.trainable.name} from {options.out} at step {self.step}")
             elif resume:
                 self.log(f"no checkpoint at {options.out}: training {self.trainable.name} anew")
+            if self.world.size > 1:
+                distributed.broadcast_modules(self.modules)  # one start, as DDP's wrapping
             losses = self._loop()
         finally:
             torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         checkpoint = self.save() if options.out is not None else None
+        distributed.barrier()  # the checkpoint is there when any rank returns
         return TrainingResult(
             step=self.step,
             epoch=self.sampler.completed_epochs,
@@ -691,6 +730,8 @@ class Trainer:
             while self.step < total:
                 batch = self.sampler.next_batch().to(options.device, non_blocking=True)
                 losses = {k: float(v) for k, v in self.trainable.step(batch, self.amp).items()}
+                if self.world.size > 1:
+                    losses = distributed.mean_over_ranks(losses, self.world.size, options.device)
                 self.amp.update()
                 self.step += 1
                 now = time.monotonic()
@@ -788,6 +829,10 @@ def _diverged_value(name: str, value: float) -> bool:
 def _optional(trainable: Trainable, method: str) -> dict[str, Any]:
     function = getattr(trainable, method, None)
     return dict(function()) if callable(function) else {}
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _log_to_stderr(line: str) -> None:

@@ -13,9 +13,10 @@ packages beside this module use its helpers.
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -193,6 +194,53 @@ def weights_identity(model: Any, prefix: bytes = b"") -> bytes:
     return digest.digest()[:8]
 
 
+@contextlib.contextmanager
+def one_analysis(model: Any, shared: Sequence[str], unused: str = "") -> Iterator[None]:
+    """While inside, the sub-networks ``shared`` of ``model`` remember their last call: a
+    call with an input equal to the last one (same shape and values) returns the last output
+    instead of running again. ``compress(x)`` then ``model(x)`` thus run the analysis once;
+    the forward pass's likelihoods are the ones it would compute anyway (the sub-networks are
+    deterministic for an input), only not recomputed. ``unused`` (e.g. ``g_s``, whose
+    reconstruction the likelihoods never read) returns its input instead of running.
+    Everything is restored on the way out."""
+    import torch
+
+    patched = []
+    for name in shared:
+        module = getattr(model, name, None)
+        if isinstance(module, torch.nn.Module):
+            module.forward = _remembering(module.forward)
+            patched.append(module)
+    skipped = getattr(model, unused, None) if unused else None
+    if isinstance(skipped, torch.nn.Module):
+        skipped.forward = _passthrough
+        patched.append(skipped)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward  # the class's forward again
+
+
+def _passthrough(x: Any) -> Any:
+    return x
+
+
+def _remembering(forward: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    import torch
+
+    last: list[Any] = []
+
+    def remembered(x: Any) -> Any:
+        if last and last[0].shape == x.shape and torch.equal(last[0], x):
+            return last[1]
+        y = forward(x)
+        last[:] = [x, y]
+        return y
+
+    return remembered
+
+
 def synchronize(device: str) -> None:
     """Wait for a CUDA device's queued work, so that timings include it (no-op on a CPU)."""
     if device.startswith("cuda"):
@@ -310,6 +358,12 @@ class LearnedCodec(Codec):
 
     ceiling = None  # learned codecs have no near-lossless setting
     pad_multiple: ClassVar[int] = PAD_MULTIPLE
+    analysis_modules: ClassVar[tuple[str, ...]] = ("g_a", "h_a", "h_s")
+    """Sub-networks the forward pass for the estimated rate shares with ``compress`` (each
+    runs once for both, see ``one_analysis``); absent names are skipped."""
+    synthesis_module: ClassVar[str] = ""
+    """The sub-network whose output the forward pass returns as ``x_hat`` only, which the
+    estimated rate does not need (skipped); empty where the model's forward is not known."""
 
     def __init__(
         self, *, device: str = "cpu", max_megapixels: float = MAX_MEGAPIXELS, batch_size: int = 1
@@ -385,7 +439,8 @@ class LearnedCodec(Codec):
         top, bottom, left, right = pad_amounts(height, width, self.pad_multiple)
         x = torch.from_numpy(np.stack(checked)).permute(0, 3, 1, 2).float().div(255)
         x = F.pad(x.to(self.device), (left, right, top, bottom), mode="constant", value=0.0)
-        with torch.inference_mode():
+        shared = one_analysis(model, self.analysis_modules, self.synthesis_module)
+        with torch.inference_mode(), shared:
             out = model.compress(x)
             likelihoods = model(x)["likelihoods"].values()
             bits = torch.stack(

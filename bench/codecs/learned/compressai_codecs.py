@@ -74,6 +74,7 @@ class ZooCodec(LearnedCodec):
     rate_scale = RateScale("quality", 1, 8, quality_rises=True)
     contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
     weight_options: ClassVar[tuple[str, ...]] = ("weights",)
+    synthesis_module = "g_s"  # the zoo's forward returns g_s's output as x_hat, nothing more
 
     def __init__(
         self,
