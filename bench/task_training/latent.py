@@ -148,9 +148,7 @@ class LatentTrainable:
         self.network.segmenter.eval()  # frozen batch-norm statistics
         logits = self.network(latents)
         loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        amp.backward(loss, self.optimizer)  # averages gradients over data-parallel ranks
         self.steps_done += 1
         with torch.no_grad():
             valid = labels != IGNORE_LABEL
