@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from bench.codecs import create_codec
 from bench.codecs.base import weight_digests
 from bench.errors import UsageError
+from bench.task_training.segmenter import option_assignments
 from bench.tasks import create_segmenter
 from bench.tasks.latent import (
     LATENT_FORMAT,
@@ -34,7 +35,7 @@ from bench.tasks.latent import (
 )
 from bench.training import AmpContext, ImageSampler, Training, TrainingOptions
 from bench.training.loop import seed_everything
-from bench.types import IGNORE_LABEL, TRAINING_FILES, parse_option_value
+from bench.types import IGNORE_LABEL, TRAINING_FILES
 
 if TYPE_CHECKING:
     from bench.datasets.base import Dataset
@@ -64,17 +65,16 @@ class LatentSampler(ImageSampler):
 
 
 def parse_assignments(items: list[str], flag: str, prefix: str = "") -> dict[str, Any]:
-    """``KEY=VALUE`` items (``CODEC.KEY=VALUE`` with ``prefix``) as keyword options."""
+    """``KEY=VALUE`` items (``CODEC.KEY=VALUE`` with ``prefix``) as keyword options, parsed as
+    ``bench train segmenter`` parses its own (``option_assignments``)."""
     found: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
-        if prefix:
+    for key, value in option_assignments(items, flag):
+        if prefix:  # keys come with dashes as underscores
+            prefix = prefix.replace("-", "_")
             if not key.startswith(prefix + "."):
-                raise UsageError(f"{flag} {item!r}: expected {prefix}.KEY=VALUE")
+                raise UsageError(f"{flag} {key}=...: expected {prefix}.KEY=VALUE")
             key = key[len(prefix) + 1 :]
-        found[key.replace("-", "_")] = parse_option_value(value)
+        found[key] = value
     return found
 
 

@@ -46,7 +46,7 @@ LEARNING_RATE = 1e-4
 """Adam's default rate (fine-tuning from trained weights)."""
 
 
-def _assignments(items: Sequence[str], flag: str) -> list[tuple[str, OptionValue]]:
+def option_assignments(items: Sequence[str], flag: str) -> list[tuple[str, OptionValue]]:
     """``["s=2.0"]`` -> ``[("s", 2.0)]`` (values typed by their look; dashes in keys become
     underscores)."""
     found = []
@@ -248,13 +248,13 @@ class SegmenterTraining(Training):
         if not (args.lr > 0 and math.isfinite(args.lr)):
             raise UsageError(f"--lr {args.lr}: expected a positive number")
         options: dict[str, Any] = {}
-        for key, value in _assignments(args.segmenter_option, "--segmenter-option"):
+        for key, value in option_assignments(args.segmenter_option, "--segmenter-option"):
             if key in ("weights", "device"):
                 flag = "--segmenter-weights" if key == "weights" else "--device"
                 raise UsageError(f"--segmenter-option {key}=...: give it as {flag}")
             options[key] = value
         codec_options: dict[str, OptionValue] = {}
-        for key, value in _assignments(args.codec_option, "--codec-option"):
+        for key, value in option_assignments(args.codec_option, "--codec-option"):
             codec, dot, option = key.partition(".")
             if not dot or not option:
                 raise UsageError(f"--codec-option expects CODEC.KEY=VALUE, got {key}={value}")
