@@ -21,6 +21,8 @@ from bench.metrics.base import Column
 __all__ = ["AnchorRow", "AnchorSummary", "anchor_summary", "default_anchor"]
 
 _NO_POINTS = Curve.of([], [])
+PUBLISHED_SUFFIX = " (published)"
+"""How a reference curve's label ends (``bench.references.ReferenceCurve.label``)."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,11 @@ class AnchorSummary:
     rows: tuple[AnchorRow, ...]
 
     def best(self) -> AnchorRow | None:
-        """The row with the lowest defined mean BD-rate."""
+        """The row with the lowest defined mean BD-rate among the run's own codecs (among
+        the published curves when the run has no other codec)."""
         defined = [r for r in self.rows if math.isfinite(r.mean_bd_rate)]
-        return min(defined, key=lambda r: r.mean_bd_rate) if defined else None
+        own = [r for r in defined if not r.codec.endswith(PUBLISHED_SUFFIX)]
+        return min(own or defined, key=lambda r: r.mean_bd_rate) if defined else None
 
     def headline(self) -> str:
         """One sentence: the best codec's mean BD-rate against the anchor (and on what)."""
@@ -58,7 +62,9 @@ class AnchorSummary:
         if best is None:
             return f"No codec has a BD-rate against {self.anchor}: the curves do not overlap."
         over = ", ".join(
-            c.label for c in self.columns if math.isfinite(best.results[c.name].bd_rate)
+            c.label.removesuffix(" mean")
+            for c in self.columns
+            if math.isfinite(best.results[c.name].bd_rate)
         )
         verb = "fewer" if best.mean_bd_rate < 0 else "more"
         return (
@@ -71,7 +77,7 @@ class AnchorSummary:
 def default_anchor(codecs: Sequence[str]) -> str | None:
     """The anchor when none is chosen: the first codec the run names (a published curve
     only when the run has no codec of its own)."""
-    own = [c for c in codecs if c != REFERENCE_CODEC and not c.endswith("(published)")]
+    own = [c for c in codecs if c != REFERENCE_CODEC and not c.endswith(PUBLISHED_SUFFIX)]
     return own[0] if own else next((c for c in codecs if c != REFERENCE_CODEC), None)
 
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from bench.executors import Executor
     from bench.manifest import RunManifest
     from bench.records import Record
+    from bench.references import ReferenceCurve
+    from bench.report.rundir import RunData
     from bench.runner import RunResult
 
 
@@ -52,6 +54,8 @@ def run(
     progress: Callable[[int, int, list[Record]], None] | None = None,
     on_start: Callable[[str, Path], None] | None = None,
     argv: Sequence[str] | None = None,
+    references: Sequence[str] | None = None,
+    anchor: str | None = None,
 ) -> RunResult:
     """Sweep codecs over a dataset, as ``bench run`` does; returns the run's result.
 
@@ -84,6 +88,11 @@ def run(
         on_start: called with (dataset tag, run directory) once everything is planned,
             before anything is coded.
         argv: the command recorded in the manifest (default: this call).
+        references: published curves drawn and compared beside the run's (names such as
+            ``kodak/vtm`` or files; ``bench.references.resolve``), kept in the run
+            directory's references.json (a resume without them keeps the stored ones).
+        anchor: the codec (or reference curve) every other is compared with on the report's
+            first screen (default: the first codec).
 
     Raises:
         UsageError: what ``bench run`` exits 2 for (unknown names, bad options).
@@ -146,6 +155,8 @@ def run(
         planned_task = plan_task(task, chosen_options, device=device, batch_size=batch_size)
     elif chosen_options:
         raise UsageError("task options need a task (see `bench list tasks`)")
+    published = resolve_references(references or (), dataset)
+    anchor = check_anchor(anchor, names, published)
     count = workers if workers is not None else (os.cpu_count() or 1)
     out_dir = Path(out) if out is not None else default_out(data.tag)
     if on_start is not None:
@@ -163,8 +174,62 @@ def run(
         progress=progress,
         argv=argv or ["bench.run", f"codecs={','.join(names)}", f"dataset={dataset}"],
         dataset_options=opened_with,
-        finish=write_run_outputs,
+        finish=lambda result: write_run_outputs(
+            keep_report_choices(result, published if references else None, anchor)
+        ),
     )
+
+
+def resolve_references(specs: Sequence[str], dataset: str | None = None) -> list[ReferenceCurve]:
+    """The published curves ``specs`` name (``kodak/vtm``, ``vtm``, a file), in order.
+
+    Raises:
+        UsageError: a name or file that resolves to nothing.
+    """
+    from bench.references import resolve
+
+    found: list[ReferenceCurve] = []
+    for spec in specs:
+        for curve in resolve(spec, dataset):
+            if all(curve.label != known.label for known in found):
+                found.append(curve)
+    return found
+
+
+def check_anchor(
+    anchor: str | None, codecs: Sequence[str], references: Sequence[ReferenceCurve]
+) -> str | None:
+    """``anchor`` as the report names it (a reference curve's name becomes its label).
+
+    Raises:
+        UsageError: ``anchor`` is neither a codec of the run nor a reference curve.
+    """
+    if anchor is None:
+        return None
+    for curve in references:
+        if anchor in (curve.name, curve.label):
+            return curve.label
+    if anchor in codecs:
+        return anchor
+    known = [*codecs, *(c.label for c in references)]
+    raise UsageError(
+        f"--anchor {anchor!r} is not a codec of this run; choose one of {', '.join(known)}"
+    )
+
+
+def keep_report_choices(
+    result: RunResult, references: Sequence[ReferenceCurve] | None, anchor: str | None
+) -> RunResult:
+    """Store the run's reference curves (None: keep what the directory has) and anchor
+    before its outputs are written."""
+    from bench.references import write_references
+    from bench.report.rundir import write_report_options
+
+    if references is not None:
+        write_references(references, result.directory)
+    if anchor is not None:
+        write_report_options(result.directory, anchor=anchor)
+    return result
 
 
 def default_out(tag: str) -> Path:
@@ -190,6 +255,42 @@ class LoadedRun:
     aggregates: pd.DataFrame
     bd: pd.DataFrame
     manifest: RunManifest
+
+    def compared(self, references: Sequence[str | ReferenceCurve] = ()) -> RunData:
+        """The run as its report sees it, with ``references`` (names, files or curves) added
+        to the curves it stores."""
+        from bench.report import load_run
+
+        run = load_run(self.directory)
+        dataset = self.manifest.dataset.get("name") if self.manifest.dataset else None
+        extra = [r for r in references if not isinstance(r, str)]
+        extra += resolve_references([r for r in references if isinstance(r, str)], dataset)
+        known = {c.label for c in run.references}
+        run.references = [*run.references, *(c for c in extra if c.label not in known)]
+        return run
+
+    def bd_table(
+        self,
+        anchor: str | None = None,
+        references: Sequence[str | ReferenceCurve] = (),
+        method: str = "pchip",
+    ) -> pd.DataFrame:
+        """Every codec's BD-rate (percent) against ``anchor`` (default: the report's anchor,
+        else the first codec) per BD metric, and their mean: one row per codec, the anchor's
+        row first with zeros (``bench.anchor.anchor_summary``)."""
+        import pandas as pd
+
+        from bench.anchor import anchor_summary
+
+        run = self.compared(references)
+        chosen = check_anchor(anchor, run.codecs, run.references) or run.anchor
+        found = anchor_summary(run.curves, run.columns, chosen, method=method)
+        names = [c.name for c in found.columns]
+        lines = [{"codec": found.anchor, **dict.fromkeys(names, 0.0), "mean": 0.0}]
+        for row in found.rows:
+            values = {name: row.results[name].bd_rate for name in names}
+            lines.append({"codec": row.codec, **values, "mean": row.mean_bd_rate})
+        return pd.DataFrame(lines, columns=["codec", *names, "mean"]).set_index("codec")
 
 
 def load(run_dir: str | Path) -> LoadedRun:

@@ -179,6 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=bar,
             on_start=announce,
             argv=args.argv,
+            references=parse_references(args.reference),
+            anchor=args.anchor,
         )
     except KeyboardInterrupt as exc:
         bar.close()
@@ -283,6 +285,18 @@ def summary_columns(result_dir: Path) -> list[Column]:
     return [c for c in columns if not c.name.startswith("n_")]
 
 
+def headline_of(run_dir: Path) -> str:
+    """The report's headline (the best codec's mean BD-rate against the anchor), or ""."""
+    from bench.report import load_run
+    from bench.report.overview import summary_of
+
+    try:
+        found, _ = summary_of(load_run(run_dir))
+    except Exception:  # the summary is a convenience; the run's files are what counts
+        return ""
+    return found.headline() if found is not None else ""
+
+
 def print_summary(result: RunResult) -> None:
     """The aggregates as a table, and where every output is."""
     from bench.curves import read_aggregates
@@ -305,6 +319,9 @@ def print_summary(result: RunResult) -> None:
             f"{row.codec:<11} {row.rate_param:>8} {row.rate:>7g} {_fmt(row.bpp_mean):>7} "
             f"{cells} {row.n_images:>4} {row.n_failed:>4}"
         )
+    headline = headline_of(result.directory)
+    if headline:
+        print(f"\n{headline}")
     print(f"\nresults in {result.directory}/")
     print("  records.csv, records.parquet   one row per image x codec x rate point")
     print("  aggregates.csv                 one row per codec x rate point")
@@ -447,14 +464,45 @@ def list_datasets() -> int:
     return EXIT_OK
 
 
+def parse_references(texts: Sequence[str]) -> list[str]:
+    """``--reference kodak/vtm,bpg --reference my.json`` -> ``["kodak/vtm", "bpg", "my.json"]``."""
+    return [name.strip() for text in texts for name in text.split(",") if name.strip()]
+
+
+def store_report_choices(run_dir: Path, args: argparse.Namespace) -> None:
+    """Keep ``--reference`` (replacing the run's stored curves) and ``--anchor`` in a run
+    directory, checked against the run, before its plots or report are written."""
+    from bench.api import check_anchor, resolve_references
+    from bench.references import read_references, write_references
+    from bench.report import load_run
+    from bench.report.rundir import write_report_options
+
+    run = load_run(run_dir)
+    specs = parse_references(getattr(args, "reference", []))
+    dataset = run.manifest.dataset.get("name") if run.manifest.dataset else None
+    curves = resolve_references(specs, dataset) if specs else read_references(run_dir)
+    anchor = check_anchor(getattr(args, "anchor", None), run.codecs, curves)
+    if specs:
+        write_references(curves, run_dir)
+    if anchor is not None:
+        write_report_options(run_dir, anchor=anchor)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_comparison, write_report
 
     run_dirs = [Path(d) for d in args.run_dirs]
     out = Path(args.out) if args.out else None
     if len(run_dirs) == 1:
+        store_report_choices(run_dirs[0], args)
+        if args.reference:
+            from bench.outputs import rewrite_outputs
+
+            rewrite_outputs(run_dirs[0])  # the plots and bd.csv with the new curves
         path = write_report(run_dirs[0], out, crops=not args.no_crops, crop_image=args.crop_image)
     else:
+        if args.reference or args.anchor:
+            raise UsageError("--reference and --anchor are for the report of one run")
         if args.crop_image:
             raise UsageError(
                 "--crop-image is for the report of one run; a comparison of runs has no crops"
@@ -468,6 +516,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
     from bench.outputs import rewrite_outputs
 
     directory = Path(args.run_dir)
+    store_report_choices(directory, args)
     rewrite_outputs(directory)
     print(f"rewrote aggregates, records.parquet and plots/ in {directory}")
     return EXIT_OK
@@ -799,6 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="run directory (default: results/DATASET-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_reference_options(p)
     p.add_argument(
         "--task",
         metavar="TASK",
@@ -864,6 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("curves", help="recompute aggregates, Parquet and plots of a run directory")
     p.add_argument("run_dir")
+    add_reference_options(p, anchor=False)
     p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("baseline", help="freeze a run's aggregates and bitstream hashes as CSV")
@@ -908,8 +959,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-crops", action="store_true", help="no crops of reconstructions (codes nothing again)"
     )
     p.add_argument("--crop-image", metavar="ID", help="image id to crop (default: chosen)")
+    add_reference_options(p)
     p.set_defaults(func=cmd_report)
     return parser
+
+
+def add_reference_options(p: argparse.ArgumentParser, anchor: bool = True) -> None:
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="NAME_OR_FILE",
+        help="published curves drawn dashed beside the run's and compared in BD tables: "
+        "names such as kodak/vtm or bpg (`bench references` lists them), or CompressAI "
+        "results JSON / CSV files; comma-separated or repeated; kept in the run directory",
+    )
+    if anchor:
+        p.add_argument(
+            "--anchor",
+            metavar="CODEC",
+            help="the codec (or published curve) every other is compared with on the "
+            "report's first screen (default: the first codec)",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

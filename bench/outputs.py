@@ -8,6 +8,8 @@ interrupted or failed run) and again from the stored records (``bench curves`` c
     per_class_iou.csv  the task's tables (with segmentation)    bench.curves.write_task_tables
     bd.csv             BD of every ordered codec pair           bench.bjontegaard.write_bd_csv
     plots/             rd_*.png and rd_*.svg                    bench.curves.plot_rd
+    (references.json: published curves drawn dashed in the plots and compared in bd.csv,
+    ``bench.references``; aggregates.csv holds the run's own rows only)
     report.html        the run's report (after a run only)      bench.report.write_report
 
 It composes the stages below it and nothing imports it but the API and the CLI: aggregation
@@ -35,6 +37,7 @@ from bench.curves import (
 from bench.errors import UsageError
 from bench.metrics.base import Metric
 from bench.records import Record
+from bench.references import ReferenceCurve, read_references
 from bench.store import AGGREGATES_CSV, PLOTS, RECORDS_CSV, RECORDS_PARQUET
 from bench.tasks.task import Task
 
@@ -52,16 +55,22 @@ def write_outputs(
     metrics: Sequence[Metric],
     task: Task | None = None,
     title: str = "",
+    references: Sequence[ReferenceCurve] | None = None,
 ) -> tuple[list[Aggregate], list[Path]]:
     """Everything derived from a run's records but the report: aggregates.csv, the task's
-    tables (e.g. per_class_iou.csv), bd.csv and the plots (titled ``title``). Returns the
-    aggregates and the plot files."""
+    tables (e.g. per_class_iou.csv), bd.csv and the plots (titled ``title``), with the
+    published ``references`` (default: the run directory's references.json) in bd.csv and
+    the plots. Returns the run's own aggregates and the plot files."""
     rows = aggregate(records, metrics, task)
     write_aggregates(rows, directory / AGGREGATES_CSV)
     write_task_tables(rows, task, directory)
     columns = columns_of(metrics, task)
-    write_bd_csv(rows, [c for c in columns if c.bd], directory)
-    return rows, plot_rd(rows, columns, directory / PLOTS, title=title)
+    if references is None:
+        references = read_references(directory)
+    dataset = rows[0].dataset if rows else title
+    compared = [*rows, *(a for curve in references for a in curve.aggregates(dataset))]
+    write_bd_csv(compared, [c for c in columns if c.bd], directory)
+    return rows, plot_rd(compared, columns, directory / PLOTS, title=title)
 
 
 def write_run_outputs(result: RunResult, *, report: bool = True) -> RunResult:
@@ -115,6 +124,7 @@ def rewrite_outputs(directory: Path) -> tuple[list[Aggregate], list[Path]]:
     has_manifest = (directory / MANIFEST).is_file()
     manifest = read_manifest(directory) if has_manifest else RunManifest()
     records = latest_per_key(read_csv(directory / RECORDS_CSV))
+    _warn_of_foreign_rows(directory / AGGREGATES_CSV, {r.codec for r in records})
     write_parquet(records, directory / RECORDS_PARQUET)
     return write_outputs(
         records,
@@ -123,3 +133,24 @@ def rewrite_outputs(directory: Path) -> tuple[list[Aggregate], list[Path]]:
         rebuild_task(manifest),
         manifest.dataset_tag,
     )
+
+
+def _warn_of_foreign_rows(path: Path, codecs: set[str]) -> None:
+    """Say so when aggregates.csv holds codecs that no record has (rows added by hand): the
+    rewrite drops them, and published points belong in ``bench import``."""
+    from bench.curves import read_aggregates
+
+    if not path.is_file():
+        return
+    try:
+        foreign = sorted({r.codec for r in read_aggregates(path)} - codecs)
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    if foreign:
+        log.warning(
+            "%s holds rows of %s that no record has; they are dropped as the aggregates are "
+            "recomputed from the records. Published points go in a reference curve: "
+            "`bench import csv FILE --dataset DATASET`, then `--reference NAME`",
+            path,
+            ", ".join(foreign),
+        )

@@ -71,7 +71,7 @@ class Page(HTMLParser):
             self._figure["src"] = a.get("src", "")
         elif tag == "div" and "missing" in a.get("class", ""):
             self._missing = {**a, "text": ""}
-        elif tag == "details":
+        elif tag == "details" and "image" in a.get("class", "").split():
             self._detail = {"image": a.get("data-image"), "table": None}
 
     def handle_endtag(self, tag):

@@ -140,18 +140,16 @@ class ReferenceCurve:
         self, dataset: str, columns: Sequence[str], images: int | None = None
     ) -> list[str]:
         """Why this curve may not compare one-to-one with a run on ``dataset`` scored with
-        aggregate ``columns`` over ``images`` images: one sentence per difference."""
+        aggregate ``columns`` over ``images`` images: one phrase per difference, without the
+        curve's name (callers group curves that share a phrase)."""
         found: list[str] = []
         own = self.columns()
         if _base(dataset) != _base(self.dataset):
-            found.append(
-                f"{self.label} was measured on {self.dataset}, this run on {dataset}: the "
-                "curves are not on the same images"
-            )
+            found.append(f"measured on {self.dataset}, this run on {dataset}: not the same images")
         elif images is not None and self.images is not None and images != self.images:
             found.append(
-                f"{self.label} averages {self.images} images of {self.dataset}, this run "
-                f"{images}: a subset moves every point"
+                f"the mean over {self.images} images of {self.dataset}; this run has {images}, "
+                "and a subset moves every point"
             )
         given = {column_of(k) for k in self.results}
         if (
@@ -160,15 +158,15 @@ class ReferenceCurve:
             and "ms_ssim_rgb_mean" in own
         ):
             found.append(
-                f"{self.label}'s MS-SSIM in dB is -10·log10(1 - mean MS-SSIM), as "
-                "CompressAI plots it; bench's is the mean of per-image dB values, which "
-                "is higher by a fraction of a dB: compare MS-SSIM BD-rates with care"
+                "MS-SSIM in dB is -10·log10(1 - mean MS-SSIM), as CompressAI plots it; "
+                "bench's is the mean of per-image dB values, a fraction of a dB higher: "
+                "compare MS-SSIM BD-rates with care"
             )
         missing = [c for c in columns if c not in own]
         if missing:
-            found.append(f"{self.label} has no {', '.join(missing)}: not drawn there")
+            found.append(f"no {', '.join(missing)}: not drawn there")
         if self.notes:
-            found.append(f"{self.label}: {self.notes}")
+            found.append(self.notes)
         return found
 
 

@@ -1,10 +1,13 @@
 """The HTML report of a run directory: one self-contained file that opens offline; and the
 comparison page of several run directories (``bench.report.compare``).
 
-Sections: summary, provenance, R-D plots (inline SVG), BD-rate tables, the per-rate-point
-table, a per-image drill-down and crops of reconstructions at matched bpp. Everything taken
-from the run (image ids, file names, options, error messages, the command) is escaped, and a
-Content-Security-Policy allows no scripts but the report's own and no outside requests.
+Sections, first screen first: the headline and every codec's BD-rate against the anchor
+(``bench.report.overview``), the R-D plots (inline SVG, with published reference curves
+dashed), the run's summary, BD-rate matrices, the per-rate-point table, the task's tables, a
+per-image drill-down, crops of reconstructions at matched bpp, and provenance (folded).
+Everything taken from the run (image ids, file names, options, error messages, the command)
+is escaped, and a Content-Security-Policy allows no scripts but the report's own and no
+outside requests.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from bench.provenance import bench_version, now
 from bench.report.compare import default_comparison_path, render_comparison, write_comparison
 from bench.report.crops import crops as crops_section
+from bench.report.overview import overview
 from bench.report.page import fill, navigation
 from bench.report.rundir import RunData, load_run
 from bench.report.sections import bd_tables, images, plots, provenance, rate_points, task_tables
@@ -31,23 +35,24 @@ __all__ = [
 ]
 
 _NAV = [
-    ("summary", "Summary"),
-    ("provenance", "Provenance"),
+    ("overview", "At a glance"),
     ("plots", "Plots"),
+    ("summary", "Summary"),
     ("bd", "BD-rate"),
     ("rate-points", "Rate points"),
     ("per-class", "Per class"),
     ("images", "Per image"),
     ("crops", "Crops"),
+    ("provenance", "Provenance"),
 ]
 
 
 def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -> str:
     """The report of a loaded run directory as HTML text."""
     parts = [
-        summary_section(run),
-        provenance(run),
+        overview(run),
         plots(run),
+        summary_section(run),
         bd_tables(run),
         rate_points(run),
         task_tables(run),
@@ -60,6 +65,7 @@ def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -
             '<section id="crops"><h2>Reconstructions at matched bpp</h2>'
             '<p class="note">Skipped (--no-crops): nothing was coded again.</p></section>'
         )
+    parts.append(provenance(run))
     body = "\n".join(p for p in parts if p)
     manifest = run.manifest
     codecs = ", ".join(c for c in run.codecs) or "no codec"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,8 +12,13 @@ from bench.manifest import RunManifest, read_manifest, rebuild_metrics, rebuild_
 from bench.metrics import Metric, create_metrics
 from bench.metrics.base import Column
 from bench.records import Record, latest_per_key, read_csv
-from bench.store import AGGREGATES_CSV, MANIFEST, RECORDS_CSV
+from bench.references import ReferenceCurve, read_references
+from bench.store import AGGREGATES_CSV, MANIFEST, RECORDS_CSV, write_atomic
 from bench.tasks.task import Task
+
+REPORT_OPTIONS = "report_options.json"
+"""A run directory's choices for its report (``{"anchor": "jpeg"}``), kept by ``bench run`` and
+``bench report`` so that a report written again shows the same summary."""
 
 
 @dataclass
@@ -33,6 +39,26 @@ class RunData:
     task: Task | None = None
     notes: list[str] = field(default_factory=list)
     has_manifest: bool = True
+    references: list[ReferenceCurve] = field(default_factory=list)
+    anchor: str | None = None
+
+    @property
+    def curves(self) -> list[Aggregate]:
+        """The run's aggregates, then every reference curve's points (in the run's dataset,
+        ``rate_param`` ``published``): what plots and BD tables compare."""
+        dataset = self.aggregates[0].dataset if self.aggregates else self.dataset_tag
+        return [*self.aggregates, *(a for c in self.references for a in c.aggregates(dataset))]
+
+    def reference_notes(self) -> list[str]:
+        """Where the reference curves' conventions differ from the run's: one line per
+        difference, naming every curve it concerns."""
+        compared = [c.name for c in self.columns if c.bd or c.plot is not None]
+        images = len(self.images) or None
+        labels: dict[str, list[str]] = {}
+        for curve in self.references:
+            for text in curve.conventions(self.dataset_tag, compared, images):
+                labels.setdefault(text, []).append(curve.label)
+        return [f"{', '.join(names)}: {text}" for text, names in labels.items()]
 
     @property
     def class_names(self) -> list[str]:
@@ -118,8 +144,48 @@ def load_run(directory: Path) -> RunData:
         notes.append(f"the run's task cannot be loaded here ({exc}); its columns are not shown")
         task = None
     aggregates, source = _aggregates(directory / AGGREGATES_CSV, records, metrics, task, notes)
+    try:
+        references = read_references(directory)
+    except UsageError as exc:
+        notes.append(str(exc))
+        references = []
     return RunData(
-        directory, manifest, records, aggregates, source, metrics, task, notes, has_manifest
+        directory,
+        manifest,
+        records,
+        aggregates,
+        source,
+        metrics,
+        task,
+        notes,
+        has_manifest,
+        references,
+        read_report_options(directory, notes).get("anchor"),
+    )
+
+
+def write_report_options(directory: Path, *, anchor: str | None) -> None:
+    """Keep the report's choices in the run directory (``anchor`` None: forget it)."""
+    path = Path(directory) / REPORT_OPTIONS
+    if anchor is None:
+        path.unlink(missing_ok=True)
+        return
+    write_atomic(path, json.dumps({"anchor": anchor}, indent=1) + "\n")
+
+
+def read_report_options(directory: Path, notes: list[str] | None = None) -> dict[str, str]:
+    """The report's stored choices; {} when none (or unreadable, which ``notes`` records)."""
+    path = Path(directory) / REPORT_OPTIONS
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if notes is not None:
+            notes.append(f"{path} cannot be read ({exc}); the report uses its defaults")
+        return {}
+    return (
+        {k: str(v) for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
     )
 
 

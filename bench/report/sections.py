@@ -27,6 +27,7 @@ from bench.report.markup import (
     section,
     table,
 )
+from bench.report.overview import bd_class
 from bench.report.rundir import RunData
 from bench.store import PLOTS
 
@@ -177,7 +178,22 @@ def provenance(run: RunData) -> str:
     if codecs:
         rows = [[name, info.target or "-"] for name, info in codecs.items()]
         body += "<h3>Codec implementations</h3>" + table(["codec", "class"], rows)
-    return section("provenance", "Provenance", body)
+    if run.references:
+        body += "<h3>Published reference curves</h3>" + _reference_table(run)
+    folded = (
+        "<details><summary>Command, code, machine, software, data, model and the sources of "
+        f"published curves</summary>{body}</details>"
+    )
+    return section("provenance", "Provenance", folded)
+
+
+def _reference_table(run: RunData) -> str:
+    rows = [
+        [c.label, c.dataset, str(c.points), c.description or "-", c.source or "-", c.licence or "-"]
+        for c in run.references
+    ]
+    header = ["curve", "dataset", "points", "description", "source", "licence"]
+    return table(header, rows, cls="compact references")
 
 
 # --- plots -----------------------------------------------------------------------------------
@@ -397,30 +413,43 @@ def _image_row(record: Record, columns: list[Column], extra: list[str]) -> list[
 
 
 def bd_tables(run: RunData) -> str:
-    """Bjøntegaard-delta rate matrices per metric (rows anchor, columns test)."""
+    """Bjøntegaard-delta rate matrices per metric (rows anchor, columns test), the run's
+    codecs and its published reference curves."""
     title = "Bjøntegaard-delta rate"
     try:
         from bench import bjontegaard
     except ImportError as exc:
         return section("bd", title, note(f"BD tables are not available here ({exc}).", "warn"))
-    codecs = [c for c in run.codecs if c != REFERENCE_CODEC]
+    rows = run.curves
+    codecs = list(dict.fromkeys(r.codec for r in rows if r.codec != REFERENCE_CODEC))
     if len(codecs) < 2:
         return section("bd", title, note("BD tables need at least two codecs."))
     parts = [
         note(
             "BD-rate of the column codec against the row codec over their common quality "
-            "range: negative means the column codec needs fewer bits for the same quality. "
-            "The smaller number is the BD quality difference at equal rate. n/a: the curves "
-            "do not overlap enough to compare."
+            "range, with PCHIP interpolation (piecewise cubic, as in the JVET common test "
+            "conditions; bd.csv also has Akima): negative (green) means the column codec "
+            "needs fewer bits for the same quality, positive (red) more. The smaller number "
+            "is the BD quality difference at equal rate. n/a: the curves do not overlap "
+            "enough to compare (each needs two points or more)."
         )
     ]
     for column in (c for c in run.columns if c.bd):
-        if not any(_finite(r.get(column.name)) for r in run.aggregates):
+        if not any(_finite(r.get(column.name)) for r in rows):
             continue
         try:
-            results = bjontegaard.bd_matrix(run.aggregates, column.name)
+            results = bjontegaard.bd_matrix(rows, column.name)
         except Exception as exc:  # one metric's failure costs its table only
             parts.append(note(f"{column.heading}: BD failed ({exc})", "warn"))
+            continue
+        if not any(_finite(r.bd_rate) or _finite(r.bd_quality) for r in results):
+            parts.append(
+                f"<h3>{esc(column.heading)}</h3>"
+                + note(
+                    "No pair of codecs can be compared: every BD number is undefined (a "
+                    "curve needs two points or more, and the curves must overlap)."
+                )
+            )
             continue
         parts.append(_bd_matrix(results, codecs, column))
     return section("bd", title, "".join(parts))
@@ -454,7 +483,13 @@ def _bd_matrix(results: list[Any], codecs: list[str], column: Column) -> str:
                 footnotes.append(f"{anchor} → {test}: {result.warning}")
                 html_text += f"<sup>{len(footnotes)}</sup>"
             row.append(
-                Cell(html_text, raw=True, value=result.bd_rate, title=result.warning, cls="num")
+                Cell(
+                    html_text,
+                    raw=True,
+                    value=result.bd_rate,
+                    title=result.warning,
+                    cls=bd_class(result.bd_rate),
+                )
             )
         rows.append(row)
     label = column.heading
