@@ -1,9 +1,15 @@
-"""Side-by-side crops of reconstructions at matched bpp, re-coded and checked by hash.
+"""Side-by-side crops of reconstructions at matched bpp: one target bpp per row.
 
-A run keeps no reconstructions, so they are made again: the original image is coded once
-more with the record's codec, options and rate, and a crop is shown only when the new
-bitstream's SHA-256 equals the one the record measured. Anything else (a codec not
-installed here, a different library version, a moved image file) is said, never shown.
+A run keeps no reconstructions, so they are made again. For each row's target bpp, a codec
+whose rate can be searched (a classical codec: no weight files, any value of its rate scale,
+no per-image inputs) is coded here at the rate value ``bench.search`` finds nearest the
+target on this image, so its bpp really matches. Any other codec (a learned codec's
+checkpoints) shows its record closest to the target, marked "not matched" when that is more
+than ``MAX_DEVIATION`` off. A record is coded again with its codec, options and rate and shown
+only when the new bitstream's SHA-256 equals the one the record measured; a reconstruction
+coded here at the target has no record to compare with, and its caption says so. Anything
+else (a codec not installed here, a different library version, a moved image file) is said,
+never shown.
 """
 
 from __future__ import annotations
@@ -25,13 +31,21 @@ from bench.codecs.base import Codec, Image
 from bench.curves import REFERENCE_CODEC
 from bench.datasets import Dataset
 from bench.errors import CodecUnavailable
+from bench.metrics.fidelity import mse_rgb, psnr_from_mse
 from bench.records import Record
 from bench.report.markup import esc, fmt, note, rate_text, section
 from bench.report.rundir import RunData
+from bench.search import DEFAULT_TOLERANCE, MAX_PROBES, SearchResult, search_rate
 
 CROP_SIZE = 256
 TARGETS = 3
 NOT_REPRODUCIBLE = "not reproducible on this machine"
+MAX_DEVIATION = 0.25
+"""A cell whose bpp is further than this (relative) from its row's target is marked "not
+matched". Learned codecs' checkpoints are usually a factor of about 1.5 apart in bpp, so the
+nearest one is within about 22 % of any target inside their range; 25 % more bits are worth
+about 1 dB of PSNR, as much as separates codecs one compares by eye."""
+CODED_HERE = "coded here at the target: no measured record, so no SHA-256 to compare"
 
 CITYSCAPES_PALETTE = (  # trainId colours of the Cityscapes scripts (labels.py)
     (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
@@ -55,6 +69,36 @@ class Reproduction:
     @property
     def ok(self) -> bool:
         return self.decoded is not None
+
+
+@dataclass
+class Match:
+    """One cell of the crops grid: a codec's reconstruction nearest a row's target bpp."""
+
+    target: float
+    reproduction: Reproduction
+    rate: float
+    bpp: float
+    psnr: float
+    searched: bool = False
+    """Coded here at the target by the rate search (no measured record behind it)."""
+    search_note: str = ""
+    probes: int = 0
+    """Bitstreams the rate search asked for (0: no search)."""
+
+    @property
+    def deviation(self) -> float:
+        """Relative bpp difference from the target (-0.04 for 4 % below)."""
+        return self.bpp / self.target - 1.0
+
+    @property
+    def matched(self) -> bool:
+        return abs(self.deviation) <= MAX_DEVIATION
+
+    @property
+    def key(self) -> tuple[str, float]:
+        """The codec and rate value: equal keys are the same reconstruction."""
+        return self.reproduction.record.codec, self.rate
 
 
 @dataclass(frozen=True)
@@ -109,6 +153,61 @@ def bpp_targets(
 def closest(records: Sequence[Record], target: float) -> Record:
     """The record whose bpp is nearest ``target`` on a log scale."""
     return min(records, key=lambda r: abs(math.log((r.bpp or target) / target)))
+
+
+def searchable(codec: Codec) -> bool:
+    """Whether the report codes ``codec`` at each target by a rate search: a classical codec
+    (no weight files), free to take any value of its rate scale (no finite set of rate
+    points) and without per-image inputs. A learned codec is not searched even where its scale
+    is continuous: each probe would run its network on the whole image (and may load or fetch
+    the weights of another rate point), up to ``MAX_PROBES`` times per target."""
+    return not codec.weight_options and codec.rate_points() is None and not codec.inputs
+
+
+def deviation_text(bpp: float, target: float) -> str:
+    """``0.262 bpp (-4 %)``: a bpp and how far it is from the target, in whole percent.
+
+    >>> deviation_text(0.262, 0.272), deviation_text(0.45, 0.3), deviation_text(0.3001, 0.3)
+    ('0.262 bpp (-4 %)', '0.450 bpp (+50 %)', '0.300 bpp (0 %)')
+    """
+    percent = round(100 * (bpp / target - 1))
+    return f"{bpp:.3f} bpp ({percent:+d} %)" if percent else f"{bpp:.3f} bpp (0 %)"
+
+
+class _ProbesSpent(Exception):
+    """The search asked for more probes than it may make."""
+
+
+def search_target(
+    codec: Codec, image: Image, target: float, coded: dict[float, bytes], budget: int = MAX_PROBES
+) -> SearchResult:
+    """The rate value of ``codec`` whose bitstream of ``image`` is nearest ``target`` bpp, by
+    ``bench.search`` with at most ``budget`` probes (then the best probe so far). Bitstreams are
+    kept in ``coded`` by rate value, so another target of the same codec reuses them."""
+    pixels = image.shape[0] * image.shape[1]
+    tried: dict[float, float] = {}
+
+    def bpp_of(rate: float) -> float:
+        if len(tried) >= budget:
+            raise _ProbesSpent
+        if rate not in coded:
+            coded[rate] = codec.encode(image, rate)
+        tried[rate] = 8.0 * len(coded[rate]) / pixels
+        return tried[rate]
+
+    try:
+        return search_rate(
+            bpp_of,
+            codec.scale,
+            target,
+            tolerance=DEFAULT_TOLERANCE,
+            first_guess=codec.rate_for_bpp(target),
+        )
+    except _ProbesSpent:
+        rate, bpp = min(tried.items(), key=lambda item: abs(item[1] - target))
+        return SearchResult(
+            target, rate, bpp, tuple(tried.items()), f"stopped after {budget} probes"
+        )
 
 
 def load_original(run: RunData, image_id: str, shape: tuple[int, int]) -> tuple[Image | None, str]:
@@ -196,20 +295,92 @@ def reproduce(
                 f"instead of {record.sha256[:12] or 'none'}; library {codec.library_version()}, "
                 f"run used {record.codec_version or 'unknown'})",
             )  # fmt: skip
-        decoded = codec.decode(data)
     except Exception as exc:
         return Reproduction(record, None, "", f"{record.codec} failed here: {exc}")
+    return reconstruct(codec, record, image, data, record.rate)
+
+
+def reconstruct(
+    codec: Codec, record: Record, image: Image, data: bytes, rate: float
+) -> Reproduction:
+    """Decode ``data``, coded from ``image`` at ``rate`` by the codec of ``record``, with the
+    pictures of the encoder's decisions (``Codec.side_images``)."""
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        decoded = codec.decode(data)
+    except Exception as exc:
+        return Reproduction(record, None, digest, f"{record.codec} failed here: {exc}")
     if decoded.shape != image.shape:
         return Reproduction(record, None, digest, f"decoded to {decoded.shape}")
     try:
         side = {
             name: picture
-            for name, picture in codec.side_images(image, record.rate).items()
+            for name, picture in codec.side_images(image, rate).items()
             if picture.shape == image.shape and picture.dtype == np.uint8
         }
     except Exception:  # a picture of the encoder's decisions never costs the crop
         side = {}
     return Reproduction(record, decoded, digest, side_images=side)
+
+
+@dataclass
+class Recoder:
+    """What the cells of one image share: the run, the original, codecs built so far,
+    reconstructions by (codec, rate value) and the bitstreams searches coded, by codec."""
+
+    run: RunData
+    image: Image
+    codecs: dict[str, Codec | str] = field(default_factory=dict)
+    done: dict[tuple[str, float], Reproduction] = field(default_factory=dict)
+    coded: dict[str, dict[float, bytes]] = field(default_factory=dict)
+
+    def from_record(self, record: Record, target: float, search_note: str = "") -> Match:
+        """The cell of a measured record, coded again and checked by hash."""
+        key = (record.codec, record.rate)
+        if key not in self.done:
+            self.done[key] = reproduce(self.run, record, self.image, self.codecs)
+        psnr = record.get("psnr_rgb")
+        return Match(
+            target, self.done[key], record.rate, float(record.bpp or math.nan),
+            float(psnr) if isinstance(psnr, int | float) else math.nan, search_note=search_note,
+        )  # fmt: skip
+
+    def searched(self, codec: Codec, nearest: Record, found: SearchResult, rate: float) -> Match:
+        """The cell of the rate value the search chose (``found.rate``) and no record measured."""
+        key = (nearest.codec, rate)
+        if key not in self.done:
+            data = self.coded[nearest.codec][rate]
+            self.done[key] = reconstruct(codec, nearest, self.image, data, rate)
+        made = self.done[key]
+        decoded = made.decoded
+        psnr = psnr_from_mse(mse_rgb(self.image, decoded)) if decoded is not None else math.nan
+        return Match(
+            found.target, made, rate, found.bpp, psnr, searched=True, search_note=found.note,
+            probes=len(found.probes),
+        )  # fmt: skip
+
+    def match(self, records: Sequence[Record], target: float) -> Match:
+        """A codec's cell for ``target``: coded here at the target when the codec can be
+        searched and no record is already within the search's tolerance, else its closest
+        record (a searched rate value that a record measured is that record)."""
+        nearest = closest(records, target)
+        codec = _codec(self.run, nearest, self.codecs)
+        near_enough = abs((nearest.bpp or math.inf) / target - 1) <= DEFAULT_TOLERANCE
+        if isinstance(codec, str) or not searchable(codec) or near_enough:
+            return self.from_record(nearest, target)
+        coded = self.coded.setdefault(nearest.codec, {})
+        try:
+            found = search_target(codec, self.image, target, coded)
+        except Exception as exc:  # the closest record is still worth showing
+            return self.from_record(nearest, target, f"the rate search failed here ({exc})")
+        if found.rate is None:
+            return self.from_record(nearest, target, found.note)
+        measured = next((r for r in records if r.rate == found.rate), None)
+        if measured is not None:
+            match = self.from_record(measured, target, found.note)
+            match.probes = len(found.probes)
+            return match
+        return self.searched(codec, nearest, found, found.rate)
 
 
 def png_uri(pixels: npt.NDArray[np.uint8]) -> str:
@@ -273,31 +444,37 @@ def _crops(run: RunData, image_id: str | None, overlays: bool) -> str:
     targets, shared = bpp_targets(ranges)
     window = detailed_window(original)
     began = time.perf_counter()
-    cache: dict[str, Codec | str] = {}
-    done: dict[tuple[str, float], Reproduction] = {}
-    grid: list[list[Reproduction]] = []
-    for target in targets:
-        row = []
-        for codec in codecs:
-            record = closest(per_codec[codec], target)
-            key = (record.codec, record.rate)
-            if key not in done:
-                done[key] = reproduce(run, record, original, cache)
-            row.append(done[key])
-        grid.append(row)
+    recoder = Recoder(run, original)
+    grid = [[recoder.match(per_codec[c], target) for c in codecs] for target in targets]
     recode_s = time.perf_counter() - began
-    masks, seg_note = _segment(run, original, list(done.values())) if overlays else ({}, "")
+    made = list(recoder.done.values())
+    masks, seg_note = _segment(run, original, made) if overlays else ({}, "")
+    body = note(_explanation(image_id, window, grid, recode_s, shared))
+    body += note(seg_note) if seg_note else ""
+    body += _grid_html(original, window, codecs, targets, grid, masks, run)
+    return body
+
+
+def _explanation(
+    image_id: str, window: Window, grid: list[list[Match]], recode_s: float, shared: bool
+) -> str:
+    """What the grid shows and how it was made (searches, probes, time)."""
+    cells = [m for row in grid for m in row]
+    searched = sum(1 for m in cells if m.probes)
+    probes = sum(m.probes for m in cells)
     text = (
         f"Image {image_id}, window {window.width}x{window.height} at ({window.x}, {window.y}), "
-        f"the most detailed part of the image. Each codec's rate point closest to the bpp of "
-        f"the row, coded again here and shown only when its bitstream's SHA-256 equals the "
-        f"measured one (re-coding took {recode_s:.1f} s)."
+        "the most detailed part of the image. Each row is one target bpp. A codec whose rate "
+        "can be searched is coded here at the rate value nearest the target (at most "
+        f"{MAX_PROBES} trial codings per target); a codec with fixed rate points shows its "
+        "record closest to the target. A record is coded again and shown only when its "
+        "bitstream's SHA-256 equals the measured one. Each cell gives its bpp and its deviation "
+        f"from the target; more than {100 * MAX_DEVIATION:.0f} % off, it is marked not matched "
+        f"(re-coding took {recode_s:.1f} s, {searched} searches with {probes} trial codings)."
     )
     if not shared:
         text += " The codecs reach no common bpp range on this image: each shows its closest point."
-    body = note(text) + (note(seg_note) if seg_note else "")
-    body += _grid_html(original, window, codecs, targets, grid, masks, run)
-    return body
+    return text
 
 
 def _segment(
@@ -352,7 +529,7 @@ def _grid_html(
     window: Window,
     codecs: list[str],
     targets: list[float],
-    grid: list[list[Reproduction]],
+    grid: list[list[Match]],
     masks: Mapping[str, npt.NDArray[np.uint8]],
     run: RunData,
 ) -> str:
@@ -376,17 +553,17 @@ def _grid_html(
     rows = []
     shown: dict[tuple[str, float], float] = {}
     for index, (target, row) in enumerate(zip(targets, grid, strict=True)):
-        cells = [f'<th scope="row">≈ {target:.3f} bpp</th>']
+        cells = [f'<th scope="row" data-target="{target!r}">target {target:.3f} bpp</th>']
         if index == 0:
             cells.append(f'<td rowspan="{len(grid)}" class="original">{first}</td>')
-        for item in row:
-            key = (item.record.codec, item.record.rate)
-            if key in shown:
-                text = f"the rate point of the ≈ {shown[key]:.3f} bpp row ({_caption(item.record)})"
-                cells.append(f'<td><div class="same">{esc(text)}</div></td>')
-                continue
-            shown[key] = target
-            cells.append(f"<td>{_cell(item, window, masks, colours)}</td>")
+        for match in row:
+            if match.key in shown:
+                text = f"the same reconstruction as in the target {shown[match.key]:.3f} bpp row"
+                body = f'<div class="same">{esc(text)}: {esc(_caption(match))}</div>'
+            else:
+                shown[match.key] = target
+                body = _cell(match, window, masks, colours)
+            cells.append(f"<td {_cell_attrs(match)}>{_unmatched(match)}{body}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     table = (
         '<div class="scroll"><table class="crops"><thead><tr><th>bpp</th><th>original</th>'
@@ -397,28 +574,57 @@ def _grid_html(
     return table
 
 
-def _caption(record: Record) -> str:
-    return (
-        f"{record.codec} {record.rate_param}={rate_text(record.rate)}: {fmt(record.bpp, 3)} bpp, "
-        f"{fmt(record.psnr_rgb, 2)} dB"
+def _cell_attrs(match: Match) -> str:
+    """The cell's facts as data attributes (escaped), for readers and tests."""
+    facts = {
+        "codec": match.reproduction.record.codec,
+        "target": repr(match.target),
+        "bpp": repr(match.bpp),
+        "source": "search" if match.searched else "record",
+        "matched": "yes" if match.matched else "no",
+    }
+    return " ".join(f'data-{k}="{esc(v)}"' for k, v in facts.items())
+
+
+def _unmatched(match: Match) -> str:
+    """A visible mark on a cell further than MAX_DEVIATION from its target, else ""."""
+    if match.matched:
+        return ""
+    text = f"not matched: nearest point is {deviation_text(match.bpp, match.target)}"
+    return f'<div class="unmatched warn"><b>{esc(text)}</b></div>'
+
+
+def _caption(match: Match) -> str:
+    record = match.reproduction.record
+    text = (
+        f"{record.codec} {record.rate_param}={rate_text(match.rate)}: "
+        f"{deviation_text(match.bpp, match.target)}, {fmt(match.psnr, 2)} dB"
     )
+    if match.searched:
+        text += f"; {CODED_HERE}"
+    if match.search_note:
+        text += f"; {match.search_note}"
+    return text
 
 
 def _cell(
-    item: Reproduction,
+    match: Match,
     window: Window,
     masks: Mapping[str, npt.NDArray[np.uint8]],
     colours: npt.NDArray[np.uint8],
 ) -> str:
+    item = match.reproduction
     record = item.record
-    caption = _caption(record)
+    caption = _caption(match)
     if item.decoded is None:
+        expected = "" if match.searched else record.sha256
         return (
-            f'<div class="missing" data-kind="missing" data-sha256="{esc(record.sha256)}">'
+            f'<div class="missing" data-kind="missing" data-sha256="{esc(expected)}">'
             f"<b>{esc(caption)}</b><br>{esc(NOT_REPRODUCIBLE)}: {esc(item.reason)}</div>"
         )
+    source = "search" if match.searched else "record"
     attrs = {"kind": "reconstruction", "sha256": item.sha256, "codec": record.codec,
-             "rate": repr(record.rate)}  # fmt: skip
+             "rate": repr(match.rate), "source": source}  # fmt: skip
     out = _figure(png_uri(window.cut(item.decoded)), caption, attrs)
     if item.sha256 in masks:
         blended = overlay(window.cut(item.decoded), window.cut(masks[item.sha256]), colours)

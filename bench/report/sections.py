@@ -29,6 +29,7 @@ from bench.report.markup import (
 )
 from bench.report.overview import bd_class
 from bench.report.rundir import RunData
+from bench.report.sanity import broken_codec_warnings
 from bench.store import PLOTS
 
 MAX_ERRORS_SHOWN = 5
@@ -86,6 +87,7 @@ def summary(run: RunData) -> str:
     ]
     body = key_values(facts, cls="kv summary")
     warnings = [*run.notes, *run.manifest.warnings]
+    warnings += broken_codec_warnings(run.aggregates, run.columns)
     if warnings:
         body += '<div class="warn"><ul>' + "".join(f"<li>{esc(n)}</li>" for n in warnings)
         body += "</ul></div>"
