@@ -226,3 +226,44 @@ def test_bench_run_resume_with_another_codec_grows_the_run(images, tmp_path, cap
     report = (out / "report.html").read_text()  # as bench run wrote it
     assert "<td>jpeg</td>" in report and "<td>webp</td>" in report
     assert not (out / SUPERSEDED).exists()
+
+
+def test_a_kept_target_bpp_codec_keeps_its_searched_records(images, tmp_path):
+    out = tmp_path / "run"
+    dataset = FolderDataset(data_dir=images)
+    searched = plan_codec("jpeg", targets=[0.5, 1.0])
+    run(dataset, [searched], out, workers=0, limit=2)
+    before = _rows(out / "records.csv", "jpeg")
+
+    grown = run(dataset, [plan_codec("webp", rates=[50])], out, workers=0, limit=2, resume=True)
+
+    assert _rows(out / "records.csv", "jpeg") == before
+    assert [r.target_bpp for r in grown.records if r.codec == "jpeg"] == [0.5, 0.5, 1.0, 1.0]
+    manifest = read_manifest(out)
+    assert manifest.codecs["jpeg"].target_bpp == [0.5, 1.0] and manifest.warnings == []
+
+
+def test_a_grown_run_with_a_task_keeps_its_reference_and_other_codecs(images, tmp_path):
+    from toy_task import ToyTask
+
+    out = tmp_path / "run"
+    dataset = FolderDataset(data_dir=images)
+    task = ToyTask(threshold=24)
+    run(dataset, [plan_codec("jpeg", rates=[20, 80])], out, workers=0, task=task, limit=2)
+    before = {c: _rows(out / "records.csv", c) for c in ("none", "jpeg")}
+
+    grown = run(dataset, [plan_codec("webp", rates=[50])], out, workers=0, task=task, limit=2,
+                resume=True)  # fmt: skip
+
+    assert {c: _rows(out / "records.csv", c) for c in ("none", "jpeg")} == before
+    assert list(read_manifest(out).codecs) == ["none", "jpeg", "webp"]
+    assert len([r for r in grown.records if r.codec == "webp"]) == 2
+
+    run(dataset, [plan_codec("webp", rates=[50])], out, workers=0, limit=2, resume=True)
+
+    manifest = read_manifest(out)
+    assert list(manifest.codecs) == ["webp"]  # no task: the reference and jpeg go
+    assert manifest.warnings == [
+        f"{codec}: {n} record(s) made under another task than this run's were moved to {SUPERSEDED}"
+        for codec, n in (("none", 2), ("jpeg", 4), ("webp", 2))
+    ]
