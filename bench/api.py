@@ -82,7 +82,8 @@ def run(
             images per forward pass (both given to a task that takes them).
         workers: worker processes (default: CPU count; 0 codes in this process).
         executor: runs the jobs instead of the local pool (``bench.executors``).
-        resume: continue the run in ``out``.
+        resume: continue the run in ``out``, or grow it: the records of codecs not in
+            ``codecs`` are kept.
         download: whether data and weights may be downloaded.
         progress: called after each job with (jobs done, jobs total, its records).
         on_start: called with (dataset tag, run directory) once everything is planned,

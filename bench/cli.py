@@ -847,7 +847,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="target-bpp search: the closest bpp (default) or the highest not above the target",
     )
     p.add_argument("--out", help="run directory (default: results/DATASET-TIMESTAMP)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out, or grow it: the records of codecs not in --codecs "
+        "are kept",
+    )
     add_reference_options(p)
     p.add_argument(
         "--task",

@@ -50,7 +50,7 @@ from bench.provenance import git_state, machine, now, software
 from bench.records import ERROR, RATE_VALUE, TARGET_BPP, Record
 from bench.registry import import_target
 from bench.search import MODES, search_rate
-from bench.store import AGGREGATES_CSV, RunStore
+from bench.store import AGGREGATES_CSV, Reason, RunStore
 from bench.tasks.task import REFERENCE_CODEC, Coded, Task
 
 log = logging.getLogger(__name__)
@@ -739,7 +739,8 @@ def run(
         metrics: what to score (default: PSNR, SSIM, MS-SSIM).
         limit: only the first N images of the dataset.
         resume: continue a run in ``out_dir``, redoing only what did not succeed or was
-            made under other options, metrics, inputs or task.
+            made under other options, metrics, inputs or task; the records of codecs not in
+            ``plans`` are kept where they stand beside this run's (growing a run).
         progress: called after each job with (jobs done, jobs total, its records).
         dataset_options: the options ``dataset`` was opened with (kept in the manifest so
             that the report can reopen it).
@@ -797,8 +798,10 @@ def _run(
     value_columns = [c.name for m in chosen for c in m.record_columns]
     if task is not None:
         value_columns += [c.name for c in task.record_columns]
-    adopt = _adopt_older_records(out_dir, plans, task) if resume else None
+    earlier = _earlier_manifest(out_dir) if resume else None
+    adopt = _adopt_older_records(earlier, plans, task) if resume else None
     store = RunStore(out_dir, resume=resume, value_columns=value_columns, adopt=adopt)
+    scope = _Scope.of(refs, plans, chosen, task, _kept_codecs(earlier, plans, store.records))
     done = store.done_keys()
     jobs = _plan_jobs(dataset, refs, plans, chosen, task, done)
     runner = executor or local(workers)
@@ -820,22 +823,7 @@ def _run(
         metrics=[m.name for m in chosen],
         metric_provenance={m.name: m.provenance() for m in chosen if m.provenance()},
         task=task_entry(task),
-        codecs={
-            p.name: CodecEntry(
-                version=p.version,
-                options=dict(p.options),
-                target=p.target,
-                rate_param=p.rate_param,
-                rates=list(p.rates),
-                target_bpp=list(p.targets),
-                target_mode=p.target_mode if p.targets else None,
-                usable=p.usable,
-                unusable_reason=p.unusable_reason,
-                codec_input=p.codec_input,
-                provenance=dict(p.provenance),
-            )
-            for p in plans
-        },
+        codecs=_codec_entries(plans, earlier, scope.kept),
     )
     manifest.warnings = warnings
     write_manifest(store.directory, manifest)
@@ -855,26 +843,165 @@ def _run(
             if progress:
                 progress(count, len(jobs), records)
     except KeyboardInterrupt as exc:
-        _finish_after_failure(exc, store, manifest, "interrupted", refs, plans, chosen, task)
+        _finish_after_failure(exc, store, manifest, "interrupted", refs, scope, chosen, task)
         raise
     except BaseException as exc:  # e.g. the disk filled up: keep what was written, say so
-        _finish_after_failure(exc, store, manifest, "failed", refs, plans, chosen, task)
+        _finish_after_failure(exc, store, manifest, "failed", refs, scope, chosen, task)
         raise
-    return _finish(store, manifest, "finished", refs, plans, chosen, task)
+    return _finish(store, manifest, "finished", refs, scope, chosen, task)
+
+
+def _plan_entry(plan: CodecPlan) -> CodecEntry:
+    """What the manifest records about a planned codec."""
+    return CodecEntry(
+        version=plan.version,
+        options=dict(plan.options),
+        target=plan.target,
+        rate_param=plan.rate_param,
+        rates=list(plan.rates),
+        target_bpp=list(plan.targets),
+        target_mode=plan.target_mode if plan.targets else None,
+        usable=plan.usable,
+        unusable_reason=plan.unusable_reason,
+        codec_input=plan.codec_input,
+        provenance=dict(plan.provenance),
+    )
+
+
+def _codec_entries(
+    plans: Sequence[CodecPlan], earlier: RunManifest | None, kept: Mapping[str, CodecEntry]
+) -> dict[str, CodecEntry]:
+    """The manifest's codecs: those of the earlier manifest that this run sweeps or keeps,
+    in the earlier order (so that a grown run's table and plots keep their order), then the
+    plan's new ones in the plan's order. A planned codec has this run's entry, a kept one
+    its earlier entry."""
+    planned = {plan.name: _plan_entry(plan) for plan in plans}
+    listed = earlier.codecs if earlier is not None else {}
+    before = [name for name in listed if name in planned or name in kept]
+    names = dict.fromkeys([*before, *planned])
+    return {name: planned[name] if name in planned else kept[name] for name in names}
+
+
+def _earlier_manifest(out_dir: Path) -> RunManifest | None:
+    """The manifest a resumed run directory holds before this run replaces it; None when it
+    has none or it cannot be read."""
+    if not (out_dir / MANIFEST).is_file():
+        return None
+    try:
+        return read_manifest(out_dir)
+    except UsageError as exc:
+        log.warning("%s; records of codecs this run does not sweep are set aside", exc)
+        return None
+
+
+def _kept_codecs(
+    earlier: RunManifest | None, plans: Sequence[CodecPlan], records: Iterable[Record]
+) -> dict[str, CodecEntry]:
+    """The earlier manifest's entries of codecs that hold records in the run directory but
+    are not in this run's plan: a resume that adds a codec keeps them (growing a run)."""
+    if earlier is None:
+        return {}
+    planned = {plan.name for plan in plans}
+    stored = {record.codec for record in records} - planned
+    return {name: entry for name, entry in earlier.codecs.items() if name in stored}
+
+
+def _entry_points(entry: CodecEntry) -> tuple[str, list[float]]:
+    """The kind of rate point (``TARGET_BPP`` or ``RATE_VALUE``) and the points a manifest
+    entry's codec was swept at."""
+    if entry.target_bpp:
+        return TARGET_BPP, [float(p) for p in entry.target_bpp]
+    return RATE_VALUE, [float(p) for p in entry.rates]
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What a record must match to stay in the run directory after this run: one of this
+    run's images, its metrics and task, and its codec's options and rate points: those of
+    this run's plan, or for a codec it keeps without sweeping it (``kept``), those the
+    earlier manifest records. Everything else is set aside (``RunStore.keep_only``)."""
+
+    images: frozenset[tuple[str, str]]
+    plans: Mapping[str, CodecPlan]
+    kept: Mapping[str, CodecEntry]
+    metrics: str
+    task: str
+
+    @classmethod
+    def of(
+        cls,
+        refs: Sequence[SampleRef],
+        plans: Sequence[CodecPlan],
+        metrics: Sequence[Metric],
+        task: Task | None,
+        kept: Mapping[str, CodecEntry],
+    ) -> _Scope:
+        images = frozenset((ref.dataset, ref.id) for ref in refs)
+        planned = {plan.name: plan for plan in plans}
+        return cls(images, planned, kept, metric_names(metrics), task.identity if task else "")
+
+    def conflict(self, record: Record) -> Reason | None:
+        """Why ``record`` cannot stay (checked in this order: image, rate point, codec
+        options, metrics, task), None when it can."""
+        if (record.dataset, record.image_id) not in self.images:
+            return Reason.OTHER_IMAGES
+        reason = self._codec_conflict(record)
+        if reason is not None:
+            return reason
+        if record.metrics != self.metrics:
+            return Reason.OTHER_METRICS
+        if record.task != self.task:
+            return Reason.OTHER_TASK
+        return None
+
+    def _codec_conflict(self, record: Record) -> Reason | None:
+        plan = self.plans.get(record.codec)
+        if plan is not None:
+            kind = TARGET_BPP if plan.targets else RATE_VALUE
+            if record.point_kind != kind or record.point not in plan.points:
+                return Reason.OTHER_POINTS
+            same = record.codec_key == plan.codec_key(record.point)
+            return None if same else Reason.OTHER_OPTIONS
+        entry = self.kept.get(record.codec)
+        if entry is None:
+            return Reason.UNDESCRIBED
+        kind, points = _entry_points(entry)
+        if record.point_kind != kind or record.point not in points:
+            return Reason.OTHER_POINTS
+        same = _options_of(record) == entry.options
+        return None if same else Reason.OTHER_OPTIONS
+
+    def missing_of_kept(self, records: Sequence[Record]) -> dict[str, tuple[int, int]]:
+        """For each kept codec whose records do not cover this run's images at every rate
+        point of its entry: (records it has, records it would need)."""
+        short: dict[str, tuple[int, int]] = {}
+        for name, entry in self.kept.items():
+            have = {r.slot for r in records if r.codec == name}
+            if not have:
+                continue
+            need = len(self.images) * len(_entry_points(entry)[1])
+            if len(have) < need:
+                short[name] = (len(have), need)
+        return short
+
+
+def _options_of(record: Record) -> Any:
+    """A record's codec options as a JSON value (None where they are not JSON)."""
+    try:
+        return json.loads(record.codec_options or "null")
+    except ValueError:
+        return None
 
 
 def _adopt_older_records(
-    out_dir: Path, plans: Sequence[CodecPlan], task: Task | None
+    earlier: RunManifest | None, plans: Sequence[CodecPlan], task: Task | None
 ) -> Callable[[Record], bool]:
     """What completes the records of an older bench version for a resume: their
     ``codec_identity`` (records without one, made under the options the run directory's last
     manifest names, get it from the weights' SHA-256 that manifest recorded) and their task
     identity (an earlier identity of the same task becomes this one's). Records it cannot
-    match keep what they have, and a resume redoes them. Returns whether it changed one."""
-    earlier: RunManifest | None = None
-    if (out_dir / MANIFEST).is_file():
-        with contextlib.suppress(UsageError):
-            earlier = read_manifest(out_dir)
+    match keep what they have, and a resume redoes them. Returns whether it changed one.
+    ``earlier`` is the run directory's last manifest (None when it has none)."""
     tasks: dict[str, str] = {}
     if task is not None:
         tasks.update(dict.fromkeys(task.previous_identities(), task.identity))
@@ -929,7 +1056,7 @@ def _finish_after_failure(
     manifest: RunManifest,
     status: str,
     refs: list[SampleRef],
-    plans: Sequence[CodecPlan],
+    scope: _Scope,
     metrics: Sequence[Metric],
     task: Task | None,
 ) -> None:
@@ -937,7 +1064,7 @@ def _finish_after_failure(
     written stay, the manifest says ``status``; a failure here (a full disk) is logged, never
     raised over the one that stopped the run. The result rides on ``exc`` (:func:`stopped_run`)."""
     try:
-        result = _finish(store, manifest, status, refs, plans, metrics, task)
+        result = _finish(store, manifest, status, refs, scope, metrics, task)
     except Exception as error:
         log.error("could not finish the run directory %s (%s): %s", store.directory, status, error)
         return
@@ -1009,43 +1136,26 @@ def _finish(
     manifest: RunManifest,
     status: str,
     refs: list[SampleRef],
-    plans: Sequence[CodecPlan],
+    scope: _Scope,
     metrics: Sequence[Metric],
     task: Task | None,
 ) -> RunResult:
-    """Close the records (setting aside what this run does not cover), write them sorted as
-    Parquet, and the final manifest."""
+    """Close the records (setting aside what this run does not cover, and saying so in the
+    log and the manifest's warnings), write them sorted as Parquet, and the final manifest
+    (without the kept codecs that kept no record)."""
     store.close()
-    wanted = {
-        (ref.dataset, ref.id, plan.name, TARGET_BPP if plan.targets else RATE_VALUE, point)
-        for ref in refs
-        for plan in plans
-        for point in plan.points
+    set_aside = store.keep_only(scope.conflict)
+    held = {record.codec for record in store.records}
+    manifest.codecs = {
+        name: entry
+        for name, entry in manifest.codecs.items()
+        if name in scope.plans or name in held
     }
-    by_name = {plan.name: plan for plan in plans}
-    names, identity = metric_names(metrics), task.identity if task else ""
-    set_aside = store.keep_only(
-        wanted,
-        lambda r: (
-            r.codec in by_name
-            and by_name[r.codec].codec_key(r.point) == r.codec_key
-            and r.metrics == names
-            and r.task == identity
-        ),
-    )
-    for message in set_aside.messages():
+    notes = [*set_aside.messages(), *_kept_short(scope, store.records)]
+    for message in notes:
         log.warning("%s", message)
-    image_order = {ref.id: i for i, ref in enumerate(refs)}
-    codec_order = {p.name: i for i, p in enumerate(plans)}
-    rate_order = {(p.name, r): i for p in plans for i, r in enumerate(p.points)}
-    records = sorted(
-        store.final_records(),
-        key=lambda r: (
-            codec_order.get(r.codec, len(codec_order)),
-            rate_order.get((r.codec, r.point), 0),
-            image_order.get(r.image_id, len(image_order)),
-        ),
-    )
+    manifest.warnings = [*manifest.warnings, *notes]
+    records = sorted(store.final_records(), key=_record_order(manifest, refs))
     store.records = records
     store.write_parquet()
     failed = sum(1 for r in records if not r.ok)
@@ -1053,6 +1163,36 @@ def _finish(
     manifest.records = {"ok": len(records) - failed, "error": failed}
     write_manifest(store.directory, manifest)
     return RunResult(store.directory, records, status, tuple(metrics), task, manifest.dataset_tag)
+
+
+def _kept_short(scope: _Scope, records: Sequence[Record]) -> list[str]:
+    """Warnings for codecs kept from earlier runs whose records do not cover this run's
+    images at each of their rate points."""
+    return [
+        f"{name} was kept from an earlier run of this directory without being swept by this "
+        f"one, and has {have} of the {need} records (image x rate point) this run's images "
+        f"need: its aggregates cover those only (add {name} to --codecs to do the rest)"
+        for name, (have, need) in scope.missing_of_kept(records).items()
+    ]
+
+
+def _record_order(
+    manifest: RunManifest, refs: Sequence[SampleRef]
+) -> Callable[[Record], tuple[int, int, int]]:
+    """Sort key of the final records: the manifest's codec order, each codec's rate order,
+    then the run's image order."""
+    image_order = {ref.id: i for i, ref in enumerate(refs)}
+    codec_order = {name: i for i, name in enumerate(manifest.codecs)}
+    rate_order = {
+        (name, point): i
+        for name, entry in manifest.codecs.items()
+        for i, point in enumerate(_entry_points(entry)[1])
+    }
+    return lambda r: (
+        codec_order.get(r.codec, len(codec_order)),
+        rate_order.get((r.codec, r.point), 0),
+        image_order.get(r.image_id, len(image_order)),
+    )
 
 
 __all__ = [

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import enum
 import io
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -126,51 +127,45 @@ def _holds_no_rows(path: Path) -> bool:
     return not read.records and not read.damaged
 
 
+class Reason(enum.Enum):
+    """Why a resumed run set a record aside: each value is the message's middle."""
+
+    REDONE_FAILED = "failed record(s) were done again; the failed attempts were moved to"
+    REDONE = "record(s) were done again; the earlier ones were moved to"
+    OTHER_IMAGES = "record(s) of images this run does not sweep were moved to"
+    OTHER_POINTS = "record(s) of rate points this run does not sweep were moved to"
+    OTHER_OPTIONS = "record(s) made under other codec options were moved to"
+    OTHER_METRICS = "record(s) made under other metrics than this run's were moved to"
+    OTHER_TASK = "record(s) made under another task than this run's were moved to"
+    UNDESCRIBED = (
+        "record(s) of a codec that neither this run nor the run's earlier manifest "
+        "describes were moved to"
+    )
+
+
 @dataclass(frozen=True)
 class SetAside:
-    """How many records ``RunStore.keep_only`` moved to records.superseded.csv, by why.
+    """How many records ``RunStore.keep_only`` moved to records.superseded.csv, per codec
+    and why, in the order the records were first met."""
 
-    Attributes:
-        redone: earlier attempts of a slot that this run did again (``redone_failed`` of them
-            had failed: a resume redoes failed records).
-        other_settings: made under other codec options, metrics, inputs or task.
-        outside_sweep: of images or rate points that this run does not sweep.
-    """
-
-    redone: int = 0
-    redone_failed: int = 0
-    other_settings: int = 0
-    outside_sweep: int = 0
+    groups: dict[tuple[str, Reason], int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         """All records moved."""
-        return self.redone + self.other_settings + self.outside_sweep
+        return sum(self.groups.values())
+
+    def count(self, why: Reason, codec: str | None = None) -> int:
+        """Records moved for ``why`` (of ``codec`` only, when given)."""
+        return sum(n for (c, w), n in self.groups.items() if w is why and codec in (None, c))
 
     def messages(self) -> list[str]:
-        """One line per reason, for the run's log."""
-        lines = []
-        if self.redone_failed:
-            lines.append(
-                f"{self.redone_failed} failed record(s) were done again; the failed attempts "
-                f"were moved to {SUPERSEDED_CSV}"
-            )
-        if self.redone > self.redone_failed:
-            lines.append(
-                f"{self.redone - self.redone_failed} record(s) were done again; the earlier "
-                f"ones were moved to {SUPERSEDED_CSV}"
-            )
-        if self.other_settings:
-            lines.append(
-                f"{self.other_settings} record(s) made under other codec options, metrics, "
-                f"inputs or task than this run's were moved to {SUPERSEDED_CSV}"
-            )
-        if self.outside_sweep:
-            lines.append(
-                f"{self.outside_sweep} record(s) of images or rate points this run does not "
-                f"sweep were moved to {SUPERSEDED_CSV}"
-            )
-        return lines
+        """One line per codec and reason, for the run's log and its manifest's warnings,
+        e.g. ``jpeg: 3 record(s) made under other codec options were moved to
+        records.superseded.csv``."""
+        return [
+            f"{codec}: {n} {why.value} {SUPERSEDED_CSV}" for (codec, why), n in self.groups.items()
+        ]
 
 
 class RunStore:
@@ -277,34 +272,34 @@ class RunStore:
         """The latest record per slot (a resumed run's retry replaces the earlier failure)."""
         return latest_per_key(self.records)
 
-    def keep_only(
-        self, slots: set[tuple[str, str, str, str, float]], current: Callable[[Record], bool]
-    ) -> SetAside:
-        """Keep in records.csv only the latest record of each of ``slots`` that is
-        ``current`` (made under this run's options); move every other record (replaced by a
-        later one, made under other options, or outside this run's sweep) to
-        ``records.superseded.csv``. Call after ``close``. Returns how many were moved, by why."""
-        latest = {record.slot: record for record in self.records if current(record)}
-        kept = [r for r in self.records if r.slot in slots and latest.get(r.slot) is r]
-        moved = [r for r in self.records if not (r.slot in slots and latest.get(r.slot) is r)]
+    def keep_only(self, conflict: Callable[[Record], Reason | None]) -> SetAside:
+        """Keep in records.csv the latest record of each slot among those that can stand in
+        this run (``conflict`` gives None for them, else why not); move every other record
+        (one that cannot stand, or an earlier one of a slot done again) to
+        ``records.superseded.csv``. Call after ``close``. Returns how many were moved, by
+        codec and why."""
+        reasons = [conflict(record) for record in self.records]
+        latest = {r.slot: r for r, why in zip(self.records, reasons, strict=True) if why is None}
+        kept: list[Record] = []
+        moved: list[Record] = []
+        groups: dict[tuple[str, Reason], int] = {}
+        for record, why in zip(self.records, reasons, strict=True):
+            if why is None and latest[record.slot] is record:
+                kept.append(record)
+                continue
+            if why is None:
+                why = Reason.REDONE if record.ok else Reason.REDONE_FAILED
+            moved.append(record)
+            groups[(record.codec, why)] = groups.get((record.codec, why), 0) + 1
         if not moved:
             return SetAside()
-        outside = [r for r in moved if r.slot not in slots]
-        other = [r for r in moved if r.slot in slots and not current(r)]
-        redone = [r for r in moved if r.slot in slots and current(r)]
-        why = SetAside(
-            redone=len(redone),
-            redone_failed=sum(1 for r in redone if not r.ok),
-            other_settings=len(other),
-            outside_sweep=len(outside),
-        )
         aside = self.directory / SUPERSEDED_CSV
         earlier = read_csv(aside) if aside.is_file() else []
         set_aside = [*earlier, *moved]
         write_records(aside, columns(value_columns(set_aside)), set_aside)
         write_records(self.csv_path, self.columns, kept)
         self.records = kept
-        return why
+        return SetAside(groups)
 
     def write_parquet(self) -> None:
         write_parquet(self.final_records(), self.directory / RECORDS_PARQUET)
