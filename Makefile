@@ -28,7 +28,7 @@ $(VENV)/.stamp-test: pyproject.toml constraints.txt scripts/setup.sh
 setup: $(VENV)/.stamp-base ## install bench into .venv
 
 demo: $(VENV)/.stamp-base ## set up, then sweep jpeg, webp, jpeg2000 over Kodak into results/demo
-	$(BENCH) run --codecs jpeg,webp,jpeg2000 --dataset kodak \
+	$(BENCH) run --codecs jpeg,webp,jpeg2000 --dataset kodak --anchor jpeg --reference kodak/vtm,kodak/bpg \
 	  $(if $(KODAK_DIR),--data-dir $(KODAK_DIR)) --out $(DEMO_OUT)-$$(date +%Y%m%d-%H%M%S)
 
 test: $(VENV)/.stamp-test ## set up with the test extras, then lint, run the test suite and `make check`
