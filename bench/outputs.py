@@ -69,6 +69,11 @@ def write_outputs(
         references = read_references(directory)
     dataset = rows[0].dataset if rows else title
     compared = [*rows, *(a for curve in references for a in curve.aggregates(dataset))]
+    images = max((r.n_images for r in rows), default=None)
+    shown = [c.name for c in columns if c.bd or c.plot is not None]
+    for curve in references:
+        for text in curve.conventions(dataset, shown, images):
+            log.warning("%s: %s", curve.label, text)
     write_bd_csv(compared, [c for c in columns if c.bd], directory)
     return rows, plot_rd(compared, columns, directory / PLOTS, title=title)
 
