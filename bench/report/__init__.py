@@ -1,10 +1,11 @@
 """The HTML report of a run directory: one self-contained file that opens offline; and the
 comparison page of several run directories (``bench.report.compare``).
 
-Sections: summary, provenance, R-D plots (inline SVG), BD-rate tables, the per-rate-point
-table, a per-image drill-down and crops of reconstructions at matched bpp. Everything taken
-from the run (image ids, file names, options, error messages, the command) is escaped, and a
-Content-Security-Policy allows no scripts but the report's own and no outside requests.
+Sections: summary, provenance, R-D plots (interactive SVG drawn by ``bench.report.svgplot``),
+BD-rate tables, the per-rate-point table, a per-image drill-down and crops of reconstructions
+at matched bpp. Everything taken from the run (image ids, file names, options, error
+messages, the command) is escaped, and a Content-Security-Policy allows no scripts but the
+report's own and no outside requests.
 """
 
 from __future__ import annotations
