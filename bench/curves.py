@@ -21,6 +21,7 @@ from bench.tasks.task import REFERENCE_CODEC, Task
 
 __all__ = [
     "AGGREGATE_COLUMNS",
+    "PALETTE",
     "RATE_COLUMNS",
     "REFERENCE_CODEC",
     "TARGET_BPP",
@@ -31,6 +32,14 @@ __all__ = [
     "write_aggregates",
     "write_task_tables",
 ]
+
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C6D00")
+"""Curve colours of every plot (Okabe and Ito's colour-blind-safe set, its yellow darkened to
+read on white; black is the uncompressed line's), cycled in codec order."""
+
+PUBLISHED = "published"
+"""The ``rate_param`` of aggregate rows that hold a published reference curve (a codec named
+like ``VTM (published)``): plots draw them dashed with hollow markers."""
 
 RATE_COLUMNS = (
     Column("n_images", "images", higher_is_better=True, digits=0),
@@ -188,8 +197,9 @@ def read_aggregates(path: Path) -> list[Aggregate]:
 def plot_rd(
     rows: list[Aggregate], columns: Sequence[Column], directory: Path, title: str = ""
 ) -> list[Path]:
-    """Draw bpp against every column that declares a plot (one line per codec, the
-    reference codec as a horizontal line), as PNG and SVG."""
+    """Draw bpp against every column that declares a plot (one line per codec, published
+    curves dashed with hollow markers, the reference codec as a horizontal line), as PNG and
+    SVG; the legend outside the axes, so that it covers no point."""
     from matplotlib.figure import Figure  # no pyplot: no global state, 0.4 s less to import
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -202,20 +212,28 @@ def plot_rd(
         name, scale = column.name, column.scale
         if not any(math.isfinite(r.get(name)) for r in rows if r.codec != REFERENCE_CODEC):
             continue
-        fig = Figure(figsize=(7, 4.8), dpi=120)
+        fig = Figure(figsize=(8.4, 4.8), dpi=120)
         ax = fig.subplots()
+        ax.set_prop_cycle(color=list(PALETTE))
+        xs: list[float] = []
         for codec in codecs:
+            own = [r for r in rows if r.codec == codec]
             points = sorted(
                 (r.bpp_mean, scale * r.get(name))
-                for r in rows
-                if r.codec == codec
-                and r.n_images
-                and math.isfinite(r.get(name))
-                and math.isfinite(r.bpp_mean)
+                for r in own
+                if r.n_images and math.isfinite(r.get(name)) and math.isfinite(r.bpp_mean)
             )
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.4, label=codec)
+            if not points:
+                continue
+            x, y = zip(*points, strict=True)
+            xs += x
+            published = all(r.rate_param == PUBLISHED for r in own)
+            line = ax.plot(
+                x, y, marker="o", markersize=3.5, linewidth=1.4, label=codec,
+                linestyle="--" if published else "-",
+            )[0]  # fmt: skip
+            if published:
+                line.set_markerfacecolor("none")
         for reference in (r for r in rows if r.codec == REFERENCE_CODEC):
             value = reference.get(name)
             if math.isfinite(value):
@@ -226,15 +244,20 @@ def plot_rd(
                     linewidth=1.0,
                     label=f"uncompressed ({scale * value:.1f})",
                 )
+        if xs and max(xs) - min(xs) <= 1e-9 * max(abs(max(xs)), 1e-12):
+            half = 0.25 * abs(xs[0]) if xs[0] else 0.5  # one rate: not a 0.001-bpp-wide axis
+            ax.set_xlim(xs[0] - half, xs[0] + half)
         ax.set_xlabel("bits per pixel (mean over images)")
         ax.set_ylabel(plot.axis)
         ax.set_title(title or "Rate-distortion")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         fig.tight_layout()
         for suffix in ("png", "svg"):
             path = directory / f"{plot.stem}.{suffix}"
-            fig.savefig(path, metadata={"Date": None} if suffix == "svg" else None)
+            fig.savefig(
+                path, metadata={"Date": None} if suffix == "svg" else None, bbox_inches="tight"
+            )
             written.append(path)
     return written
 

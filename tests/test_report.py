@@ -153,6 +153,9 @@ def test_report_is_written_into_the_run_directory_with_every_section(report, kod
     assert "per-class" not in page.sections  # no segmentation in this run
     assert page.svgs == 2  # PSNR and MS-SSIM plots, inlined
     text = path.read_text()
+    points = len(RATES["jpeg"]) + len(RATES["webp"])
+    assert text.count('<svg class="rd"') == 2  # drawn by bench.report.svgplot
+    assert text.count('<circle class="pt"') == 2 * 2 * points  # two plots, linear and log bpp
     assert "<script src" not in text and "http://" not in text.replace(
         'xmlns="http://www.w3.org/2000/svg"', ""
     ).replace('xmlns:xlink="http://www.w3.org/1999/xlink"', "")
@@ -480,7 +483,19 @@ def open_in_chromium(path: Path, screenshot: Path | None = None, inspect=None):
 def test_report_renders_in_chromium_without_errors(report, tmp_path):
     path, page = report
     shot = tmp_path / "report.png"
-    seen = open_in_chromium(path, shot)
+
+    def inspect(page):  # the plots' script ran (tests/test_svgplot.py tests it in full)
+        page.hover("figure.plot circle.pt >> nth=0")
+        return {
+            "tip": page.locator(".plot-tip").inner_text(),
+            "log_switches": page.locator("figure.plot input.logx").count(),
+        }
+
+    seen = open_in_chromium(path, shot, inspect)
+    tip = seen["inspected"]["tip"].split("\n")
+    assert tip[0] == "jpeg" and tip[1].startswith("quality=") and tip[2].endswith(" bpp")
+    assert tip[3].startswith("PSNR mean [dB]: ")
+    assert seen["inspected"]["log_switches"] == 2
     assert seen["console"] == [] and seen["errors"] == [] and seen["dialogs"] == []
     assert seen["requests"] == [path.resolve().as_uri()]  # nothing fetched but the file
     assert seen["svg"] == 2 and seen["tables"] == len(page.tables)

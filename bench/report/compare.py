@@ -13,17 +13,16 @@ One self-contained HTML file, with the run report's style and Content-Security-P
 - Provenance: per run, the command, git commit, bench version, dataset and codec versions.
 
 Everything shown that comes from a run (directories, codec names, options, the command) is
-escaped; the plots' labels are SVG text, escaped by matplotlib.
+escaped, in the plots too (SVG drawn by ``bench.report.svgplot``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,8 @@ from bench.report.markup import (
 )
 from bench.report.page import fill, navigation
 from bench.report.rundir import RunData, load_run
-from bench.report.sections import inline_svg
+from bench.report.sections import X_LABEL
+from bench.report.svgplot import Series, plot_series, render_plot
 from bench.store import write_atomic
 
 __all__ = ["METHOD", "Side", "default_comparison_path", "render_comparison", "write_comparison"]
@@ -52,8 +52,8 @@ __all__ = ["METHOD", "Side", "default_comparison_path", "render_comparison", "wr
 METHOD = "pchip"
 """The interpolation of the page's BD numbers (``bd.csv`` of each run has both methods)."""
 
-_LINESTYLES = ("-", "--", ":", "-.")
-_MARKERS = ("o", "s", "^", "D", "v", "P")
+_DASHES = (("", "solid"), ("6 4", "dashed"), ("1.5 3", "dotted"), ("8 3 2 3", "dash-dot"))
+"""Each run's line pattern (an SVG stroke-dasharray) and its name in the captions."""
 _NAV = [("runs", "Runs"), ("plots", "Plots"), ("bd", "BD-rate"), ("provenance", "Provenance")]
 _MAX_NAME = 100
 
@@ -196,63 +196,45 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _text(value: str) -> str:
-    """Text for matplotlib as it is: a ``$`` would start mathtext."""
-    return value.replace("$", r"\$")
+def plot_series_of(sides: list[Side], column: Column) -> list[Series]:
+    """Every run's curves of ``column``: a codec in the same colour in every run, each run in
+    its own line pattern, curves named ``jpeg (run A)``."""
+    colours = {c: i for i, c in enumerate(dict.fromkeys(c for s in sides for c in s.codecs))}
+    found = []
+    for i, side in enumerate(sides):
+        codecs = {side.curve(c): c for c in side.codecs}
+        for one in plot_series(
+            side.rows,
+            column,
+            codecs=side.codecs,
+            name=side.curve,
+            reference=f"uncompressed, run {side.label}",
+        ):
+            found.append(
+                replace(one, colour=colours.get(codecs.get(one.name, ""), 0), dash=_dash(i))
+            )
+    return found
 
 
 def plot_svg(sides: list[Side], column: Column) -> str | None:
     """One plot of ``column`` against bpp with every run's curves (None when no run has a
-    value): the SVG text, its labels as text elements."""
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
+    value): an ``<svg class="rd">`` of ``bench.report.svgplot``."""
     plot = column.plot
     if plot is None:
         return None
-    name, scale = column.name, column.scale
-    colours = {c: i for i, c in enumerate(dict.fromkeys(c for s in sides for c in s.codecs))}
-    fig = Figure(figsize=(7.5, 5.2), dpi=120)
-    ax = fig.subplots()
-    drawn = 0
-    for i, side in enumerate(sides):
-        style, marker = _LINESTYLES[i % len(_LINESTYLES)], _MARKERS[i % len(_MARKERS)]
-        for codec in side.codecs:
-            points = sorted(
-                (r.bpp_mean, scale * r.get(name))
-                for r in side.rows
-                if r.codec == codec and r.n_images and _finite(r.get(name)) and _finite(r.bpp_mean)
-            )
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(
-                    xs, ys, color=f"C{colours[codec] % 10}", linestyle=style, marker=marker,
-                    markersize=3.5, linewidth=1.4, label=_text(side.curve(codec)),
-                )  # fmt: skip
-                drawn += 1
-        for reference in (r for r in side.rows if r.codec == REFERENCE_CODEC):
-            value = reference.get(name)
-            if _finite(value):
-                ax.axhline(
-                    scale * value, color="black", linestyle=style, linewidth=1.0,
-                    label=_text(f"uncompressed, run {side.label} ({scale * value:.1f})"),
-                )  # fmt: skip
-    if not drawn:
+    series = plot_series_of(sides, column)
+    runs = " vs run ".join(s.label for s in sides)
+    if not any(s.style != "uncompressed" for s in series):
         return None
-    ax.set_xlabel("bits per pixel (mean over images)")
-    ax.set_ylabel(_text(plot.axis))
-    ax.set_title(
-        _text(
-            f"{column.label.removesuffix(' mean')}: run {' vs run '.join(s.label for s in sides)}"
-        )
+    return render_plot(
+        series,
+        x_label=X_LABEL,
+        y_label=plot.axis,
+        metric=column.heading,
+        title=f"{column.label.removesuffix(' mean')}: run {runs}",
+        plot_id="cmp-" + plot.stem,
+        digits=column.digits,
     )
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    buffer = io.StringIO()
-    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "bench-comparison"}):
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-    return buffer.getvalue()
 
 
 def plots_section(sides: list[Side], columns: list[Column]) -> str:
@@ -272,8 +254,7 @@ def plots_section(sides: list[Side], columns: list[Column]) -> str:
         curves = [s.curve(c) for s in sides for c in s.codecs if s.has(column.name)]
         figures.append(
             f'<figure class="plot" data-plot="{esc(column.plot.stem)}" '
-            f'data-curves="{esc(" | ".join(curves))}">'
-            f"{inline_svg(svg, 'cmp-' + column.plot.stem)}"
+            f'data-curves="{esc(" | ".join(curves))}">{svg}'
             f"<figcaption>{esc(column.plot.title)}; {esc(_legend_note(sides))}</figcaption>"
             "</figure>"
         )
@@ -282,11 +263,12 @@ def plots_section(sides: list[Side], columns: list[Column]) -> str:
     return section("plots", title, "<div>" + "".join(figures) + "</div>")
 
 
+def _dash(index: int) -> str:
+    return _DASHES[index % len(_DASHES)][0]
+
+
 def _legend_note(sides: list[Side]) -> str:
-    styles = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
-    return ", ".join(
-        f"run {s.label} {styles[_LINESTYLES[i % len(_LINESTYLES)]]}" for i, s in enumerate(sides)
-    )
+    return ", ".join(f"run {s.label} {_DASHES[i % len(_DASHES)][1]}" for i, s in enumerate(sides))
 
 
 # --- BD tables -------------------------------------------------------------------------------

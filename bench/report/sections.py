@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from bench.curves import REFERENCE_CODEC, Aggregate, plot_rd
+from bench.curves import REFERENCE_CODEC
 from bench.manifest import RunManifest
 from bench.metrics.base import Column
 from bench.records import Record
@@ -30,15 +27,10 @@ from bench.report.markup import (
 from bench.report.overview import bd_class
 from bench.report.rundir import RunData
 from bench.report.sanity import broken_codec_warnings
+from bench.report.svgplot import Series, plot_series, render_plot
 from bench.store import PLOTS
 
 MAX_ERRORS_SHOWN = 5
-
-
-def plot_titles(run: RunData) -> dict[str, str]:
-    """The run's plots (file stem written by ``bench.curves.plot_rd``: what it shows), from
-    the columns of its metrics and task."""
-    return {c.plot.stem: c.plot.title for c in run.columns if c.plot is not None}
 
 
 def codec_order(run: RunData) -> Callable[[Record], tuple[int, float]]:
@@ -200,75 +192,68 @@ def _reference_table(run: RunData) -> str:
 
 # --- plots -----------------------------------------------------------------------------------
 
-_UNSAFE_SVG = re.compile(  # elements and attributes that could run or fetch something
-    r"<\s*(script|foreignObject|iframe|object|embed|image|a)\b|<[^>]*\son[a-z]+\s*="
-    r"|javascript:|href\s*=\s*[\"'](?!#)|@import|url\(\s*[\"']?(?!#)",
-    re.IGNORECASE,
-)
-_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+X_LABEL = "bits per pixel (mean over images)"
 
 
-def inline_svg(text: str, prefix: str) -> str:
-    """An SVG file as an element to inline in HTML, its ids prefixed so that several SVGs
-    (matplotlib reuses glyph, marker and clip ids) can share one page."""
-    text = re.sub(r"<\?xml[^>]*\?>", "", text)
-    text = re.sub(r"<!DOCTYPE[^>]*>", "", text, flags=re.DOTALL)
-    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
-    text = _COMMENT.sub("", text)
-    text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', text)
-    text = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", text)
-    text = re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', text)
-    return text.strip()
-
-
-def plot_svgs(run: RunData) -> tuple[dict[str, str], str]:
-    """The R-D plots as SVG text by file stem, and where they came from.
-
-    The run's own ``plots/*.svg`` are used when every plot the aggregates call for is there
-    and holds nothing but drawing; otherwise the plots are drawn again from the aggregates.
-    """
-    wanted = [
-        c.plot.stem
-        for c in run.columns
-        if c.plot is not None and any(_finite(r.get(c.name)) for r in _compressed(run.aggregates))
-    ]
-    directory = run.directory / PLOTS
-    found = {s: directory / f"{s}.svg" for s in wanted if (directory / f"{s}.svg").is_file()}
-    if wanted and len(found) == len(wanted):
-        texts = {stem: path.read_text(errors="replace") for stem, path in found.items()}
-        if not any(_UNSAFE_SVG.search(_COMMENT.sub("", text)) for text in texts.values()):
-            return texts, f"the run's {PLOTS}/ directory"
-    if not run.aggregates:
-        return {}, "nothing: there are no aggregates to plot"
-    with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
-        written = plot_rd(run.aggregates, run.columns, Path(tmp), title=run.dataset_tag)
-        texts = {p.stem: p.read_text() for p in written if p.suffix == ".svg"}
-    if not texts:
-        return {}, "no rate point has a finite value to plot"
-    why = "the run's plots are missing, incomplete or hold more than drawing"
-    return texts, f"drawn again from the aggregates ({why})"
+def plot_figure(
+    series: list[Series], column: Column, *, title: str, plot_id: str, caption: str
+) -> str:
+    """One ``<figure class="plot">``: the SVG of ``series`` (``bench.report.svgplot``) and its
+    caption."""
+    assert column.plot is not None
+    svg = render_plot(
+        series,
+        x_label=X_LABEL,
+        y_label=column.plot.axis,
+        metric=column.heading,
+        title=title,
+        plot_id=plot_id,
+        digits=column.digits,
+    )
+    return (
+        f'<figure class="plot" data-plot="{esc(column.plot.stem)}">{svg}'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
 
 
 def plots(run: RunData) -> str:
-    """R-D curves per metric, and mIoU-bpp with the uncompressed reference."""
-    try:
-        svgs, source = plot_svgs(run)
-    except Exception as exc:  # a plotting failure costs this section only
-        return section("plots", "Rate-distortion plots", note(f"The plots failed: {exc}", "warn"))
-    if not svgs:
-        return section("plots", "Rate-distortion plots", note(f"No plots: {source}."))
-    figures = "".join(
-        f'<figure class="plot">{inline_svg(svgs[stem], stem)}'
-        f"<figcaption>{esc(title)}</figcaption></figure>"
-        for stem, title in plot_titles(run).items()
-        if stem in svgs
-    )
-    missing = [c for c in run.columns if c.plot is not None and c.plot.stem not in svgs]
+    """R-D curves per plotted column (one series per codec, published curves dashed, the
+    uncompressed reference as a dashed line), drawn from the aggregates as interactive SVG."""
+    title = "Rate-distortion plots"
+    if not run.aggregates:
+        return section("plots", title, note("No plots: there are no aggregates to plot."))
+    figures = []
+    missing = []
+    for column in run.columns:
+        if column.plot is None:
+            continue
+        try:
+            series = plot_series(run.curves, column)
+            if not any(s.style != "uncompressed" for s in series):
+                missing.append(column)
+                continue
+            figures.append(
+                plot_figure(
+                    series,
+                    column,
+                    title=run.dataset_tag or "Rate-distortion",
+                    plot_id=column.plot.stem,
+                    caption=column.plot.title,
+                )
+            )
+        except Exception as exc:  # a plotting failure costs this plot only
+            figures.append(note(f"The {column.label} plot failed: {exc}", "warn"))
+    if not figures:
+        return section("plots", title, note("No plots: no rate point has a finite value to plot."))
+    body = "".join(figures)
     if run.task is not None and missing:
-        figures += note(f"No {', '.join(c.label for c in missing)} plot: no record has a value.")
-    return section(
-        "plots", "Rate-distortion plots", note(f"Plots from {source}.") + f"<div>{figures}</div>"
+        body += note(f"No {', '.join(c.label for c in missing)} plot: no record has a value.")
+    about = note(
+        "Hover a point for its values (or read its tooltip without JavaScript); click a legend "
+        "entry to hide or show its curve; 'log x' switches bpp to a logarithmic axis. The "
+        f"same plots, drawn by matplotlib, are in the run's {PLOTS}/ directory."
     )
+    return section("plots", title, about + f"<div>{body}</div>")
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -508,7 +493,3 @@ def _percent(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return NA
     return f"{value:+.1f} %"
-
-
-def _compressed(rows: list[Aggregate]) -> list[Aggregate]:
-    return [r for r in rows if r.codec != REFERENCE_CODEC]
