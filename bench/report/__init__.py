@@ -2,9 +2,10 @@
 comparison page of several run directories (``bench.report.compare``).
 
 Sections, first screen first: the headline and every codec's BD-rate against the anchor
-(``bench.report.overview``), the R-D plots (interactive SVG drawn by ``bench.report.svgplot``, with published
-reference curves dashed), the run's summary, BD-rate matrices, the per-rate-point table, the task's tables, a
-per-image drill-down, crops of reconstructions at matched bpp, and provenance (folded).
+(``bench.report.overview``), the R-D plots (interactive SVG drawn by
+``bench.report.svgplot``, with published reference curves dashed), the run's summary, BD-rate
+matrices, the per-rate-point table, the task's tables, a per-image drill-down, crops of
+reconstructions at matched bpp, and provenance (folded).
 Everything taken from the run (image ids, file names, options, error messages, the command)
 is escaped, and a Content-Security-Policy allows no scripts but the report's own and no
 outside requests.
