@@ -51,8 +51,8 @@ _NAV = [
 def render(run: RunData, *, crops: bool = True, crop_image: str | None = None) -> str:
     """The report of a loaded run directory as HTML text."""
     parts = [
-        overview(run),
-        plots(run),
+        # The first screen: the summary against the anchor beside the first plot.
+        f'<div class="first-screen">{overview(run)}{plots(run)}</div>',
         summary_section(run),
         bd_tables(run),
         rate_points(run),

@@ -49,7 +49,7 @@ def _cell(result: BDResult | None) -> Cell:
 
 
 def _table(found: AnchorSummary) -> str:
-    header = ["codec", *(f"BD-rate {c.heading}" for c in found.columns), "mean"]
+    header = ["codec", *(c.label.removesuffix(" mean") for c in found.columns), "mean"]
     rows: list[list[Cell | str]] = [
         [
             Cell(f"<b>{esc(found.anchor)}</b> (anchor)", raw=True),
@@ -76,7 +76,8 @@ def _table(found: AnchorSummary) -> str:
         rows.append(
             [row.codec, *(_cell(row.results.get(c.name)) for c in found.columns), mean_cell]
         )
-    return table(header, rows, cls="bd anchor", table_id="anchor-summary")
+    caption = f"BD-rate against {found.anchor}"
+    return table(header, rows, cls="bd anchor", table_id="anchor-summary", caption=caption)
 
 
 def overview(run: RunData) -> str:

@@ -249,9 +249,8 @@ def plots(run: RunData) -> str:
     if run.task is not None and missing:
         body += note(f"No {', '.join(c.label for c in missing)} plot: no record has a value.")
     about = note(
-        "Hover a point for its values (or read its tooltip without JavaScript); click a legend "
-        "entry to hide or show its curve; 'log x' switches bpp to a logarithmic axis. The "
-        f"same plots, drawn by matplotlib, are in the run's {PLOTS}/ directory."
+        "Hover a point for its values; click a legend entry to hide its curve. Drawn by "
+        f"matplotlib for papers in the run's {PLOTS}/."
     )
     return section("plots", title, about + f"<div>{body}</div>")
 
