@@ -19,6 +19,7 @@ from bench.errors import UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
     from bench.executors import Executor
     from bench.manifest import RunManifest
@@ -269,6 +270,35 @@ class LoadedRun:
         known = {c.label for c in run.references}
         run.references = [*run.references, *(c for c in extra if c.label not in known)]
         return run
+
+    def plot(
+        self,
+        metric: str = "psnr_rgb_mean",
+        references: Sequence[str | ReferenceCurve] = (),
+        path: str | Path | None = None,
+    ) -> Figure:
+        """The R-D plot of ``metric`` (an aggregate column such as ``psnr_rgb_mean``, its
+        record column ``psnr_rgb`` or its plot's name ``rd_psnr``) as a matplotlib figure,
+        with the run's published curves and ``references`` dashed; saved to ``path`` when
+        given (the format from its suffix).
+
+        Raises:
+            UsageError: the run has no plot of ``metric`` (the message lists those it has).
+        """
+        from bench.curves import rd_figure
+
+        run = self.compared(references)
+        plotted = [c for c in run.columns if c.plot is not None]
+        column = next(
+            (c for c in plotted if metric in (c.name, c.record, c.plot and c.plot.stem)), None
+        )
+        figure = rd_figure(run.curves, column, run.dataset_tag) if column else None
+        if figure is None:
+            known = ", ".join(c.name for c in plotted)
+            raise UsageError(f"this run has no plot of {metric!r}; it has {known}")
+        if path is not None:
+            figure.savefig(Path(path), bbox_inches="tight")
+        return figure
 
     def bd_table(
         self,

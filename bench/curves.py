@@ -12,12 +12,15 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.metrics.base import Column, Metric, mean
 from bench.records import TARGET_BPP, Record
 from bench.store import replacing
 from bench.tasks.task import REFERENCE_CODEC, Task
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "AGGREGATE_COLUMNS",
@@ -28,6 +31,7 @@ __all__ = [
     "Aggregate",
     "aggregate",
     "plot_rd",
+    "rd_figure",
     "read_aggregates",
     "write_aggregates",
     "write_task_tables",
@@ -197,69 +201,79 @@ def read_aggregates(path: Path) -> list[Aggregate]:
 def plot_rd(
     rows: list[Aggregate], columns: Sequence[Column], directory: Path, title: str = ""
 ) -> list[Path]:
-    """Draw bpp against every column that declares a plot (one line per codec, published
-    curves dashed with hollow markers, the reference codec as a horizontal line), as PNG and
-    SVG; the legend outside the axes, so that it covers no point."""
-    from matplotlib.figure import Figure  # no pyplot: no global state, 0.4 s less to import
-
+    """Draw bpp against every column that declares a plot (:func:`rd_figure`), as PNG and
+    SVG in ``directory``; returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)
-    codecs = [c for c in dict.fromkeys(r.codec for r in rows) if c != REFERENCE_CODEC]
     written = []
     for column in columns:
-        plot = column.plot
-        if plot is None:
+        fig = rd_figure(rows, column, title)
+        if fig is None or column.plot is None:
             continue
-        name, scale = column.name, column.scale
-        if not any(math.isfinite(r.get(name)) for r in rows if r.codec != REFERENCE_CODEC):
-            continue
-        fig = Figure(figsize=(8.4, 4.8), dpi=120)
-        ax = fig.subplots()
-        ax.set_prop_cycle(color=list(PALETTE))
-        xs: list[float] = []
-        for codec in codecs:
-            own = [r for r in rows if r.codec == codec]
-            points = sorted(
-                (r.bpp_mean, scale * r.get(name))
-                for r in own
-                if r.n_images and math.isfinite(r.get(name)) and math.isfinite(r.bpp_mean)
-            )
-            if not points:
-                continue
-            x, y = zip(*points, strict=True)
-            xs += x
-            published = all(r.rate_param == PUBLISHED for r in own)
-            line = ax.plot(
-                x, y, marker="o", markersize=3.5, linewidth=1.4, label=codec,
-                linestyle="--" if published else "-",
-            )[0]  # fmt: skip
-            if published:
-                line.set_markerfacecolor("none")
-        for reference in (r for r in rows if r.codec == REFERENCE_CODEC):
-            value = reference.get(name)
-            if math.isfinite(value):
-                ax.axhline(
-                    scale * value,
-                    color="black",
-                    linestyle="--",
-                    linewidth=1.0,
-                    label=f"uncompressed ({scale * value:.1f})",
-                )
-        if xs and max(xs) - min(xs) <= 1e-9 * max(abs(max(xs)), 1e-12):
-            half = 0.25 * abs(xs[0]) if xs[0] else 0.5  # one rate: not a 0.001-bpp-wide axis
-            ax.set_xlim(xs[0] - half, xs[0] + half)
-        ax.set_xlabel("bits per pixel (mean over images)")
-        ax.set_ylabel(plot.axis)
-        ax.set_title(title or "Rate-distortion")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-        fig.tight_layout()
         for suffix in ("png", "svg"):
-            path = directory / f"{plot.stem}.{suffix}"
+            path = directory / f"{column.plot.stem}.{suffix}"
             fig.savefig(
                 path, metadata={"Date": None} if suffix == "svg" else None, bbox_inches="tight"
             )
             written.append(path)
     return written
+
+
+def rd_figure(rows: Sequence[Aggregate], column: Column, title: str = "") -> Figure | None:
+    """A matplotlib figure of bpp against ``column`` (one line per codec, published curves
+    dashed with hollow markers, the reference codec as a horizontal line, the legend outside
+    the axes so that it covers no point); None when the column declares no plot or no codec
+    has a finite value of it."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, 0.4 s less to import
+
+    plot = column.plot
+    name, scale = column.name, column.scale
+    if plot is None or not any(
+        math.isfinite(r.get(name)) for r in rows if r.codec != REFERENCE_CODEC
+    ):
+        return None
+    codecs = [c for c in dict.fromkeys(r.codec for r in rows) if c != REFERENCE_CODEC]
+    fig = Figure(figsize=(8.4, 4.8), dpi=120)
+    ax = fig.subplots()
+    ax.set_prop_cycle(color=list(PALETTE))
+    xs: list[float] = []
+    for codec in codecs:
+        own = [r for r in rows if r.codec == codec]
+        points = sorted(
+            (r.bpp_mean, scale * r.get(name))
+            for r in own
+            if r.n_images and math.isfinite(r.get(name)) and math.isfinite(r.bpp_mean)
+        )
+        if not points:
+            continue
+        x, y = zip(*points, strict=True)
+        xs += x
+        published = all(r.rate_param == PUBLISHED for r in own)
+        line = ax.plot(
+            x, y, marker="o", markersize=3.5, linewidth=1.4, label=codec,
+            linestyle="--" if published else "-",
+        )[0]  # fmt: skip
+        if published:
+            line.set_markerfacecolor("none")
+    for reference in (r for r in rows if r.codec == REFERENCE_CODEC):
+        value = reference.get(name)
+        if math.isfinite(value):
+            ax.axhline(
+                scale * value,
+                color="black",
+                linestyle="--",
+                linewidth=1.0,
+                label=f"uncompressed ({scale * value:.1f})",
+            )
+    if xs and max(xs) - min(xs) <= 1e-9 * max(abs(max(xs)), 1e-12):
+        half = 0.25 * abs(xs[0]) if xs[0] else 0.5  # one rate: not a 0.001-bpp-wide axis
+        ax.set_xlim(xs[0] - half, xs[0] + half)
+    ax.set_xlabel("bits per pixel (mean over images)")
+    ax.set_ylabel(plot.axis)
+    ax.set_title(title or "Rate-distortion")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    return fig
 
 
 def write_task_tables(rows: list[Aggregate], task: Task | None, directory: Path) -> list[Path]:

@@ -181,3 +181,62 @@ def test_a_codec_with_one_point_gets_one_sentence_instead_of_an_all_na_matrix(ru
     assert "No pair of codecs can be compared" in section
     assert "<table" not in section[: section.index("</section>")]
     assert math.isnan(load(copy).bd_table().loc["jpeg", "mean"])
+
+
+def test_loaded_run_plots_with_its_references_and_more(run_dir, tmp_path):
+    loaded = load(run_dir)
+    figure = loaded.plot("psnr_rgb", references=["kodak/jpeg2000"], path=tmp_path / "rd.svg")
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == [
+        "jpeg", "webp", "VTM (published)", "BPG (published)", "JPEG2000 (published)"
+    ]  # fmt: skip
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert lines["VTM (published)"].get_linestyle() == "--"
+    assert lines["jpeg"].get_linestyle() == "-"
+    assert "JPEG2000 (published)" in (tmp_path / "rd.svg").read_text()
+    with pytest.raises(UsageError, match="no plot of 'miou'"):
+        loaded.plot("miou")
+
+
+def test_first_screen_in_chromium_shows_the_anchor_summary_and_a_plot_with_values_on_hover(
+    run_dir, tmp_path
+):
+    """The issue's browser test: at 1400x1000 the anchor summary and a whole R-D plot are on
+    the first screen, hovering a point shows its codec, rate, bpp and metric, and the page
+    fetches nothing but itself."""
+    import os
+    import shutil
+
+    from test_report import chromium_path
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    path = (run_dir / "report.html").resolve()
+    requests: list[str] = []
+    problems: list[str] = []
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text))
+            page.goto(path.as_uri(), wait_until="load")
+            summary = page.locator("#anchor-summary").bounding_box()
+            plot = page.locator("figure.plot svg").first.bounding_box()
+            point = page.locator("figure.plot").first.locator("circle.pt[data-codec='jpeg']")
+            point.nth(1).hover()
+            tip = page.locator(".plot-tip")
+            tip.wait_for(state="visible")
+            text = tip.inner_text()
+            shot = tmp_path / "first-screen.png"
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    assert summary is not None and plot is not None
+    assert summary["y"] + summary["height"] <= 1000 and plot["y"] + plot["height"] <= 1000
+    assert plot["x"] >= 0 and plot["x"] + plot["width"] <= 1400
+    rate = RATES["jpeg"].split(",")[1]
+    assert "jpeg" in text and f"quality={rate}" in text and "bpp" in text and "PSNR" in text
+    assert requests == [path.as_uri()] and problems == []
+    if os.environ.get("BENCH_FIRST_SCREEN"):
+        shutil.copy(shot, os.environ["BENCH_FIRST_SCREEN"])
