@@ -92,8 +92,8 @@ def export_run(
     with_references: bool = False,
 ) -> Exported:
     """Export the run in ``run_dir`` as ``fmt`` (one of :data:`FORMATS`) to ``out`` (default
-    :func:`default_out`; ``"-"``: return the text instead, for every format but
-    ``compressai``).
+    :func:`default_out`; an existing folder: the default file name in it; ``"-"``: return
+    the text instead, for every format but ``compressai``).
 
     Raises:
         UsageError: an unknown format, not a run directory, a run without aggregates, an
@@ -113,6 +113,8 @@ def export_run(
             notes.append(f"{run.directory} stores no reference curves (references.json)")
     to_stdout = str(out) == STDOUT
     target = Path(out) if out is not None and not to_stdout else default_out(run.directory, fmt)
+    if fmt != "compressai" and target.is_dir():  # a folder to put the file in
+        target = target / default_out(run.directory, fmt).name
     if fmt == "compressai":
         if to_stdout:
             raise UsageError(

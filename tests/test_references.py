@@ -271,6 +271,7 @@ def test_csv_export_round_trips(kodak_run, tmp_path, home, capsys):
     assert capsys.readouterr().out == path.read_text()
     default = export_run(kodak_run, "csv")
     assert default.paths == (kodak_run / "export" / "curves.csv",)
+    assert export_run(kodak_run, "markdown", out=tmp_path).paths == (tmp_path / "anchor.md",)
 
 
 def test_tables_state_the_anchor_every_codec_and_the_mean(kodak_run, capsys):
