@@ -712,6 +712,70 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """``bench import compressai|csv FILE...``: published curves into the imported references."""
+    from bench.references.library import import_files, quality_columns
+
+    done = import_files(
+        args.form,
+        [Path(f) for f in args.files],
+        dataset=args.dataset,
+        name=args.name,
+        source=args.source,
+        licence=args.licence,
+        to=Path(args.to) if args.to else None,
+        force=args.force,
+    )
+    for item in done:
+        c = item.curve
+        print(
+            f"imported {c.name} ({c.dataset}, {c.points} points: "
+            f"{', '.join(quality_columns(c)) or 'bpp only'}) -> {item.path}"
+            f"  [--reference {item.key}]"
+        )
+        for warning in item.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_references(args: argparse.Namespace) -> int:
+    """``bench references``: the shipped and imported reference curves."""
+    from bench.references.library import list_references
+
+    print(f"{'reference':<40} {'where':<8} {'dataset':<18} {'points':>6}  name, metrics, source")
+    for item in list_references():
+        if item.curve is None:
+            print(f"{item.key:<40} {item.where:<8} cannot be read: {item.error}")
+            continue
+        c = item.curve
+        where = f"{item.where}{' (hidden by an imported one)' if item.hidden else ''}"
+        print(
+            f"{item.key:<40} {where:<8} {c.dataset:<18} {c.points:>6}  {c.name}: "
+            f"{', '.join(item.metrics)}"
+        )
+        print(f"{'':<40} source: {c.source}; licence: {c.licence or 'not stated'}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``bench export RUN_DIR --format F``: the run as CompressAI JSON, CSV, LaTeX or Markdown."""
+    from bench.export import export_run
+
+    done = export_run(
+        Path(args.run_dir),
+        args.format,
+        anchor=args.anchor,
+        out=args.out,
+        with_references=args.with_references,
+    )
+    for note in done.notes:
+        print(f"note: {note}", file=sys.stderr)
+    sys.stdout.write(done.text)
+    for path in done.paths:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     import json
 
@@ -926,6 +990,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="baseline file, e.g. results/baselines/NAME.csv")
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("import", help="add published R-D curves (CompressAI JSON, CSV)")
+    p.add_argument("form", choices=["compressai", "csv"])
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--dataset", help="the dataset of files that do not say (e.g. kodak)")
+    p.add_argument("--name", help="the curve's name (one curve only)")
+    p.add_argument("--source", default="", help="where the numbers come from (URL, paper)")
+    p.add_argument("--licence", default="", help="the licence of the numbers")
+    p.add_argument("--to", metavar="DIR", help="where to (default: $BENCH_REFERENCES)")
+    p.add_argument("--force", action="store_true", help="replace an imported curve")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("references", help="list the shipped and imported reference curves")
+    p.set_defaults(func=cmd_references)
+
+    p = sub.add_parser("export", help="a run as CompressAI JSON, CSV, or LaTeX/Markdown tables")
+    p.add_argument("run_dir")
+    p.add_argument("--format", required=True, choices=["compressai", "csv", "latex", "markdown"])
+    p.add_argument("--anchor", metavar="CODEC", help="latex/markdown: BD anchor (first codec)")
+    p.add_argument("--out", metavar="PATH", help="file or directory; - for stdout")
+    p.add_argument("--with-references", action="store_true", help="also the run's published curves")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "check",

@@ -30,7 +30,7 @@ STAGES: list[tuple[str, list[str]]] = [
     ("running", ["bench.search", "bench.executors", "bench.ray_executor", "bench.store",
                  "bench.manifest", "bench.runner", "bench.task_training"]),
     ("outputs", ["bench.curves", "bench.interpolate", "bench.bjontegaard", "bench.anchor",
-                 "bench.references", "bench.outputs",
+                 "bench.references", "bench.export", "bench.outputs",
                  "bench.report", "bench.rules", "bench.check"]),
     ("interfaces", ["bench.api", "bench.cli", "bench"]),
 ]  # fmt: skip
