@@ -112,7 +112,7 @@ class ReferenceCurve:
         """The points as aggregate rows (``rate_param`` ``published``, ``rate`` the point's
         index), in ``dataset`` (default: the curve's own), ordered by bpp."""
         columns = self.columns()
-        fixed = {"bpp_mean", "encode_s_mean", "decode_s_mean"}
+        fixed = {"bpp_mean", "bpp_pooled", "encode_s_mean", "decode_s_mean"}
         order = sorted(range(self.points), key=lambda i: columns["bpp_mean"][i])
         rows = []
         for index in order:
@@ -126,7 +126,7 @@ class ReferenceCurve:
                     n_images=self.images or 1,
                     n_failed=0,
                     bpp_mean=bpp,
-                    bpp_pooled=math.nan,
+                    bpp_pooled=_at(columns.get("bpp_pooled"), index),
                     encode_s_mean=_at(columns.get("encode_s_mean"), index),
                     decode_s_mean=_at(columns.get("decode_s_mean"), index),
                     values={
