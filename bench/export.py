@@ -132,7 +132,9 @@ def export_run(
         images = len(run.manifest.images) or None
         used = [column.name for column in summary.columns]
         conventions = [
-            note for c in references for note in c.conventions(summary.dataset, used, images)
+            f"{c.label}: {note}"
+            for c in references
+            for note in c.conventions(summary.dataset, used, images)
         ]
         render = latex_tables if fmt == "latex" else markdown_tables
         text = render(summary, rows, run.columns, source=str(run.directory), notes=conventions)

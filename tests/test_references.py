@@ -325,7 +325,7 @@ def test_references_in_a_run_are_exported_only_when_asked(kodak_run, tmp_path):
     assert sorted(p.name for p in both.paths) == ["jpeg.json", "published-vtm.json", "webp.json"]
     table = export_run(copy, "markdown", anchor="VTM", out="-", with_references=True).text
     assert "**BD-rate against VTM (published)**" in table and "| jpeg | " in table
-    assert "averages 24 images of kodak, this run 3" in table
+    assert "the mean over 24 images of kodak; this run has 3" in table
     assert "VTM" not in export_run(copy, "markdown", out="-").text
 
 
