@@ -105,7 +105,7 @@ def run(
     from bench.executors import local
     from bench.metrics import create_metrics
     from bench.outputs import write_run_outputs
-    from bench.runner import plan_codec
+    from bench.runner import plan_codec, worker_imports
     from bench.runner import run as run_sweep
     from bench.tasks import NO_TASK, SEGMENTATION_TASKS, plan_task
     from bench.tasks.segmentation import SegmentationTask
@@ -126,6 +126,12 @@ def run(
             options[name].setdefault("device", device)
         if not download and "download" in accepted:
             options[name].setdefault("download", False)
+    count = workers if workers is not None else (os.cpu_count() or 1)
+    executor = executor or local(count)
+    # A local pool starts importing the codecs' libraries now, while planning imports them here.
+    executor.preload(
+        worker_imports((CODECS.entry(name).target, CODECS.load(name).libraries) for name in names)
+    )
     plans = [
         plan_codec(
             name,
@@ -159,7 +165,6 @@ def run(
         raise UsageError("task options need a task (see `bench list tasks`)")
     published = resolve_references(references or (), dataset)
     anchor = check_anchor(anchor, names, published)
-    count = workers if workers is not None else (os.cpu_count() or 1)
     out_dir = Path(out) if out is not None else default_out(data.tag)
     if on_start is not None:
         on_start(data.tag, out_dir)
@@ -168,7 +173,7 @@ def run(
         plans,
         out_dir,
         workers=count,
-        executor=executor or local(count),
+        executor=executor,
         metrics=chosen,
         task=planned_task,
         limit=limit,

@@ -40,6 +40,10 @@ class Executor(abc.ABC):
             UsageError: the executor cannot start (naming why).
         """
 
+    def preload(self, modules: Sequence[str]) -> None:  # noqa: B027 (optional hook)
+        """Modules every job will import (``torch``, ``compressai``): an executor may import
+        them once for all its workers. The runner calls it before ``map``."""
+
     @abc.abstractmethod
     def map(
         self,
@@ -68,8 +72,12 @@ class InProcess(Executor):
 
 
 class LocalPool(Executor):
-    """Jobs in ``workers`` spawned processes on this machine; a crashed worker costs only its
-    job.
+    """Jobs in ``workers`` processes on this machine; a crashed worker costs only its job.
+
+    Workers are spawned (a fresh interpreter each), or, when the jobs need slow imports
+    (``preload``: torch and CompressAI take about 9 CPU-seconds), forked from a fork server
+    that imported them once: a fresh single-threaded process that has run no job, so nothing
+    of the main process's state (its threads, torch's thread pool) is inherited.
 
     When a worker dies (a segfault in a codec library), the jobs that were in flight are
     retried one at a time in a fresh process; one that kills it again becomes ``crashed``
@@ -80,6 +88,17 @@ class LocalPool(Executor):
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, int(workers))
+        self.modules: tuple[str, ...] = ()
+
+    def preload(self, modules: Sequence[str]) -> None:
+        """Start the fork server now, importing ``modules``, so that its imports overlap
+        with whatever this process does before the sweep (planning imports them too)."""
+        self.modules = tuple(dict.fromkeys([*self.modules, *modules]))
+        context = pool_context(self.modules)
+        if context.get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
 
     def map(
         self,
@@ -87,30 +106,52 @@ class LocalPool(Executor):
         work: Callable[[J], list[R]],
         crashed: Callable[[J, str], list[R]],
     ) -> Iterator[list[R]]:
-        return in_pool(list(jobs), self.workers, work, crashed)
+        return in_pool(list(jobs), self.workers, work, crashed, self.modules)
 
 
-def _worker_start(parent: int, threads: int | None = None) -> None:
+def _worker_start(parent: int, threads: int | None = None, forked: bool = False) -> None:
     """Worker initializer: memory tuning, one OpenCV thread (the pool is the parallelism),
     ``threads`` torch threads (workers x threads = cores), and exit when the main process
     ``parent`` is gone (a ``kill -9`` of it would otherwise leave the workers running forever,
     re-parented).
 
-    ``parent`` comes from the main process, not from ``os.getppid()`` here: a worker still
-    importing when the main process dies would read its new parent (the reaper) and never
-    notice.
+    ``parent`` comes from the main process, not from ``os.getppid()`` here: a spawned worker
+    still importing when the main process dies would read its new parent (the reaper) and
+    never notice. A worker ``forked`` by the fork server has that server as its parent, which
+    exits with the main process: it watches both.
     """
-    if os.getppid() != parent:
+    launcher = os.getppid()
+    if (launcher != parent and not forked) or not _alive(parent):
         os._exit(1)
     tune_worker(threads)
 
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent:
+            if os.getppid() != launcher or not _alive(parent):
                 os._exit(1)
 
     threading.Thread(target=watch, name="bench-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's (the pid was reused)
+        return True
+    return True
+
+
+def pool_context(modules: Sequence[str]) -> multiprocessing.context.BaseContext:
+    """``spawn``, or where ``modules`` are given and the platform has it, a ``forkserver``
+    that imports them once before it forks any worker."""
+    if not modules or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(modules))
+    return context
 
 
 def in_pool(
@@ -118,17 +159,22 @@ def in_pool(
     workers: int,
     work: Callable[[Any], list[Any]],
     crashed: Callable[[Any, str], list[Any]],
+    preload: Sequence[str] = (),
 ) -> Iterator[list[Any]]:
     """The process-pool loop of ``LocalPool`` (see there)."""
     queue = list(reversed(jobs))
     suspects: list[Any] = []
-    context = multiprocessing.get_context("spawn")
+    context = pool_context(preload)
+    forked = context.get_start_method() == "forkserver"
     threads = threads_per_worker(workers)
     while queue or suspects:
         if suspects:
             job = suspects.pop()
             with ProcessPoolExecutor(
-                1, mp_context=context, initializer=_worker_start, initargs=(os.getpid(), threads)
+                1,
+                mp_context=context,
+                initializer=_worker_start,
+                initargs=(os.getpid(), threads, forked),
             ) as solo:
                 try:
                     yield solo.submit(work, job).result()
@@ -136,7 +182,10 @@ def in_pool(
                     yield crashed(job, str(exc) or "BrokenProcessPool")
             continue
         with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(), threads)
+            workers,
+            mp_context=context,
+            initializer=_worker_start,
+            initargs=(os.getpid(), threads, forked),
         ) as pool:
             running: dict[Future[list[Any]], Any] = {}
             broken = False

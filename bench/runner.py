@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -82,6 +83,8 @@ class CodecPlan:
     """For codecs with per-image inputs: where their quality map comes from."""
     weight_options: tuple[str, ...] = ()
     """The options that name weight files (``Codec.weight_options``)."""
+    libraries: tuple[str, ...] = ()
+    """Modules its coding imports that take long to import (``Codec.libraries``)."""
 
     @property
     def points(self) -> tuple[float, ...]:
@@ -215,6 +218,7 @@ def plan_codec(
         batch_size=max(1, int(getattr(codec, "batch_size", 1))),
         input_source=codec.input_source() if QUALITY_MAP in codec.inputs else None,
         weight_options=tuple(getattr(codec, "weight_options", ())),
+        libraries=tuple(getattr(codec, "libraries", ())),
     )
 
 
@@ -830,11 +834,17 @@ def _run(
     for plan in plans:
         if not plan.usable:
             log.warning("%s is not usable here: %s", plan.name, plan.unusable_reason)
+    libraries = preloaded(plans)
+    runner.preload(libraries)
     if jobs and not isinstance(runner, InProcess):
         # The sweep runs in other processes; this one waits. Import what the outputs need
-        # meanwhile (matplotlib, pyarrow and pandas: about a second), not after the last job.
+        # meanwhile (matplotlib, pyarrow and pandas: about a second; the codecs' libraries,
+        # with which the report codes its crops again), not after the last job.
         threading.Thread(
-            target=_import_output_libraries, name="bench-prefetch", daemon=True
+            target=_import_output_libraries,
+            args=(libraries,),
+            name="bench-prefetch",
+            daemon=True,
         ).start()
     try:
         stream = runner.map(jobs, execute, crashed)
@@ -1037,9 +1047,31 @@ def _adopt_older_records(
     return adopt
 
 
-def _import_output_libraries() -> None:
-    """Import the libraries that ``_finish`` and then the output stage write with (a failure
-    is left for them to report)."""
+def preloaded(plans: Sequence[CodecPlan]) -> tuple[str, ...]:
+    """The modules every worker of a sweep of ``plans`` imports (``worker_imports``)."""
+    return worker_imports((plan.target, plan.libraries) for plan in plans if plan.usable)
+
+
+def worker_imports(codecs: Iterable[tuple[str, Sequence[str]]]) -> tuple[str, ...]:
+    """For codecs given as (registry target, ``Codec.libraries``): where some has slow
+    libraries, those, the runner and each codec's module, which a local pool imports once
+    for all its workers; else none (a spawned worker imports what it needs in a second)."""
+    chosen = list(codecs)
+    if not any(libraries for _, libraries in chosen):
+        return ()
+    modules = [__name__]
+    for target, libraries in chosen:
+        modules += [target.partition(":")[0], *libraries]
+    return tuple(dict.fromkeys(modules))
+
+
+def _import_output_libraries(libraries: Sequence[str] = ()) -> None:
+    """Import the libraries that ``_finish`` and then the output stage write with, and the
+    codecs' ``libraries`` (the report codes its crops again); a failure is left for them to
+    report."""
+    for name in libraries:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
     with contextlib.suppress(Exception):
         import matplotlib.backends.backend_agg
         import matplotlib.backends.backend_svg
@@ -1204,6 +1236,8 @@ __all__ = [
     "execute",
     "plan_codec",
     "plan_segmenter",
+    "preloaded",
     "run",
     "stopped_run",
+    "worker_imports",
 ]

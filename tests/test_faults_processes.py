@@ -162,6 +162,47 @@ def test_workers_exit_when_the_main_process_is_killed(images, tmp_path, when):
         process.communicate(timeout=60)
 
 
+def descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for parent in frontier for child in children(parent) if alive(child)]
+        found += frontier
+    return found
+
+
+@pytest.mark.parametrize("when", ["after a record", "while the fork server imports"])
+def test_forked_workers_exit_when_the_main_process_is_killed(images, tmp_path, when):
+    """A learned codec's workers come from a fork server that imported torch and CompressAI:
+    they, and the server, go when the main process is killed."""
+    pytest.importorskip("compressai", reason="needs the learned extra (CompressAI)")
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "bench.cli", "run", "--codecs", "bmshj2018-factorized",
+            "--rates", "bmshj2018-factorized=1,2", "--dataset", "folder", "--data-dir",
+            str(images), "--out", str(out), "--workers", "2"]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if when == "after a record":
+        wait_for_rows(out / "records.csv", 1, timeout=180)
+        forked = 4  # the fork server, the resource tracker and two workers
+    else:
+        forked = 1  # the fork server, still importing
+    deadline = time.monotonic() + 120
+    while len(found := descendants(process.pid)) < forked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(found) >= forked, f"bench run started {found}, expected {forked} processes"
+    process.kill()
+    process.wait(timeout=60)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(alive(pid) for pid in found):
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in found), "processes outlived their main process"
+    finally:
+        for pid in found:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+
+
 def _mount_small_tmpfs(directory: Path, size: str) -> bool:
     directory.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:

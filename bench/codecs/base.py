@@ -135,6 +135,11 @@ class Codec(abc.ABC):
     ``codec_identity`` has the SHA-256 of the file coding its rate point in their place, so
     that records are told apart by the weights' content, never by their path."""
 
+    libraries: ClassVar[tuple[str, ...]] = ()
+    """Modules that coding with this codec imports and that take long to import (``torch``,
+    ``compressai``): a local pool imports them once, in the process its workers are forked
+    from, instead of once in every worker."""
+
     inputs: ClassVar[tuple[str, ...]] = ()
     """Names of the per-image inputs the codec takes besides the image (``quality_map``);
     the runner builds them from ``input_source()`` and calls ``encode_with``."""

@@ -357,6 +357,7 @@ class LearnedCodec(Codec):
     """
 
     ceiling = None  # learned codecs have no near-lossless setting
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)
     pad_multiple: ClassVar[int] = PAD_MULTIPLE
     analysis_modules: ClassVar[tuple[str, ...]] = ("g_a", "h_a", "h_s")
     """Sub-networks the forward pass for the estimated rate shares with ``compress`` (each

@@ -71,6 +71,7 @@ class ZooCodec(LearnedCodec):
     """
 
     architecture: ClassVar[str]
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "compressai")
     rate_scale = RateScale("quality", 1, 8, quality_rises=True)
     contract_options: ClassVar[dict[str, Any]] = {"weights": "random"}
     weight_options: ClassVar[tuple[str, ...]] = ("weights",)
@@ -242,6 +243,7 @@ class CompressAIModelCodec(LearnedCodec):
         "checkpoint": "random",
     }
     contract_rates: ClassVar[tuple[float, ...]] = (1.0, 3.0)
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "compressai")
     """Rate points for the contract tests (a user's model has no default sweep)."""
     weight_options: ClassVar[tuple[str, ...]] = ("checkpoint", "checkpoint_sha256")
 
