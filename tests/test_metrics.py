@@ -137,3 +137,31 @@ def test_too_small_for_ms_ssim_is_reported_not_crashed(kodim):
 def test_shape_mismatch_is_an_error(kodim):
     with pytest.raises(ValueError, match="shape mismatch"):
         psnr_rgb(kodim(1), kodim(4))
+
+
+def test_the_float32_window_is_pytorch_msssims_bit_for_bit():
+    from pytorch_msssim.ssim import _fspecial_gauss_1d
+
+    from bench.metrics.fidelity import gaussian_window
+
+    theirs = _fspecial_gauss_1d(11, 1.5).flatten().numpy()
+    ours = gaussian_window(dtype=np.float32)
+    assert ours.dtype == np.float32 and np.array_equal(ours, theirs)
+    exact = gaussian_window()
+    assert exact.dtype == np.float64 and exact.sum() == pytest.approx(1.0, abs=1e-15)
+    assert 0 < np.abs(exact - theirs).max() < 1e-7  # the float32 rounding that matters below
+
+
+def test_ms_ssim_where_contrast_structure_is_near_zero(kodim):
+    """A reconstruction unrelated to the original: the contrast-structure terms are near 0,
+    where cs**0.0448 magnifies a change of 1e-8 into 1e-6. bench follows pytorch-msssim's
+    float32 window and agrees with it there (and exactly in float64 with its window)."""
+    original = kodim(1)
+    rng = np.random.default_rng(0)
+    decoded = np.clip(rng.normal(128, 40, original.shape), 0, 255).astype(np.uint8)
+    pt32 = pytorch_msssim.ms_ssim(
+        as_tensor(original).float(), as_tensor(decoded).float(), data_range=255
+    ).item()
+    ours = ms_ssim_rgb(original, decoded)
+    assert ours == pytest.approx(pt32, abs=1e-6)
+    assert ours < 0.5  # the case this is about: MS-SSIM of an unrelated image
