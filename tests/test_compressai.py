@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 
 import numpy as np
@@ -42,7 +43,13 @@ def test_decoded_image_is_the_models_own_reconstruction(name, crop):
     parsed = read_bitstream(data)
     top, bottom, left, right = parsed["padding"]
     assert (top, bottom, left, right) == pad_amounts(97, 130) == (15, 16, 31, 31)
-    model = codec.model(quality)
+    # CompressAI's own model in its default memory layout (bench's may run channels-last).
+    model = copy.deepcopy(codec.model(quality)).to(memory_format=torch.contiguous_format)
+    kernels = [(a, b) for a, b in zip(codec.model(quality).parameters(), model.parameters(),
+               strict=True) if a.dim() == 4]  # fmt: skip
+    layout = torch.channels_last if codec.channels_last else torch.contiguous_format
+    assert all(a.is_contiguous(memory_format=layout) for a, _ in kernels)
+    assert all(b.is_contiguous() and torch.equal(a, b) for a, b in kernels)
     x = torch.from_numpy(np.array(crop)).permute(2, 0, 1)[None].float() / 255
     x = torch.nn.functional.pad(x, (left, right, top, bottom))
     with torch.inference_mode():

@@ -365,6 +365,12 @@ class LearnedCodec(Codec):
     synthesis_module: ClassVar[str] = ""
     """The sub-network whose output the forward pass returns as ``x_hat`` only, which the
     estimated rate does not need (skipped); empty where the model's forward is not known."""
+    channels_last: ClassVar[bool] = False
+    """Whether the model runs in channels-last memory layout on the CPU (oneDNN's faster
+    convolutions: about 22 % less time per Kodak encode and decode for the hyperprior). Only
+    for models made of convolutions (a ``view`` in a transformer block would fail on it).
+    The summation order changes, so latents may move by about 1e-6 before rounding; on the 24
+    Kodak images the bitstreams and pixels equal those of the default layout."""
 
     def __init__(
         self, *, device: str = "cpu", max_megapixels: float = MAX_MEGAPIXELS, batch_size: int = 1
@@ -409,9 +415,17 @@ class LearnedCodec(Codec):
         """The model for a rate point, on the device, with its entropy tables built; cached."""
         if rate not in self._models:
             model = self.load_model(rate).eval().to(self.device)
+            if self._channels_last:
+                import torch
+
+                model = model.to(memory_format=torch.channels_last)
             model.update(force=True)
             self._models[rate] = model
         return self._models[rate]
+
+    @property
+    def _channels_last(self) -> bool:
+        return self.channels_last and self.device == "cpu"
 
     def _synchronize(self) -> None:
         synchronize(self.device)
@@ -440,6 +454,8 @@ class LearnedCodec(Codec):
         top, bottom, left, right = pad_amounts(height, width, self.pad_multiple)
         x = torch.from_numpy(np.stack(checked)).permute(0, 3, 1, 2).float().div(255)
         x = F.pad(x.to(self.device), (left, right, top, bottom), mode="constant", value=0.0)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         shared = one_analysis(model, self.analysis_modules, self.synthesis_module)
         with torch.inference_mode(), shared:
             out = model.compress(x)
