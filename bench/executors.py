@@ -150,7 +150,7 @@ def pool_context(modules: Sequence[str]) -> multiprocessing.context.BaseContext:
     if not modules or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(modules))
+    context.set_forkserver_preload([*modules, "bench.forkserver_exit"])
     return context
 
 

@@ -49,23 +49,23 @@ torch.save(net.state_dict(), sys.argv[1])
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
     """Run ``command`` under a fresh measuring process (so peak memory is its own): wall
-    seconds, CPU seconds (user + system of the whole tree) and peak RSS in MB of its largest
-    process."""
+    seconds until the command's own process exits (what a user waits for), CPU seconds (user +
+    system of the whole tree, processes that outlive it included) and peak RSS in MB of its
+    largest process."""
     with tempfile.NamedTemporaryFile("w+", suffix=".json") as usage:
-        start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, __file__, "--measure-into", usage.name, "--", *command],
             env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
-        wall = time.perf_counter() - start
         if done.returncode != 0:
             sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
         measured = json.loads(Path(usage.name).read_text())
-    return wall, measured["cpu"], measured["rss_mb"], done.stdout
+    return measured["wall"], measured["cpu"], measured["rss_mb"], done.stdout
 
 
 def measure_into(path: str, command: list[str]) -> int:
-    """Run ``command`` and write its tree's CPU time and largest peak RSS to ``path``.
+    """Run ``command`` and write its wall time (to its own exit), its tree's CPU time and
+    largest peak RSS to ``path``.
 
     This process becomes the subreaper of the tree (Linux), so that processes the command's
     main process does not wait for (a fork server and the workers it forked) are reaped here
@@ -74,7 +74,9 @@ def measure_into(path: str, command: list[str]) -> int:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    start = time.perf_counter()
     done = subprocess.run(command, check=False)
+    wall = time.perf_counter() - start
     while True:  # the orphans re-parented here, once they exit
         try:
             os.wait()
@@ -82,7 +84,7 @@ def measure_into(path: str, command: list[str]) -> int:
             break
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = usage.ru_utime + usage.ru_stime
-    Path(path).write_text(json.dumps({"cpu": cpu, "rss_mb": usage.ru_maxrss / 1024}))
+    Path(path).write_text(json.dumps({"wall": wall, "cpu": cpu, "rss_mb": usage.ru_maxrss / 1024}))
     return done.returncode
 
 
