@@ -1,7 +1,7 @@
 """Time bench against CompressAI's own tools on the same work, and compare the numbers.
 
     python benchmarks/vs_compressai.py --data-dir ../shared/datasets/kodak [--workers 2]
-        [--suite classical|learned|all]
+        [--suite classical|learned|tic|all]
 
 classical: runs, in turn and each in a fresh process, ``python -m compressai.utils.bench jpeg
 -q 10,20,...,90 -j N DIR`` (with OMP_NUM_THREADS=1, its best setting on a small machine) and
@@ -193,6 +193,74 @@ def learned(python: str, bench: list[str], data: str, workers: int) -> None:
               f"difference {abs(mine[metric] - other[metric]):.3g}")  # fmt: skip
 
 
+TIC = "tic-hp"
+TIC_QUALITY = 3
+TIC_EVAL = """
+import json, sys
+from pathlib import Path
+import torch
+from compressai.utils.eval_model.__main__ import collect_images, eval_model
+from bench.codecs import create_codec
+
+class Contract(torch.nn.Module):
+    # bench's TIC model with CompressAI's decompress contract (a dict with x_hat)
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+    def compress(self, x):
+        return self.model.compress(x)
+    def decompress(self, strings, shape):
+        return {"x_hat": self.model.decompress(strings, shape)}
+
+model = create_codec("tic-hp", {"weights": "random"}).model(int(sys.argv[2])).model
+paths = [Path(p) for p in collect_images(sys.argv[1])]
+with torch.no_grad():
+    metrics = eval_model(Contract(model), Path("."), Path(sys.argv[1]), paths,
+                         architecture="tic-hp", half=False, per_image=False)
+print(json.dumps(dict(metrics)))
+"""
+
+
+def tic_bench_means(run_dir: Path) -> dict[str, float]:
+    """Means over bench's tic-hp records of PSNR, MS-SSIM and the bpp of the entropy-coded
+    strings alone (bytes less ``header_bytes``: the header and each tile's lengths)."""
+    with (run_dir / "records.csv").open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["codec"] == TIC]
+    if not rows or any(r["status"] != "ok" for r in rows):
+        sys.exit(f"bench's run in {run_dir} has failed records")
+    payload = [
+        8 * (int(r["bytes"]) - int(float(r["header_bytes"]))) / (int(r["height"]) * int(r["width"]))
+        for r in rows
+    ]
+    return {
+        "bpp": sum(payload) / len(rows),
+        "psnr": sum(float(r["psnr_rgb"]) for r in rows) / len(rows),
+        "ms-ssim": sum(float(r["ms_ssim_rgb"]) for r in rows) / len(rows),
+    }
+
+
+def tic(python: str, bench: list[str], data: str, workers: int) -> None:
+    """bench's tic-hp (the seeded random stand-in, N=32, M=48) against CompressAI's
+    ``eval_model`` loop (its ``eval_model`` function, default threads) on the same model."""
+    theirs = timed([python, "-c", TIC_EVAL, data, str(TIC_QUALITY)], dict(os.environ))
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = timed(
+            [*bench, "run", "--codecs", TIC, "--rates", f"{TIC}={TIC_QUALITY}",
+             "--codec-option", f"{TIC}.weights=random", "--dataset", "kodak", "--data-dir",
+             data, "--workers", str(workers), "--out", str(Path(tmp) / "run")],
+            dict(os.environ),
+        )  # fmt: skip
+        mine = tic_bench_means(Path(tmp) / "run")
+    results = json.loads(theirs[3][theirs[3].index("{") :])
+    other = {"bpp": results["bpp"], "psnr": results["psnr-rgb"],
+             "ms-ssim": results["ms-ssim-rgb"]}  # fmt: skip
+    print(f"learned: {TIC} (random stand-in) quality {TIC_QUALITY}, real entropy coding")
+    report(theirs, ours, "eval_model")
+    for metric in ("bpp", "psnr", "ms-ssim"):
+        print(f"{metric}: eval_model {other[metric]:.7g}, bench {mine[metric]:.7g}, "
+              f"difference {abs(mine[metric] - other[metric]):.3g}")  # fmt: skip
+
+
 def main() -> None:
     if len(sys.argv) > 3 and sys.argv[1] == "--measure-into":
         sys.exit(measure_into(sys.argv[2], sys.argv[4:]))
@@ -202,7 +270,10 @@ def main() -> None:
         "--workers", type=int, default=len(os.sched_getaffinity(0)),
         help="bench's processes (default: the cores), and compressai.utils.bench's",
     )  # fmt: skip
-    parser.add_argument("--suite", choices=("classical", "learned", "all"), default="all")
+    parser.add_argument(
+        "--suite", choices=("classical", "learned", "tic", "all"), default="all",
+        help="learned: the zoo hyperprior; tic: tic-hp; all: the three",
+    )  # fmt: skip
     args = parser.parse_args()
     data = str(Path(args.data_dir).resolve())
     python = sys.executable
@@ -211,6 +282,8 @@ def main() -> None:
         classical(python, bench, data, args.workers)
     if args.suite in ("learned", "all"):
         learned(python, bench, data, args.workers)
+    if args.suite in ("tic", "all"):
+        tic(python, bench, data, args.workers)
 
 
 if __name__ == "__main__":

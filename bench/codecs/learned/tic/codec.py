@@ -88,6 +88,7 @@ class _TicCodec(Codec):
 
     variant: ClassVar[int]
     ceiling = None
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "compressai")
     weight_options: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(
