@@ -149,8 +149,13 @@ def pool_context(modules: Sequence[str]) -> multiprocessing.context.BaseContext:
     that imports them once before it forks any worker."""
     if not modules or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
+    from bench.forkserver import IMPORTS_VARIABLE
+
+    # Read by bench.forkserver in the server, which the server inherits this environment
+    # from when it starts (a server already running keeps what it imported).
+    os.environ[IMPORTS_VARIABLE] = ",".join(modules)
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([*modules, "bench.forkserver_exit"])
+    context.set_forkserver_preload(["bench.forkserver"])
     return context
 
 
