@@ -146,17 +146,38 @@ def _alive(pid: int) -> bool:
 
 def pool_context(modules: Sequence[str]) -> multiprocessing.context.BaseContext:
     """``spawn``, or where ``modules`` are given and the platform has it, a ``forkserver``
-    that imports them once before it forks any worker."""
+    that imports them once before it forks any worker.
+
+    The server is one per process and its workers inherit its environment, not this
+    process's: a server started under another environment (another variable, other
+    ``modules``) is stopped here, and the pool starts a new one, as spawned workers would
+    each read the environment anew."""
     if not modules or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     from bench.forkserver import IMPORTS_VARIABLE
 
-    # Read by bench.forkserver in the server, which the server inherits this environment
-    # from when it starts (a server already running keeps what it imported).
+    # Read by bench.forkserver in the server, which inherits this environment when it starts.
     os.environ[IMPORTS_VARIABLE] = ",".join(modules)
+    _replace_server_of_another_environment()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bench.forkserver"])
     return context
+
+
+_SERVER_ENVIRONMENT: dict[str, str] = {}
+"""The environment of the last ``pool_context`` that used the fork server."""
+
+
+def _replace_server_of_another_environment() -> None:
+    from multiprocessing import forkserver
+
+    environment = dict(os.environ)
+    server = forkserver._forkserver  # type: ignore[attr-defined]
+    running = getattr(server, "_forkserver_pid", None) is not None
+    if running and environment != _SERVER_ENVIRONMENT and hasattr(server, "_stop"):
+        server._stop()
+    _SERVER_ENVIRONMENT.clear()
+    _SERVER_ENVIRONMENT.update(environment)
 
 
 def in_pool(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from multiprocessing import forkserver
 from pathlib import Path
@@ -54,4 +55,19 @@ def test_workers_have_the_libraries_and_one_that_raises_costs_nothing(
     monkeypatch.syspath_prepend(str(tmp_path))
     preload = ("broken_library", "slow_library")
     jobs = ["slow_library", "broken_library", "slow_library"]
-    assert list(in_pool(jobs, 2, loaded, crashed, preload)) == [[True], [False], [True]]
+    assert list(in_pool(jobs, 1, loaded, crashed, preload)) == [[True], [False], [True]]
+
+
+def variable(name: str) -> list[str | None]:
+    return [os.environ.get(name)]
+
+
+def test_workers_see_the_environment_of_their_pool(monkeypatch: pytest.MonkeyPatch):
+    """Spawned workers read the environment anew; forked ones inherit the server's, so a
+    server started under another environment is replaced."""
+    monkeypatch.setenv("BENCH_TEST_VARIABLE", "first")
+    assert list(in_pool(["BENCH_TEST_VARIABLE"], 1, variable, crashed, ("json",))) == [["first"]]
+    monkeypatch.setenv("BENCH_TEST_VARIABLE", "second")
+    assert list(in_pool(["BENCH_TEST_VARIABLE"], 1, variable, crashed, ("json",))) == [["second"]]
+    monkeypatch.delenv("BENCH_TEST_VARIABLE")
+    assert list(in_pool(["BENCH_TEST_VARIABLE"], 1, variable, crashed, ("json",))) == [[None]]
