@@ -109,7 +109,12 @@ class LocalPool(Executor):
         return in_pool(list(jobs), self.workers, work, crashed, self.modules)
 
 
-def _worker_start(parent: int, threads: int | None = None, forked: bool = False) -> None:
+def _worker_start(
+    parent: int,
+    threads: int | None = None,
+    forked: bool = False,
+    environment: dict[str, str] | None = None,
+) -> None:
     """Worker initializer: memory tuning, one OpenCV thread (the pool is the parallelism),
     ``threads`` torch threads (workers x threads = cores), and exit when the main process
     ``parent`` is gone (a ``kill -9`` of it would otherwise leave the workers running forever,
@@ -118,11 +123,16 @@ def _worker_start(parent: int, threads: int | None = None, forked: bool = False)
     ``parent`` comes from the main process, not from ``os.getppid()`` here: a spawned worker
     still importing when the main process dies would read its new parent (the reaper) and
     never notice. A worker ``forked`` by the fork server has that server as its parent, which
-    exits with the main process: it watches both.
+    exits with the main process: it watches both. It also takes the main process's
+    ``environment`` of now, since it inherited the server's, which is as old as the server
+    (and lacks what the main process's imports or the user set since).
     """
     launcher = os.getppid()
     if (launcher != parent and not forked) or not _alive(parent):
         os._exit(1)
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
     tune_worker(threads)
 
     def watch() -> None:
@@ -146,38 +156,18 @@ def _alive(pid: int) -> bool:
 
 def pool_context(modules: Sequence[str]) -> multiprocessing.context.BaseContext:
     """``spawn``, or where ``modules`` are given and the platform has it, a ``forkserver``
-    that imports them once before it forks any worker.
-
-    The server is one per process and its workers inherit its environment, not this
-    process's: a server started under another environment (another variable, other
-    ``modules``) is stopped here, and the pool starts a new one, as spawned workers would
-    each read the environment anew."""
+    that imports them once before it forks any worker (one server per process: one started
+    earlier keeps what it imported; its workers get the pool's environment from
+    ``_worker_start``)."""
     if not modules or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     from bench.forkserver import IMPORTS_VARIABLE
 
     # Read by bench.forkserver in the server, which inherits this environment when it starts.
     os.environ[IMPORTS_VARIABLE] = ",".join(modules)
-    _replace_server_of_another_environment()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bench.forkserver"])
     return context
-
-
-_SERVER_ENVIRONMENT: dict[str, str] = {}
-"""The environment of the last ``pool_context`` that used the fork server."""
-
-
-def _replace_server_of_another_environment() -> None:
-    from multiprocessing import forkserver
-
-    environment = dict(os.environ)
-    server = forkserver._forkserver  # type: ignore[attr-defined]
-    running = getattr(server, "_forkserver_pid", None) is not None
-    if running and environment != _SERVER_ENVIRONMENT and hasattr(server, "_stop"):
-        server._stop()
-    _SERVER_ENVIRONMENT.clear()
-    _SERVER_ENVIRONMENT.update(environment)
 
 
 def in_pool(
@@ -192,6 +182,7 @@ def in_pool(
     suspects: list[Any] = []
     context = pool_context(preload)
     forked = context.get_start_method() == "forkserver"
+    environment = dict(os.environ) if forked else None
     threads = threads_per_worker(workers)
     while queue or suspects:
         if suspects:
@@ -200,7 +191,7 @@ def in_pool(
                 1,
                 mp_context=context,
                 initializer=_worker_start,
-                initargs=(os.getpid(), threads, forked),
+                initargs=(os.getpid(), threads, forked, environment),
             ) as solo:
                 try:
                     yield solo.submit(work, job).result()
@@ -211,7 +202,7 @@ def in_pool(
             workers,
             mp_context=context,
             initializer=_worker_start,
-            initargs=(os.getpid(), threads, forked),
+            initargs=(os.getpid(), threads, forked, environment),
         ) as pool:
             running: dict[Future[list[Any]], Any] = {}
             broken = False

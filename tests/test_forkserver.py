@@ -63,8 +63,8 @@ def variable(name: str) -> list[str | None]:
 
 
 def test_workers_see_the_environment_of_their_pool(monkeypatch: pytest.MonkeyPatch):
-    """Spawned workers read the environment anew; forked ones inherit the server's, so a
-    server started under another environment is replaced."""
+    """Spawned workers read the environment anew; forked ones inherited the server's, as old
+    as the server, and take the pool's."""
     monkeypatch.setenv("BENCH_TEST_VARIABLE", "first")
     assert list(in_pool(["BENCH_TEST_VARIABLE"], 1, variable, crashed, ("json",))) == [["first"]]
     monkeypatch.setenv("BENCH_TEST_VARIABLE", "second")
