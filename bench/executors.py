@@ -75,9 +75,10 @@ class LocalPool(Executor):
     """Jobs in ``workers`` processes on this machine; a crashed worker costs only its job.
 
     Workers are spawned (a fresh interpreter each), or, when the jobs need slow imports
-    (``preload``: torch and CompressAI take about 9 CPU-seconds), forked from a fork server
-    that imported them once: a fresh single-threaded process that has run no job, so nothing
-    of the main process's state (its threads, torch's thread pool) is inherited.
+    (``preload``: importing torch and CompressAI takes about 6 CPU-seconds), forked from a
+    fork server that imported them once: a fresh single-threaded process that has run no
+    job, so nothing of the main process's state (its threads, torch's thread pool) is
+    inherited.
 
     When a worker dies (a segfault in a codec library), the jobs that were in flight are
     retried one at a time in a fresh process; one that kills it again becomes ``crashed``

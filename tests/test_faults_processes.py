@@ -148,15 +148,21 @@ def test_workers_exit_when_the_main_process_is_killed(images, tmp_path, when):
         workers = wait_for_children(process.pid, 1)
     else:  # two workers and the resource tracker exist, the workers still importing
         workers = wait_for_children(process.pid, 3)
+    kill_and_expect_gone(process, workers, "workers outlived their main process")
+
+
+def kill_and_expect_gone(process: subprocess.Popen[str], pids: list[int], message: str) -> None:
+    """``kill -9`` the main process; every one of ``pids`` must exit within 30 s (those left
+    are killed afterwards, so that a failure leaves nothing running)."""
     process.kill()
     process.wait(timeout=60)
-    deadline = time.monotonic() + 30
     try:
-        while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(alive(pid) for pid in pids):
             time.sleep(0.2)
-        assert not any(alive(pid) for pid in workers), "workers outlived their main process"
+        assert not any(alive(pid) for pid in pids), message
     finally:
-        for pid in workers:
+        for pid in pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         process.communicate(timeout=60)
@@ -186,18 +192,7 @@ def test_forked_workers_exit_when_the_main_process_is_killed(images, tmp_path, w
     while len(found := descendants(process.pid)) < forked and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(found) >= forked, f"bench run started {found}, expected {forked} processes"
-    process.kill()
-    process.wait(timeout=60)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(alive(pid) for pid in found):
-            time.sleep(0.2)
-        assert not any(alive(pid) for pid in found), "processes outlived their main process"
-    finally:
-        for pid in found:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        process.communicate(timeout=60)
+    kill_and_expect_gone(process, found, "processes outlived their main process")
 
 
 def _mount_small_tmpfs(directory: Path, size: str) -> bool:
