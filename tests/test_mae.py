@@ -326,3 +326,42 @@ def test_gradient_clipping_bounds_the_networks_gradient_norm():
     assert _training("--clip-grad-norm", "1").clip_grad_norm == 1.0
     with pytest.raises(UsageError, match="clip-grad-norm"):
         _training("--clip-grad-norm", "0")
+
+
+def test_the_sqrt_lambda_start_scales_the_latent_by_the_root_of_lambda():
+    from bench.errors import UsageError
+
+    config = MaeConfig.from_preset("cpu")
+    seed_everything(3)
+    trainable = MaeTrainable(config, learning_rate=1e-3, modulation_start="sqrt-lambda")
+    model = trainable.model
+    reference = math.sqrt(64 * 4096)  # geometric mean of 64, 256, 1024, 4096
+    for lam in (*config.lambdas, 128.0, 2048.0, 32.0):
+        lam_in = model.lambda_input(lam, torch.device("cpu"))
+        modulation = model.modulation[2](lam_in).detach().flatten()
+        demodulation = model.demodulation[0](lam_in).detach().flatten()
+        if lam in config.lambdas:  # exactly the root at the trained lambda values
+            expected = math.sqrt(lam / reference)
+            assert torch.allclose(modulation, torch.full_like(modulation, expected), rtol=1e-5)
+            assert torch.allclose(demodulation, 1 / modulation, rtol=1e-5)
+        elif lam < min(config.lambdas):  # constant below the set
+            assert float(modulation[0]) == pytest.approx(math.sqrt(64 / reference), rel=1e-6)
+        else:  # between two trained values: between their scales
+            assert math.sqrt(lam / 2 / reference) < float(modulation[0]) < math.sqrt(
+                lam * 2 / reference
+            )
+        for other in (*model.modulation[:2], *model.demodulation[1:]):  # the rest: identity
+            assert torch.equal(other(lam_in).detach(), torch.ones(1, config.n, 1, 1))
+    assert trainable.hyperparameters() == {"lr": 1e-3, "modulation_start": "sqrt-lambda"}
+    # The start changes only the two latent (de)modulations: a round trip still inverts them.
+    model.eval()
+    x = torch.rand(1, 3, 32, 32)
+    y_low, y_high = model.analysis(x, 64.0), model.analysis(x, 4096.0)
+    assert float(y_high.abs().mean()) > 2 * float(y_low.abs().mean())
+    assert _training("--modulation-start", "sqrt-lambda").modulation_start == "sqrt-lambda"
+    with pytest.raises(UsageError, match="no modulation"):
+        _training("--single-lambda", "64", "--modulation-start", "sqrt-lambda")
+    with pytest.raises(ValueError, match="identity or sqrt-lambda"):
+        MaeTrainable(TINY, learning_rate=1e-3, modulation_start="log")
+    with pytest.raises(ValueError, match="hidden units"):
+        MaeNetwork(MaeConfig(n=8, hidden=2, lambdas=(1.0, 2.0, 3.0, 4.0))).start_with_rate_scaling()

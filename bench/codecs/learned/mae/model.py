@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -108,6 +110,30 @@ class Modulation(nn.Module):
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
 
+    def start_at(self, inputs: Sequence[float], log_scales: Sequence[float]) -> None:
+        """Start at given log-scales instead of identity: the same scale on every channel,
+        ``log_scales[i]`` at ``lambda_in = inputs[i]`` (ascending), linear between them,
+        constant below the first input and on the last slope above the last. The first
+        ``len(inputs) - 1`` hidden units become hinges ``relu(lambda_in - inputs[i])``; the
+        others keep their random start and a zero output weight.
+
+        Raises:
+            ValueError: inputs not ascending, or fewer hidden units than hinges.
+        """
+        points = list(zip(inputs, log_scales, strict=True))
+        if not points or any(b[0] <= a[0] for a, b in itertools.pairwise(points)):
+            raise ValueError("inputs must be ascending (and at least one)")
+        slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(points)]
+        if self.fc1.out_features < len(slopes):
+            raise ValueError(f"{len(slopes)} hinges need at least {len(slopes)} hidden units")
+        with torch.no_grad():
+            self.fc2.weight.zero_()
+            self.fc2.bias.fill_(points[0][1])
+            for index, slope in enumerate(slopes):
+                self.fc1.weight[index, 0] = 1.0
+                self.fc1.bias[index] = -points[index][0]
+                self.fc2.weight[:, index] = slope - (slopes[index - 1] if index else 0.0)
+
     def forward(self, lambda_in: Tensor) -> Tensor:
         scales = torch.exp(self.fc2(torch.relu(self.fc1(lambda_in.reshape(1, 1)))))
         return scales.reshape(1, -1, 1, 1)
@@ -141,6 +167,22 @@ class MaeNetwork(nn.Module):
             [Modulation(n, config.hidden) for _ in range(3)] if config.modulated else []
         )
         self.entropy = nn.ModuleList([EntropyBottleneck(n) for _ in range(config.entropy_models)])
+
+    def start_with_rate_scaling(self, exponent: float = 0.5) -> None:
+        """Start the latent's modulation at ``(lambda / lambda_ref) ** exponent`` and its
+        demodulation at the inverse, lambda_ref the geometric mean of the trained set; the
+        other four (de)modulations stay identity. With exponent 0.5 the latent's scale, and
+        so the quantiser's step relative to it, follows the MSE-optimal step ~ 1/sqrt(lambda)
+        from the first step, so the rates start apart instead of waiting for the modulation
+        networks to learn a logarithm of lambda / lambda_max."""
+        if not self.config.modulated:
+            raise ValueError("a single-rate model has no modulation")
+        lambdas = self.config.lambdas
+        reference = math.exp(sum(math.log(v) for v in lambdas) / len(lambdas))
+        inputs = [v / max(lambdas) for v in lambdas]
+        logs = [exponent * math.log(v / reference) for v in lambdas]
+        cast(Modulation, self.modulation[-1]).start_at(inputs, logs)
+        cast(Modulation, self.demodulation[0]).start_at(inputs, [-v for v in logs])
 
     def entropy_index(self, lam: float) -> int:
         """The entropy model of a lambda: its position in the trained set (0 when shared).

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from bench.training.registry import Log
 
 LEARNING_RATES = {"paper": 1e-4, "authors": 1e-4, "cpu": 5e-4}
+MODULATION_STARTS = ("identity", "sqrt-lambda")
+"""How the modulation networks start: exp(0) = 1 everywhere (the authors'), or the latent's
+(de)modulation at (lambda / lambda_ref) ** (+-1/2) (``MaeNetwork.start_with_rate_scaling``)."""
 LAMBDA_WEIGHTS = ("equal", "inverse")
 """w_lambda of the loss: 1 (the report's eq. 3 with w = 1, the authors' code) or 1 / lambda."""
 """Adam's rate by preset: the authors' 1e-4; 5e-4 for short CPU runs (the spec's CHOICE)."""
@@ -57,16 +60,24 @@ class MaeTrainable:
         lambda_weights: str = "equal",
         modulation_lr_scale: float = 1.0,
         clip_grad_norm: float | None = None,
+        modulation_start: str = "identity",
         device: str = "cpu",
     ) -> None:
         if lambda_weights not in LAMBDA_WEIGHTS:
             raise ValueError(f"lambda_weights {lambda_weights!r}: expected equal or inverse")
+        if modulation_start not in MODULATION_STARTS:
+            raise ValueError(f"modulation_start {modulation_start!r}: expected identity or "
+                             "sqrt-lambda")  # fmt: skip
         self.mae_config = config
         self.learning_rate = float(learning_rate)
         self.lambda_weights = lambda_weights
         self.modulation_lr_scale = float(modulation_lr_scale)
         self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
-        self.model = MaeNetwork(config).to(device)
+        self.modulation_start = modulation_start
+        self.model = MaeNetwork(config)
+        if modulation_start == "sqrt-lambda":
+            self.model.start_with_rate_scaling(0.5)
+        self.model.to(device)
         named = list(self.model.named_parameters())
         scaled = ("modulation.", "demodulation.")
         modulation = [p for n, p in named if n.startswith(scaled)]
@@ -102,6 +113,8 @@ class MaeTrainable:
             kept["modulation_lr_scale"] = self.modulation_lr_scale
         if self.clip_grad_norm is not None:
             kept["clip_grad_norm"] = self.clip_grad_norm
+        if self.modulation_start != "identity":
+            kept["modulation_start"] = self.modulation_start
         return kept
 
     def weight(self, lam: float) -> float:
@@ -153,8 +166,10 @@ class MaeTraining(Training):
         lambda_weights: str = "equal",
         modulation_lr_scale: float = 1.0,
         clip_grad_norm: float | None = None,
+        modulation_start: str = "identity",
     ) -> None:
         self.mae_config = config
+        self.modulation_start = modulation_start
         self.clip_grad_norm = clip_grad_norm
         self.learning_rate = learning_rate
         self.lambda_weights = lambda_weights
@@ -190,6 +205,11 @@ class MaeTraining(Training):
         parser.add_argument("--clip-grad-norm", type=float, metavar="C",
                             help="clip the networks' gradient norm to C (default: none, as "
                             "the authors; CompressAI's example trainer clips at 1.0)")  # fmt: skip
+        parser.add_argument("--modulation-start", choices=MODULATION_STARTS, default="identity",
+                            help="identity (every scale exp(0) = 1, the authors') or "
+                            "sqrt-lambda (the latent's modulation starts at (lambda / "
+                            "lambda_ref)^(1/2), its demodulation at the inverse: the rates "
+                            "start apart)")  # fmt: skip
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MaeTraining:
@@ -219,9 +239,11 @@ class MaeTraining(Training):
         clip = args.clip_grad_norm
         if clip is not None and not (clip > 0 and math.isfinite(clip)):
             raise UsageError(f"--clip-grad-norm {clip}: expected a positive number")
+        if args.single_lambda is not None and args.modulation_start != "identity":
+            raise UsageError("--modulation-start: a single-lambda model has no modulation")
         return cls(config, learning_rate=lr, lambda_weights=args.lambda_weights,
                    modulation_lr_scale=args.modulation_lr_scale,
-                   clip_grad_norm=clip)  # fmt: skip
+                   clip_grad_norm=clip, modulation_start=args.modulation_start)  # fmt: skip
 
     def check(self, options: TrainingOptions) -> None:
         crop = options.crop
@@ -234,6 +256,7 @@ class MaeTraining(Training):
                             lambda_weights=self.lambda_weights,
                             modulation_lr_scale=self.modulation_lr_scale,
                             clip_grad_norm=self.clip_grad_norm,
+                            modulation_start=self.modulation_start,
                             device=options.device)  # fmt: skip
 
     def banner(self, trainable: Any, sampler: ImageSampler, options: TrainingOptions) -> str:
@@ -241,7 +264,7 @@ class MaeTraining(Training):
         return (
             f"bench train mae: {self.mae_config.describe()}, {params:,} parameters, lr "
             f"{self.learning_rate:g} (modulation x{self.modulation_lr_scale:g}), lambda weights "
-            f"{self.lambda_weights}; "
+            f"{self.lambda_weights}, modulation start {self.modulation_start}; "
             f"{len(sampler.images)} images of {sampler.dataset.tag} -> {options.out}"
         )
 
