@@ -31,12 +31,12 @@ if TYPE_CHECKING:
     from bench.training.registry import Log
 
 LEARNING_RATES = {"paper": 1e-4, "authors": 1e-4, "cpu": 5e-4}
+"""Adam's rate by preset: the authors' 1e-4; 5e-4 for short CPU runs (the spec's CHOICE)."""
 MODULATION_STARTS = ("identity", "sqrt-lambda")
 """How the modulation networks start: exp(0) = 1 everywhere (the authors'), or the latent's
 (de)modulation at (lambda / lambda_ref) ** (+-1/2) (``MaeNetwork.start_with_rate_scaling``)."""
 LAMBDA_WEIGHTS = ("equal", "inverse")
 """w_lambda of the loss: 1 (the report's eq. 3 with w = 1, the authors' code) or 1 / lambda."""
-"""Adam's rate by preset: the authors' 1e-4; 5e-4 for short CPU runs (the spec's CHOICE)."""
 AUX_LEARNING_RATE = 1e-3
 
 
@@ -226,6 +226,8 @@ class MaeTraining(Training):
             if lambdas is not None or args.shared_entropy_model:
                 raise UsageError("--single-lambda trains one lambda: drop --lambdas and "
                                  "--shared-entropy-model")  # fmt: skip
+            if args.modulation_start != "identity":
+                raise UsageError("--modulation-start: a single-lambda model has no modulation")
             changes.update(lambdas=(args.single_lambda,), modulated=False)
         else:
             changes["shared_entropy_model"] = bool(args.shared_entropy_model) or None
@@ -239,8 +241,6 @@ class MaeTraining(Training):
         clip = args.clip_grad_norm
         if clip is not None and not (clip > 0 and math.isfinite(clip)):
             raise UsageError(f"--clip-grad-norm {clip}: expected a positive number")
-        if args.single_lambda is not None and args.modulation_start != "identity":
-            raise UsageError("--modulation-start: a single-lambda model has no modulation")
         return cls(config, learning_rate=lr, lambda_weights=args.lambda_weights,
                    modulation_lr_scale=args.modulation_lr_scale,
                    clip_grad_norm=clip, modulation_start=args.modulation_start)  # fmt: skip
