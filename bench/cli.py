@@ -567,6 +567,11 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: dict[str, Any]) 
     loop.add_argument("--log-every", type=positive_int, default=50, help="steps per loss record")
     loop.add_argument("--resume", action="store_true", help="continue from --out")
     loop.add_argument("--out", required=True, help="the checkpoint file")
+    loop.add_argument(
+        "--init-from", metavar="CKPT",
+        help="fine-tune: start from CKPT's weights (same model options) with fresh "
+        "optimisers, step 0 and this command's recipe; recorded in the checkpoint",
+    )  # fmt: skip
     p.set_defaults(**defaults)
 
 
@@ -674,6 +679,7 @@ def _train_command(
         checkpoint_every=options.checkpoint_every,
         log_every=options.log_every,
         out=Path(options.out),
+        init_from=Path(options.init_from) if options.init_from else None,
     )
     out = Path(options.out)
     check_out_path(out)  # before a step is trained, as bench run checks its --out

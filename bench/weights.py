@@ -270,7 +270,24 @@ def training_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(training, dict):
         return {}
     keep = ("step", "epoch", "seconds", "options", "dataset", "images")
-    return {k: training[k] for k in keep if k in training}
+    record = {k: training[k] for k in keep if k in training}
+    # Fine-tuned (``--init-from``): the source's images were trained on too, and the chain
+    # of sources (file, SHA-256, step) is the provenance.
+    chain: list[dict[str, Any]] = []
+    images = list(record.get("images", []))
+    seen = {i.get("sha256") for i in images if isinstance(i, Mapping)}
+    origin = training.get("initialised_from")
+    while isinstance(origin, Mapping):
+        chain.append({k: origin[k] for k in ("file", "sha256", "step") if k in origin})
+        for image in origin.get("images", []):
+            if isinstance(image, Mapping) and image.get("sha256") not in seen:
+                seen.add(image.get("sha256"))
+                images.append(image)
+        origin = origin.get("initialised_from")
+    if chain:
+        record["initialised_from"] = chain
+        record["images"] = images
+    return record
 
 
 def trained_on_files(path: str | os.PathLike[str]) -> list[str]:

@@ -183,6 +183,40 @@ def test_bench_train_mae_then_bench_run_gives_ok_records_with_real_bpp(images, t
         assert record.bytes > int(record.header_bytes or 0)
 
 
+def test_bench_train_mae_init_from_fine_tunes_with_another_recipe(images, tmp_path, capsys):
+    import hashlib
+
+    source = tmp_path / "mae.pt"
+    common = ["train", "mae", "--dataset", "folder", "--data-dir", str(images), "--n", "8",
+              "--hidden", "4", "--lambdas", "64,1024", "--crop", "32x32", "--batch-size", "2",
+              "--log-every", "1"]  # fmt: skip
+    assert main([*common, "--steps", "2", "--out", str(source)]) == 0
+    tuned = tmp_path / "tuned.pt"
+    argv = [*common, "--steps", "1", "--lambda-weights", "inverse", "--lr", "1e-5",
+            "--init-from", str(source), "--out", str(tuned)]  # fmt: skip
+    assert main(argv) == 0
+    assert f"initialising mae from {source} (its step 2)" in capsys.readouterr().err
+    saved = torch.load(tuned, map_location="cpu", weights_only=True)
+    training = saved["training"]
+    assert training["step"] == 1
+    assert training["hyperparameters"] == {"lambda_weights": "inverse", "lr": 1e-5}
+    origin = training["initialised_from"]
+    assert origin["step"] == 2 and origin["hyperparameters"] == {"lr": 5e-4}
+    assert origin["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    run_dir = tmp_path / "run"
+    argv = ["run", "--codecs", "mae", "--dataset", "folder", "--data-dir", str(images),
+            "--rates", "mae=64", "--codec-option", f"mae.weights={tuned}", "--workers", "0",
+            "--out", str(run_dir)]  # fmt: skip
+    assert main(argv) == 0
+    assert origin["sha256"] in (run_dir / "manifest.json").read_text()  # the provenance
+    wider = [*common[:7], "16", *common[8:], "--steps", "1", "--init-from", str(source),
+             "--out", str(tmp_path / "wider.pt")]  # fmt: skip
+    assert main(wider) != 0
+    assert "n (checkpoint 8, now 16). Fine-tune with the same model options" in (
+        capsys.readouterr().err
+    )
+
+
 def _training(*options: str):
     import argparse
 

@@ -437,6 +437,7 @@ def test_narrower_presets_keep_the_papers_head_width():
         (["--init", "gan=x.pt"], "expected tic-hp=PATH or tic=PATH"),
         (["--init", "tic-hp=x.pth.tar"], "needs --size paper"),
         (["--init", "tic=x.pt", "--resume"], "give one of them"),
+        (["--init-from", "x.pt"], "fine-tune with --init tic=PATH"),
     ],
 )
 def test_train_tic_refuses_a_start_it_cannot_make(tmp_path, capsys, extra, message):

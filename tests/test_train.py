@@ -374,6 +374,97 @@ def test_changed_options_on_resume_warn(dataset: Any, tmp_path: Path) -> None:
         trainer.run(resume=True)
 
 
+def test_init_from_fine_tunes_from_the_weights_with_fresh_optimisers(
+    dataset: Any, image_dir: Path, tmp_path: Path
+) -> None:
+    source_model, source = make(TinyAE, dataset, tmp_path / "src", steps=6)
+    source.run()
+    source_path = tmp_path / "src" / "ckpt.pt"
+    # Another seed builds other initial weights: initialise_from replaces them.
+    model, trainer = make(TinyAE, dataset, tmp_path / "ft", steps=3, seed=5,
+                          init_from=source_path)  # fmt: skip
+    assert not torch.equal(model.net[0].weight, source_model.net[0].weight)
+    trainer.initialise_from(source_path)
+    assert_bit_equal(parameters(model), parameters(source_model))
+
+    model, trainer = make(TinyAE, dataset, tmp_path / "ft", steps=3, seed=5,
+                          init_from=source_path)  # fmt: skip
+    result = trainer.run()
+    assert result.step == 3 and result.resumed_from is None
+    saved = read_checkpoint(tmp_path / "ft" / "ckpt.pt")
+    adam = saved["optimizers"]["adam"]["state"]
+    assert {float(state["step"]) for state in adam.values()} == {3.0}  # fresh: 3, not 9
+    origin = saved["training"]["initialised_from"]
+    assert origin["file"] == str(source_path)
+    assert origin["sha256"] == hashlib.sha256(source_path.read_bytes()).hexdigest()
+    assert origin["step"] == 6
+    assert origin["images"] == read_checkpoint(source_path)["training"]["images"]
+    assert saved["training"]["options"]["init_from"] == str(source_path)
+
+
+def test_a_fine_tuned_run_resumes_exactly_and_keeps_its_origin(
+    dataset: Any, tmp_path: Path
+) -> None:
+    make(TinyAE, dataset, tmp_path / "src", steps=4)[1].run()
+    source_path = tmp_path / "src" / "ckpt.pt"
+    whole_model, whole = make(TinyAE, dataset, None, steps=6, init_from=source_path)
+    uninterrupted = whole.run()
+    make(TinyAE, dataset, tmp_path / "ft", steps=3, init_from=source_path)[1].run()
+    source_path.unlink()  # a resume continues from its own checkpoint, not the source
+    resumed_model, resumed = make(TinyAE, dataset, tmp_path / "ft", steps=6,
+                                  init_from=source_path)  # fmt: skip
+    result = resumed.run(resume=True)
+    assert result.resumed_from == 3
+    assert loss_curve(result) == loss_curve(uninterrupted)
+    assert_bit_equal(parameters(resumed_model), parameters(whole_model))
+    assert read_checkpoint(tmp_path / "ft" / "ckpt.pt")["training"]["initialised_from"]["step"] == 4
+
+
+def test_init_from_refuses_another_model_or_config(dataset: Any, tmp_path: Path) -> None:
+    make(TinyAE, dataset, tmp_path / "src", steps=2)[1].run()
+    source_path = tmp_path / "src" / "ckpt.pt"
+    _, trainer = make(TinyAE, dataset, tmp_path / "ft", steps=2, init_from=source_path,
+                      model_kwargs={"channels": 4})  # fmt: skip
+    with pytest.raises(TrainingError, match=r"channels \(checkpoint 8, now 4\)\. Fine-tune"):
+        trainer.run()
+    _, other = make(TinyGAN, dataset, tmp_path / "ft", steps=2, init_from=source_path)
+    with pytest.raises(TrainingError, match="bench-tiny-ae-1"):
+        other.run()
+    _, missing = make(TinyAE, dataset, tmp_path / "ft", steps=2, init_from=tmp_path / "no.pt")
+    with pytest.raises(WeightsError, match=r"no\.pt"):
+        missing.run()
+    assert not (tmp_path / "ft" / "ckpt.pt").exists()
+
+
+def test_training_record_counts_the_sources_images(
+    dataset: Any, image_dir: Path, tmp_path: Path
+) -> None:
+    from bench.weights import trained_on_files, training_record
+
+    make(TinyAE, dataset, tmp_path / "src", steps=2)[1].run()
+    source_path = tmp_path / "src" / "ckpt.pt"
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    rng = np.random.default_rng(11)
+    for i in range(2):
+        pixels = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(other_dir / f"new{i}.png")
+    others = open_dataset("folder", {"data_dir": other_dir})
+    make(TinyAE, others, tmp_path / "ft", steps=2, init_from=source_path)[1].run()
+    make(TinyAE, others, tmp_path / "ft2", steps=2,
+         init_from=tmp_path / "ft" / "ckpt.pt")[1].run()  # fmt: skip
+    record = training_record(read_checkpoint(tmp_path / "ft2" / "ckpt.pt"))
+    assert [i["id"] for i in record["images"]] == ["new0", "new1", "img0", "img1", "img2"]
+    assert [(o["file"], o["step"]) for o in record["initialised_from"]] == [
+        (str(tmp_path / "ft" / "ckpt.pt"), 2),
+        (str(source_path), 2),
+    ]
+    expected = {hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in [*image_dir.glob("*.png"), *other_dir.glob("*.png")]}  # fmt: skip
+    assert set(trained_on_files(tmp_path / "ft2" / "ckpt.pt")) == expected
+    assert "initialised_from" not in training_record(read_checkpoint(source_path))
+
+
 def test_same_seed_same_run_and_another_seed_another(dataset: Any) -> None:
     a_model, a = make(TinyGAN, dataset, steps=5)
     b_model, b = make(TinyGAN, dataset, steps=5)

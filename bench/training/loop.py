@@ -29,6 +29,11 @@ Conventions:
   keeps the last good checkpoint.
 - Resume keeps the model ``config()`` and the trainable's ``hyperparameters()``: other values
   raise ``ResumeMismatch``. Other batch size, crop, seed, AMP or device only warn.
+- Fine-tuning (``init_from``): a new run starts from the weights of another checkpoint of the
+  same model and config, with fresh optimisers, step 0 and its own hyper-parameters. The
+  checkpoint records where its weights came from (``training.initialised_from``: file, SHA-256,
+  step and images, nested for a chain), and ``bench.weights.training_record`` counts the
+  source's images as trained on.
 
 torch is imported where it is used, so ``import bench.training`` works without it.
 """
@@ -258,6 +263,9 @@ class TrainingOptions:
         evaluate_every: call the trainable's ``evaluate()`` every N steps.
         history: how many loss records the checkpoint keeps (the most recent).
         out: the checkpoint file (None: no checkpoints).
+        init_from: start a new run from this checkpoint's weights (same trainer and model
+            config) with fresh optimisers and step 0: fine-tuning. A resume of ``out``
+            continues as saved and does not read it again.
     """
 
     steps: int | None = None
@@ -275,6 +283,7 @@ class TrainingOptions:
     evaluate_every: int | None = None
     history: int = 100_000
     out: Path | None = None
+    init_from: Path | None = None
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None:
@@ -296,11 +305,14 @@ class TrainingOptions:
             raise UsageError("training option checkpoint_seconds must be positive")
         if self.out is not None:
             self.out = Path(self.out)
+        if self.init_from is not None:
+            self.init_from = Path(self.init_from)
 
     def to_json(self) -> dict[str, Any]:
         """The options as JSON-able values (paths as strings, tuples as lists)."""
         values = asdict(self)
         values["out"] = str(self.out) if self.out is not None else None
+        values["init_from"] = str(self.init_from) if self.init_from is not None else None
         values["crop"] = list(self.crop) if self.crop is not None else None
         return values
 
@@ -483,6 +495,8 @@ class Trainer:
         self.evaluations: list[dict[str, Any]] = []
         self._window: dict[str, float] = {}
         self._window_count = 0
+        self.initialised_from: dict[str, Any] | None = None
+        """Where the weights of step 0 came from (``init_from``); None for a fresh start."""
 
     # ---------------------------------------------------------------- state
 
@@ -528,6 +542,8 @@ class Trainer:
         hyperparameters = self._hyperparameters()
         if hyperparameters is not None:
             state["training"]["hyperparameters"] = hyperparameters
+        if self.initialised_from is not None:
+            state["training"]["initialised_from"] = self.initialised_from
         if extra:
             clash = sorted(set(extra) & (RESERVED_KEYS | set(self.modules)))
             if clash:
@@ -544,19 +560,8 @@ class Trainer:
         Raises:
             TrainingError: another model family, a differing config, missing modules.
         """
-        if state.get("format") != self.format:
-            raise TrainingError(
-                f"{source}: a {state.get('format')!r} checkpoint, not {self.format!r}; "
-                "it was written by another model"
-            )
-        current = _json_normal(self.trainable.config())
-        differences = config_differences(state.get("config"), current)
-        if differences:
-            raise ResumeMismatch(
-                f"{source}: the model's config differs from the checkpoint's at "
-                + "; ".join(differences)
-                + ". Resume with the same model options, or train into another checkpoint"
-            )
+        self._check_model(state, source, "Resume with the same model options, or train into "
+                          "another checkpoint")  # fmt: skip
         saved_hyper = state.get("training", {}).get("hyperparameters")
         given_hyper = self._hyperparameters()
         if saved_hyper is not None and given_hyper is not None:
@@ -586,6 +591,8 @@ class Trainer:
         self.seconds = float(training["seconds"])
         self.history = list(training.get("losses", []))
         self.evaluations = list(training.get("evaluations", []))
+        origin = training.get("initialised_from")
+        self.initialised_from = dict(origin) if isinstance(origin, Mapping) else None
         window = training.get("window", {"sums": {}, "count": 0})
         self._window = {k: float(v) for k, v in window["sums"].items()}
         self._window_count = int(window["count"])
@@ -594,6 +601,58 @@ class Trainer:
         if callable(restore):
             reserved = RESERVED_KEYS | set(self.modules)
             restore({k: v for k, v in state.items() if k not in reserved})
+
+    def _check_model(self, state: Mapping[str, Any], source: Path | str, what_to_do: str) -> None:
+        """``state`` is a checkpoint of this model with this config.
+
+        Raises:
+            TrainingError: another model family; ResumeMismatch: a differing config.
+        """
+        if state.get("format") != self.format:
+            raise TrainingError(
+                f"{source}: a {state.get('format')!r} checkpoint, not {self.format!r}; "
+                "it was written by another model"
+            )
+        current = _json_normal(self.trainable.config())
+        differences = config_differences(state.get("config"), current)
+        if differences:
+            raise ResumeMismatch(
+                f"{source}: the model's config differs from the checkpoint's at "
+                + "; ".join(differences)
+                + f". {what_to_do}"
+            )
+
+    def initialise_from(self, path: Path) -> None:
+        """Load the modules' weights of the checkpoint at ``path`` (same model and config);
+        the optimisers, step and hyper-parameters stay this run's. Recorded in
+        ``initialised_from``.
+
+        Raises:
+            WeightsError: no such file or not a checkpoint; TrainingError: another model, a
+            differing config (``ResumeMismatch``) or missing modules.
+        """
+        from bench.download import sha256_of
+
+        state = read_checkpoint(path)
+        self._check_model(state, path, "Fine-tune with the same model options as the "
+                          "checkpoint's")  # fmt: skip
+        missing = sorted(set(self.modules) - set(state))
+        if missing:
+            raise TrainingError(f"{path}: no saved state for {missing}")
+        for name, module in self.modules.items():
+            module.load_state_dict(state[name])
+        training = state.get("training", {})
+        keep = ("step", "epoch", "seconds", "dataset", "images", "hyperparameters",
+                "initialised_from")  # fmt: skip
+        self.initialised_from = {
+            "file": str(path),
+            "sha256": sha256_of(path),
+            **_json_normal({k: training[k] for k in keep if k in training}),
+        }
+        self.log(
+            f"initialising {self.trainable.name} from {path} (its step "
+            f"{training.get('step', '?')}): fresh optimisers, step 0"
+        )
 
     def _hyperparameters(self) -> dict[str, Any] | None:
         function = getattr(self.trainable, "hyperparameters", None)
@@ -667,8 +726,12 @@ class Trainer:
                 self.load_state_dict(read_checkpoint(options.out), options.out)
                 resumed_from = self.saved_step = self.step
                 self.log(f"resuming {self.trainable.name} from {options.out} at step {self.step}")
-            elif resume:
-                self.log(f"no checkpoint at {options.out}: training {self.trainable.name} anew")
+            else:
+                if resume:
+                    self.log(f"no checkpoint at {options.out}: training "
+                             f"{self.trainable.name} anew")  # fmt: skip
+                if options.init_from is not None:
+                    self.initialise_from(options.init_from)
             if self.world.size > 1:
                 distributed.broadcast_modules(self.modules)  # one start, as DDP's wrapping
             losses = self._loop()

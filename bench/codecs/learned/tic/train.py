@@ -394,6 +394,11 @@ class TicTraining(Training):
     def from_args(cls, args: argparse.Namespace) -> TicTraining:
         if args.steps is None and args.epochs is None:
             raise UsageError("bench train tic needs --steps or --epochs (the paper: 300,000 steps)")
+        if getattr(args, "init_from", None):
+            raise UsageError(
+                "bench train tic: fine-tune with --init tic=PATH, which keeps TIC's lineage of "
+                "steps and images (--init-from does not know it)"
+            )
         init = None
         if args.init:
             name, sep, path = args.init.partition("=")
