@@ -196,6 +196,16 @@ def test_bench_train_mae_init_from_fine_tunes_with_another_recipe(images, tmp_pa
             "--init-from", str(source), "--out", str(tuned)]  # fmt: skip
     assert main(argv) == 0
     assert f"initialising mae from {source} (its step 2)" in capsys.readouterr().err
+    # A checkpoint whose entropy tables were built (as for coding) starts a fine-tune too.
+    built = torch.load(source, map_location="cpu", weights_only=True)
+    network = MaeNetwork(MaeConfig.from_dict(built["config"]))
+    network.load_state_dict(built["model"])
+    network.update(force=True)
+    built["model"] = network.state_dict()
+    torch.save(built, tmp_path / "built.pt")
+    argv_built = [*common, "--steps", "1", "--init-from", str(tmp_path / "built.pt"),
+                  "--out", str(tmp_path / "from-built.pt")]  # fmt: skip
+    assert main(argv_built) == 0
     saved = torch.load(tuned, map_location="cpu", weights_only=True)
     training = saved["training"]
     assert training["step"] == 1

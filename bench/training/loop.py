@@ -640,6 +640,7 @@ class Trainer:
         if missing:
             raise TrainingError(f"{path}: no saved state for {missing}")
         for name, module in self.modules.items():
+            _size_empty_buffers(module, state[name])
             module.load_state_dict(state[name])
         training = state.get("training", {})
         keep = ("step", "epoch", "seconds", "dataset", "images", "hyperparameters",
@@ -868,6 +869,15 @@ class Trainer:
                 f"evaluation at step {self.step}: "
                 + " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             )
+
+
+def _size_empty_buffers(module: torch.nn.Module, state: Mapping[str, Any]) -> None:
+    """Resize ``module``'s empty buffers to their saved shapes: tables that a model builds
+    after training (CompressAI's entropy ``update()``) are empty in a fresh one."""
+    for name, buffer in module.named_buffers():
+        saved = state.get(name)
+        if buffer.numel() == 0 and saved is not None and saved.shape != buffer.shape:
+            buffer.resize_(saved.shape)
 
 
 def seed_everything(seed: int) -> None:
