@@ -679,7 +679,7 @@ def _train_command(
         checkpoint_every=options.checkpoint_every,
         log_every=options.log_every,
         out=Path(options.out),
-        init_from=Path(options.init_from) if options.init_from else None,
+        init_from=options.init_from,
     )
     out = Path(options.out)
     check_out_path(out)  # before a step is trained, as bench run checks its --out

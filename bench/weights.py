@@ -275,19 +275,28 @@ def training_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     # of sources (file, SHA-256, step) is the provenance.
     chain: list[dict[str, Any]] = []
     images = list(record.get("images", []))
-    seen = {i.get("sha256") for i in images if isinstance(i, Mapping)}
     origin = training.get("initialised_from")
     while isinstance(origin, Mapping):
         chain.append({k: origin[k] for k in ("file", "sha256", "step") if k in origin})
-        for image in origin.get("images", []):
-            if isinstance(image, Mapping) and image.get("sha256") not in seen:
-                seen.add(image.get("sha256"))
-                images.append(image)
+        images += origin.get("images", [])
         origin = origin.get("initialised_from")
     if chain:
         record["initialised_from"] = chain
-        record["images"] = images
+        record["images"] = distinct_images(images)
     return record
+
+
+def distinct_images(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Training-image records without repeats (runs of one lineage share images), first kept;
+    an image is its pixel hash, or its file hash where a record has no pixel hash."""
+    seen: set[str] = set()
+    kept = []
+    for image in images:
+        key = str(image.get("sha256") or image.get("file_sha256") or image)
+        if key not in seen:
+            seen.add(key)
+            kept.append(image)
+    return kept
 
 
 def trained_on_files(path: str | os.PathLike[str]) -> list[str]:
@@ -312,6 +321,7 @@ __all__ = [
     "WeightsError",
     "check_finite",
     "checkpoint_format",
+    "distinct_images",
     "first_nonfinite",
     "load_state_dict",
     "load_strict",

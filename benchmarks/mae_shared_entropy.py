@@ -38,22 +38,21 @@ from typing import Any
 import numpy as np
 import torch
 from compressai.entropy_models import EntropyBottleneck
-from PIL import Image
 
 from bench.codecs.learned.mae.checkpoint import load_mae_checkpoint, read_mae_checkpoint
 from bench.codecs.learned.mae.model import MaeConfig, MaeNetwork
+from bench.images import list_images, read_rgb8
 
 CROP = 128
-SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def crops_of(directory: Path, count: int, seed: int) -> torch.Tensor:
     """``count`` random CROP x CROP crops (N, 3, CROP, CROP) on [0, 1], images drawn
     uniformly, positions uniform; seeded."""
-    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in SUFFIXES)
+    paths = list_images(directory)
     if not paths:
         raise SystemExit(f"{directory}: no images")
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    images = [read_rgb8(p).pixels for p in paths]
     rng = np.random.default_rng(seed)
     out = np.empty((count, CROP, CROP, 3), dtype=np.uint8)
     for index in range(count):
@@ -128,17 +127,13 @@ def write(
     note: dict[str, Any],
     path: Path,
 ) -> None:
-    """A bench-mae-1 checkpoint: ``source``'s transforms with these bottlenecks."""
+    """A bench-mae-1 checkpoint: ``source``'s transforms with these bottlenecks (their
+    coding tables unbuilt, as a trained checkpoint's: the codec builds them on loading)."""
     config = MaeConfig.from_dict({**source["config"], "shared_entropy_model": shared})
     refit = MaeNetwork(config)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("entropy.")}
     for index, bottleneck in enumerate(bottlenecks):
-        bottleneck.update(force=True)
-        for name, tensor in bottleneck.state_dict().items():
-            key = f"entropy.{index}.{name}"
-            if name.endswith(("_quantized_cdf", "_offset", "_cdf_length")):
-                refit.get_buffer(key).resize_(tensor.shape)
-            state[key] = tensor
+        state.update({f"entropy.{index}.{k}": v for k, v in bottleneck.state_dict().items()})
     refit.load_state_dict(state, strict=True)
     out = {k: v for k, v in source.items() if k not in ("model", "optimizers", "scaler")}
     out["config"] = config.to_dict()

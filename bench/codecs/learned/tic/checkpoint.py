@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.codecs.learned.base import load_weights
-from bench.weights import WeightsError, checkpoint_format, read_checkpoint
+from bench.weights import WeightsError, checkpoint_format, distinct_images, read_checkpoint
 
 if TYPE_CHECKING:
     from bench.codecs.learned.tic.model import TicConfig, TicHyperprior
@@ -46,19 +46,6 @@ def training_lineage(checkpoint: dict[str, Any]) -> dict[str, Any]:
         "steps": int(training.get("step", 0)) + int(earlier.get("steps", 0)),
         "images": distinct_images([*training.get("images", []), *earlier.get("images", [])]),
     }
-
-
-def distinct_images(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Training-image records without repeats (runs of one lineage share images), first kept;
-    an image is its pixel hash, or its file hash where a record has no pixel hash."""
-    seen: set[str] = set()
-    kept = []
-    for image in images:
-        key = str(image.get("sha256") or image.get("file_sha256") or image)
-        if key not in seen:
-            seen.add(key)
-            kept.append(image)
-    return kept
 
 
 def load_tic_checkpoint(path: Path) -> tuple[TicConfig, TicHyperprior]:
